@@ -1,0 +1,1 @@
+//! User-level benchmarks of procpool; the benches live in `benches/benches/`.

@@ -1,0 +1,1 @@
+//! Cross-crate, multi-process integration tests: one binary, one module per area.

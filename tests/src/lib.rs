@@ -1,0 +1,1 @@
+//! Cross-crate, multi-process integration tests live in `it/`.

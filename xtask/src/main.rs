@@ -1,0 +1,2 @@
+//! `cargo xtask`: project automation that needs nothing but cargo. See docs/ARCHITECTURE.md.
+fn main() {}
