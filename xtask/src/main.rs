@@ -1,2 +1,35 @@
 //! `cargo xtask`: project automation that needs nothing but cargo. See docs/ARCHITECTURE.md.
-fn main() {}
+//!
+//! `main` only dispatches; each task lives in its own module.
+
+mod ci;
+mod layers;
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(task, rest)| (task.as_str(), rest));
+    let res = match task {
+        "ci" => ci::run(rest),
+        "tidy" => tidy::run(),
+        "layers" => layers::run(),
+        "loom" => ci::loom(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 ci [--release] [--no-clippy]  fmt check, clippy -D warnings, tests, docs, tidy, layer check\n  \
+                 tidy                          repository hygiene checks (also a #[test])\n  \
+                 layers                        prove the crate dependency direction\n  \
+                 loom                          run the procpool-ipc loom models"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    util::report(res)
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask ci`: everything CI checks, so a local run and a CI run are the same thing.
+
+use crate::util::{self, Result, cargo};
+
+/// Runs the checks in order of cost: the cheapest failure is reported first.
+pub(crate) fn run(args: &[String]) -> Result {
+    let release = args.iter().any(|arg| arg == "--release");
+    let clippy = !args.iter().any(|arg| arg == "--no-clippy");
+
+    util::run(cargo().args(["fmt", "--all", "--check"]))?;
+    crate::tidy::run()?;
+    crate::layers::run()?;
+    if clippy {
+        util::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    util::run(cargo().args(["test", "--workspace"]))?;
+    if release {
+        util::run(cargo().args(["test", "--workspace", "--release"]))?;
+    }
+    util::run(
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// Runs the loom models of the ring in release, with the preemption bound CI uses.
+pub(crate) fn loom() -> Result {
+    util::run(
+        cargo()
+            .args(["test", "-p", "procpool-ipc", "--release", "--lib", "loom"])
+            .env("RUSTFLAGS", "--cfg procpool_loom")
+            .env("LOOM_MAX_PREEMPTIONS", "2")
+            .env(
+                "CARGO_TARGET_DIR",
+                crate::util::project_root().join("target/loom"),
+            ),
+    )
+}
