@@ -363,6 +363,8 @@ def generate_tree(root, files, mib):
     for _ in range(files):
         state = (state * LCG_MUL + LCG_ADD) & MASK
         sizes.append(avg // 4 + (state >> 11) % (avg * 3 // 2))
+    raw_sum = sum(sizes)
+    sizes = [size * total // raw_sum for size in sizes]
     sizes[-1] += total - sum(sizes)
     block = os.urandom(1 << 20)
     for i, size in enumerate(sizes):

@@ -1,0 +1,148 @@
+//! `procpool-bench`: procpool side by side with rayon, a serial loop and Python's pools.
+//!
+//! Started by `cargo xtask bench [args]`. See benches/README.md for the workloads.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use procpool_benches::machine::MachineInfo;
+use procpool_benches::plot;
+use procpool_benches::report;
+use procpool_benches::runner::{self, Config};
+use procpool_benches::workload::Workload;
+
+/// Runs the issue-7 workloads on procpool and its peers and writes a report.
+#[derive(Debug, Parser)]
+#[command(name = "procpool-bench", version)]
+struct Args {
+    /// Worker processes (and rayon threads, and Python workers).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Smaller sizes and 3 rounds: the whole run stays under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Rounds per workload (default 5, or 3 with --quick).
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Only these workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "WORKLOAD,...")]
+    only: Vec<String>,
+    /// Skip the Python baselines.
+    #[arg(long)]
+    no_python: bool,
+    /// Where report.md, results.json and the charts go [default: <workspace>/target/procpool-bench].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let workloads = if args.only.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.only
+            .iter()
+            .map(|name| {
+                Workload::from_name(name.trim()).ok_or_else(|| {
+                    let known: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
+                    format!("unknown workload `{name}` (known: {})", known.join(", "))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if args.workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    let config = Config {
+        workers: args.workers,
+        quick: args.quick,
+        repeat: args.repeat.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
+        workloads,
+        python: !args.no_python,
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ lives one level below the workspace root")
+        .to_path_buf();
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| workspace.join("target/procpool-bench"));
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|err| format!("creating {}: {err}", out_dir.display()))?;
+
+    let machine = MachineInfo::gather(&workspace);
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise:.dim} [{bar:30.cyan/blue}] {pos}/{len} {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    let outcome = runner::run(config, &progress).map_err(|err| err.to_string())?;
+
+    println!("{}", report::terminal_table(&outcome.rows));
+    for note in &outcome.notes {
+        println!("note: {note}");
+    }
+
+    let mut charts = Vec::new();
+    for &workload in &outcome.config.workloads {
+        let bars = plot::workload_bars(&outcome.rows, workload.name(), workload.unit());
+        if bars.is_empty() {
+            continue;
+        }
+        let file = format!("{workload}.svg");
+        let title = format!("{workload}: {}", workload.measures());
+        match plot::bar_chart(&out_dir.join(&file), &title, workload.unit(), &bars) {
+            Ok(()) => charts.push((workload.name().to_owned(), file)),
+            Err(err) => eprintln!("warning: {err}"),
+        }
+        if workload == Workload::Skewed {
+            let bars = plot::makespan_bars(&outcome.rows);
+            let file = "skewed_makespan.svg".to_owned();
+            if !bars.is_empty() {
+                match plot::bar_chart(
+                    &out_dir.join(&file),
+                    "skewed: makespan vs ideal",
+                    "ms",
+                    &bars,
+                ) {
+                    Ok(()) => charts.push(("skewed makespan".to_owned(), file)),
+                    Err(err) => eprintln!("warning: {err}"),
+                }
+            }
+        }
+    }
+
+    let doc = report::json(&outcome, &machine);
+    let json_text = serde_json::to_string_pretty(&doc).map_err(|err| err.to_string())?;
+    let results = out_dir.join("results.json");
+    std::fs::write(&results, &json_text)
+        .map_err(|err| format!("writing {}: {err}", results.display()))?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &json_text)
+            .map_err(|err| format!("writing {}: {err}", path.display()))?;
+    }
+    let report_path = out_dir.join("report.md");
+    std::fs::write(&report_path, report::markdown(&outcome, &machine, &charts))
+        .map_err(|err| format!("writing {}: {err}", report_path.display()))?;
+    println!("report: {}", report_path.display());
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Runs `baselines/python_pools.py` with `python3` and reads its JSON back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::BenchError;
+use crate::collect::Sample;
+use crate::workload::Workload;
+
+/// The Python baseline script and the interpreter that runs it.
+#[derive(Debug, Clone)]
+pub struct PythonBaseline {
+    /// The interpreter (`python3`).
+    pub interpreter: String,
+    /// Path of `python_pools.py`.
+    pub script: PathBuf,
+}
+
+/// What one invocation of the script returned.
+#[derive(Debug, Clone)]
+pub struct PythonRound {
+    /// `(system, sample)` in the order the script ran them.
+    pub samples: Vec<(String, Sample)>,
+    /// The script's loop calibration (`calibration` object), kept verbatim.
+    pub calibration: Value,
+    /// The whole JSON document, for the record.
+    pub raw: Value,
+}
+
+impl PythonBaseline {
+    /// The script shipped in this package, run with `python3`; `None` when `python3` does
+    /// not start (the caller skips the Python rows with a note).
+    pub fn find() -> Option<Self> {
+        let ok = Command::new("python3")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        ok.then(|| Self {
+            interpreter: "python3".into(),
+            script: Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines/python_pools.py"),
+        })
+    }
+
+    /// Runs one round of `workload` on every Python system.
+    pub fn run_round(
+        &self,
+        workload: Workload,
+        workers: usize,
+        quick: bool,
+        tree: Option<&Path>,
+    ) -> Result<PythonRound, BenchError> {
+        let mut cmd = Command::new(&self.interpreter);
+        cmd.arg(&self.script)
+            .args(["--workers", &workers.to_string()])
+            .args(["--workload", workload.name()])
+            .args(["--repeat", "1"]);
+        if quick {
+            cmd.arg("--quick");
+        }
+        if let Some(tree) = tree {
+            cmd.arg("--tree").arg(tree);
+        }
+        let out = cmd.stdin(Stdio::null()).output().map_err(|err| {
+            BenchError::Python(format!("could not start {}: {err}", self.interpreter))
+        })?;
+        if !out.status.success() {
+            return Err(BenchError::Python(format!(
+                "{} exited with {}: {}",
+                self.script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        parse_round(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// Parses the script's JSON into samples.
+pub fn parse_round(text: &str) -> Result<PythonRound, BenchError> {
+    let raw: Value = serde_json::from_str(text.trim())
+        .map_err(|err| BenchError::Python(format!("output is not JSON: {err}")))?;
+    let rows = raw
+        .get("rows")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BenchError::Python("output has no `rows` array".into()))?;
+    let mut samples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let field = |name: &str| {
+            row.get(name)
+                .ok_or_else(|| BenchError::Python(format!("row without `{name}`: {row}")))
+        };
+        let system = field("system")?.as_str().unwrap_or_default().to_owned();
+        let value = field("value")?
+            .as_f64()
+            .ok_or_else(|| BenchError::Python(format!("non-numeric value in {row}")))?;
+        let unit = field("unit")?.as_str().unwrap_or_default();
+        let mut sample = Sample::new(value, unit);
+        if let Some(extra) = row.get("extra").and_then(Value::as_object) {
+            for (key, value) in extra {
+                if let Some(value) = value.as_f64() {
+                    sample = sample.with(key, value);
+                }
+            }
+        }
+        samples.push((system, sample));
+    }
+    Ok(PythonRound {
+        samples,
+        calibration: raw.get("calibration").cloned().unwrap_or(Value::Null),
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rows_and_extras() {
+        let text = r#"{"calibration": {"ns_per_iter": 100.0}, "rows": [
+            {"workload": "skewed", "system": "ProcessPoolExecutor cs=1", "value": 1.4,
+             "unit": "x ideal", "min": 1.4, "max": 1.4, "samples": [1.4],
+             "extra": {"makespan_ms": 411.5, "ideal_ms": 290.0}}]}"#;
+        let round = parse_round(text).unwrap();
+        assert_eq!(round.samples.len(), 1);
+        let (system, sample) = &round.samples[0];
+        assert_eq!(system, "ProcessPoolExecutor cs=1");
+        assert_eq!(sample.unit, "x ideal");
+        assert_eq!(sample.value, 1.4);
+        assert!(sample.extra.contains(&("makespan_ms".to_owned(), 411.5)));
+        assert_eq!(round.calibration["ns_per_iter"], 100.0);
+    }
+
+    #[test]
+    fn rejects_output_that_is_not_the_scripts() {
+        assert!(parse_round("Traceback (most recent call last):").is_err());
+        assert!(parse_round(r#"{"rows": [{"system": "x"}]}"#).is_err());
+    }
+}

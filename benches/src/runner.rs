@@ -1,0 +1,212 @@
+//! The interleaved run: every workload, round by round, every system once per round.
+
+use std::collections::HashSet;
+
+use indicatif::ProgressBar;
+use serde_json::Value;
+
+use crate::BenchError;
+use crate::busy::Calibration;
+use crate::collect::{Collector, Lang, Row};
+use crate::digest::Tree;
+use crate::python::PythonBaseline;
+use crate::systems::{
+    self, Backend, ProcpoolSystem, RayonSystem, RoundCtx, SerialSystem, Sha512, SpinOracle,
+};
+use crate::workload::{Params, Workload};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker processes (and rayon threads, and Python workers).
+    pub workers: usize,
+    /// Smaller sizes, fewer rounds: under two minutes.
+    pub quick: bool,
+    /// Rounds per workload.
+    pub repeat: usize,
+    /// The workloads, in order.
+    pub workloads: Vec<Workload>,
+    /// Whether to run the Python baselines.
+    pub python: bool,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The configuration it ran with.
+    pub config: Config,
+    /// The sizes it ran with.
+    pub params: Params,
+    /// One row per (workload, system).
+    pub rows: Vec<Row>,
+    /// Skipped systems, failures and other remarks, in order.
+    pub notes: Vec<String>,
+    /// The Rust loop calibration.
+    pub rust_calibration: Calibration,
+    /// The Python loop calibration of the last Python round (each round calibrates anew).
+    pub python_calibration: Option<Value>,
+    /// The digest tree's size, when `digest` ran: (files, MiB).
+    pub tree: Option<(usize, f64)>,
+}
+
+/// Runs every workload of `config`, advancing `progress` by one per system-round.
+pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError> {
+    let params = Params::new(config.quick);
+    let mut notes = Vec::new();
+    progress.set_message("calibrating the busy loop");
+    let cal = Calibration::measure();
+
+    let python = if config.python {
+        let found = PythonBaseline::find();
+        if found.is_none() {
+            notes.push("python3 not found: the Python rows are skipped".to_owned());
+        }
+        found
+    } else {
+        notes.push("--no-python: the Python rows are skipped".to_owned());
+        None
+    };
+
+    let mut serial = SerialSystem;
+    let tree = if config.workloads.contains(&Workload::Digest) {
+        progress.set_message("generating the digest tree");
+        let tree = Tree::generate(params.digest_files, params.digest_mib)?;
+        // The serial pass gives the expected fingerprint and warms the page cache.
+        let digests = serial.digest(&tree.files)?;
+        let fingerprint = systems::xor_digests(&digests);
+        Some((tree, fingerprint))
+    } else {
+        None
+    };
+
+    let mut procpool = ProcpoolSystem::default();
+    let mut rayon = RayonSystem::default();
+    let oracle = SpinOracle::default();
+    let mut collector = Collector::default();
+    let mut python_calibration = None;
+
+    let per_round = |w: Workload| {
+        let rust = [&serial as &dyn Backend, &procpool, &rayon]
+            .iter()
+            .filter(|s| s.supports(w))
+            .count();
+        (rust + usize::from(python.is_some())) as u64
+    };
+    progress.set_length(
+        config
+            .workloads
+            .iter()
+            .map(|&w| per_round(w) * config.repeat as u64)
+            .sum(),
+    );
+
+    for &workload in &config.workloads {
+        // Systems that failed on this workload sit out its remaining rounds.
+        let mut failed: HashSet<&'static str> = HashSet::new();
+        for round in 0..config.repeat {
+            let mut ctx = RoundCtx {
+                workers: config.workers,
+                params: &params,
+                cal: &cal,
+                tree: tree.as_ref().map(|(tree, fp): &(Tree, Sha512)| (tree, *fp)),
+                serial_secs: None,
+                oracle: &oracle,
+            };
+            let tag = format!("{workload} round {}/{}", round + 1, config.repeat);
+            if serial.supports(workload) {
+                progress.set_message(format!("{tag}: serial"));
+                match systems::measure(&mut serial, workload, &ctx) {
+                    Ok(sample) => {
+                        if workload.needs_serial_reference() {
+                            ctx.serial_secs = Some(sample.value / 1e3);
+                        }
+                        collector.add(workload.name(), "serial", Lang::Rust, sample);
+                    }
+                    Err(err) => {
+                        if failed.insert("serial") {
+                            notes.push(format!("{workload}: serial failed: {err}"));
+                        }
+                    }
+                }
+                progress.inc(1);
+            }
+            // A B A B …, and the order of the pools rotates each round.
+            let mut order: Vec<usize> = vec![0, 1, 2];
+            order.rotate_left(round % 3);
+            for idx in order {
+                match idx {
+                    0 | 1 => {
+                        let system: &mut dyn Backend =
+                            if idx == 0 { &mut procpool } else { &mut rayon };
+                        if !system.supports(workload) {
+                            continue;
+                        }
+                        let name = system.name();
+                        progress.set_message(format!("{tag}: {name}"));
+                        if !failed.contains(name) {
+                            if workload.needs_serial_reference() && ctx.serial_secs.is_none() {
+                                failed.insert(name);
+                                notes.push(format!(
+                                    "{workload}: {name} skipped: no serial reference"
+                                ));
+                            } else {
+                                match systems::measure(system, workload, &ctx) {
+                                    Ok(sample) => {
+                                        collector.add(workload.name(), name, Lang::Rust, sample)
+                                    }
+                                    Err(err) => {
+                                        failed.insert(name);
+                                        notes.push(format!("{workload}: {name} failed: {err}"));
+                                    }
+                                }
+                            }
+                        }
+                        progress.inc(1);
+                    }
+                    _ => {
+                        let Some(py) = &python else { continue };
+                        progress.set_message(format!("{tag}: python"));
+                        if !failed.contains("python") {
+                            let tree_path = ctx.tree.map(|(tree, _)| tree.path());
+                            match py.run_round(workload, config.workers, config.quick, tree_path) {
+                                Ok(round_out) => {
+                                    for (system, sample) in round_out.samples {
+                                        let system = if system == "python serial" {
+                                            system
+                                        } else {
+                                            format!("py {system}")
+                                        };
+                                        collector.add(
+                                            workload.name(),
+                                            &system,
+                                            Lang::Python,
+                                            sample,
+                                        );
+                                    }
+                                    python_calibration = Some(round_out.calibration);
+                                }
+                                Err(err) => {
+                                    failed.insert("python");
+                                    notes.push(format!("{workload}: python failed: {err}"));
+                                }
+                            }
+                        }
+                        progress.inc(1);
+                    }
+                }
+            }
+        }
+    }
+    progress.finish_with_message("done");
+    Ok(Outcome {
+        config,
+        params,
+        rows: collector.rows(),
+        notes,
+        rust_calibration: cal,
+        python_calibration,
+        tree: tree
+            .as_ref()
+            .map(|(tree, _)| (tree.files.len(), tree.mib())),
+    })
+}

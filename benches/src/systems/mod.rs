@@ -1,0 +1,293 @@
+//! The Rust-side systems (procpool, rayon, serial) and the one measuring loop they share.
+//!
+//! A system implements the primitive operations of [`Backend`]; [`measure`] turns them into
+//! one [`Sample`] per round, the same way for every system, and checks every result against
+//! the serial answer so a fast wrong figure can never be reported.
+
+mod procpool;
+mod rayon;
+mod serial;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use self::procpool::ProcpoolSystem;
+pub use self::rayon::RayonSystem;
+pub use self::serial::SerialSystem;
+
+use crate::BenchError;
+use crate::busy::{Calibration, spin};
+use crate::collect::{Sample, median};
+use crate::digest::Tree;
+use crate::workload::{Params, Workload};
+
+/// A digest as the tasks return it.
+pub type Sha512 = [u8; 64];
+
+/// The primitive operations a Rust-side system offers; a workload it cannot run meaningfully
+/// is left out of [`Backend::supports`] (the report says why in benches/README.md).
+pub trait Backend {
+    /// The name in the report.
+    fn name(&self) -> &'static str;
+    /// Whether the system runs `workload`.
+    fn supports(&self, workload: Workload) -> bool;
+    /// Whether this is the serial reference (its map time is the round's serial time).
+    fn is_serial_reference(&self) -> bool {
+        false
+    }
+    /// Starts a pool of `workers`, gets one trivial result, shuts it down.
+    fn startup_once(&mut self, workers: usize) -> Result<(), BenchError>;
+    /// Makes sure the warm pool exists and every worker has run something.
+    fn warm_up(&mut self, workers: usize) -> Result<(), BenchError>;
+    /// One trivial task, submit to result.
+    fn round_trip(&mut self, x: u64) -> Result<u64, BenchError>;
+    /// `n` trivial submits (`add_one(i)` for `i` in `0..n`), then every result; returns their sum.
+    fn submit_many(&mut self, n: u64) -> Result<u64, BenchError>;
+    /// `add_one` over `0..n`, in order.
+    fn map_add_one(&mut self, n: u64) -> Result<Vec<u64>, BenchError>;
+    /// `spin` over `items`, in order.
+    fn map_spin(&mut self, items: &[u64]) -> Result<Vec<u64>, BenchError>;
+    /// Sends `data` to an identity task and returns what came back.
+    fn identity(&mut self, data: Vec<u8>) -> Result<Vec<u8>, BenchError>;
+    /// SHA-512 of every file, in any order.
+    fn digest(&mut self, files: &[PathBuf]) -> Result<Vec<Sha512>, BenchError>;
+}
+
+/// Everything a round needs besides the system.
+#[derive(Debug)]
+pub struct RoundCtx<'a> {
+    /// Worker processes or threads.
+    pub workers: usize,
+    /// Workload sizes.
+    pub params: &'a Params,
+    /// The loop calibration of this process.
+    pub cal: &'a Calibration,
+    /// The `digest` tree and the XOR of all its file digests, when that workload runs.
+    pub tree: Option<(&'a Tree, Sha512)>,
+    /// The serial reference time of this round, once the serial system has run.
+    pub serial_secs: Option<f64>,
+    /// Expected `spin` results, computed once per loop count.
+    pub oracle: &'a SpinOracle,
+}
+
+/// Remembers `spin(loops)` per loop count, so checking a result costs nothing after the first.
+#[derive(Debug, Default)]
+pub struct SpinOracle {
+    known: Mutex<HashMap<u64, u64>>,
+}
+
+impl SpinOracle {
+    /// `spin(loops)`, computed at most once.
+    pub fn expect(&self, loops: u64) -> u64 {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        *known.entry(loops).or_insert_with(|| spin(loops))
+    }
+}
+
+/// The items of a workload that maps `spin`, by the context's calibration.
+pub fn spin_items(workload: Workload, ctx: &RoundCtx<'_>) -> Vec<u64> {
+    let p = ctx.params;
+    match workload {
+        Workload::Map1us => vec![ctx.cal.loops(Duration::from_micros(1)); p.map_1us_n],
+        Workload::CpuScaling => vec![ctx.cal.loops(p.cpu_unit); p.cpu_tasks],
+        Workload::Skewed => {
+            let mut items = vec![ctx.cal.loops(p.skew_short.1); p.skew_short.0];
+            items.extend(std::iter::repeat_n(
+                ctx.cal.loops(p.skew_long.1),
+                p.skew_long.0,
+            ));
+            items
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// XOR of digests: an order-independent fingerprint of a set of files.
+pub fn xor_digests(digests: &[Sha512]) -> Sha512 {
+    let mut acc = [0u8; 64];
+    for digest in digests {
+        for (a, b) in acc.iter_mut().zip(digest) {
+            *a ^= b;
+        }
+    }
+    acc
+}
+
+fn wrong(system: &dyn Backend, workload: Workload, detail: String) -> BenchError {
+    BenchError::WrongResult {
+        system: system.name().to_owned(),
+        workload: workload.name(),
+        detail,
+    }
+}
+
+fn secs_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+/// Runs one round of `workload` on `system` and returns its figure.
+pub fn measure(
+    system: &mut dyn Backend,
+    workload: Workload,
+    ctx: &RoundCtx<'_>,
+) -> Result<Sample, BenchError> {
+    let p = ctx.params;
+    let workers = ctx.workers;
+    if workload != Workload::Startup {
+        system.warm_up(workers)?;
+    }
+    match workload {
+        Workload::Startup => {
+            let mut times = Vec::with_capacity(p.starts);
+            for _ in 0..p.starts {
+                let start = Instant::now();
+                system.startup_once(workers)?;
+                times.push(secs_since(start) * 1e3);
+            }
+            Ok(Sample::new(median(&times), "ms"))
+        }
+        Workload::Latency => {
+            for i in 0..50 {
+                system.round_trip(i)?;
+            }
+            let mut trips = Vec::with_capacity(p.latency_trips);
+            for i in 0..p.latency_trips as u64 {
+                let start = Instant::now();
+                let got = system.round_trip(black_box(i))?;
+                trips.push(start.elapsed().as_nanos() as f64 / 1e3);
+                if got != i + 1 {
+                    return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
+                }
+            }
+            Ok(Sample::new(median(&trips), "us"))
+        }
+        Workload::Submit => {
+            let n = p.submit_n as u64;
+            let start = Instant::now();
+            let sum = system.submit_many(n)?;
+            let secs = secs_since(start);
+            let expect = n * (n + 1) / 2;
+            if sum != expect {
+                return Err(wrong(
+                    system,
+                    workload,
+                    format!("sum {sum}, expected {expect}"),
+                ));
+            }
+            Ok(Sample::new(n as f64 / secs, "tasks/s").with("n", n as f64))
+        }
+        Workload::MapTiny => {
+            let n = p.map_tiny_n;
+            let start = Instant::now();
+            let out = system.map_add_one(n)?;
+            let secs = secs_since(start);
+            if out.len() as u64 != n || out.iter().enumerate().any(|(i, &v)| v != i as u64 + 1) {
+                return Err(wrong(
+                    system,
+                    workload,
+                    "output is not add_one(0..n) in order".into(),
+                ));
+            }
+            Ok(Sample::new(n as f64 / secs, "items/s").with("n", n as f64))
+        }
+        Workload::Map1us | Workload::CpuScaling | Workload::Skewed => {
+            let items = spin_items(workload, ctx);
+            let start = Instant::now();
+            let out = system.map_spin(&items)?;
+            let secs = secs_since(start);
+            if out.len() != items.len()
+                || items
+                    .iter()
+                    .zip(&out)
+                    .any(|(&l, &v)| ctx.oracle.expect(l) != v)
+            {
+                return Err(wrong(
+                    system,
+                    workload,
+                    "output is not spin(items) in order".into(),
+                ));
+            }
+            if system.is_serial_reference() {
+                return Ok(Sample::new(secs * 1e3, "ms").with("n", items.len() as f64));
+            }
+            let serial = ctx.serial_secs.ok_or_else(|| {
+                wrong(
+                    system,
+                    workload,
+                    "no serial reference ran this round".into(),
+                )
+            })?;
+            if workload == Workload::Skewed {
+                let total: u64 = items.iter().sum();
+                let longest = items.iter().copied().max().unwrap_or(0);
+                let ideal =
+                    (serial / workers as f64).max(serial * longest as f64 / total.max(1) as f64);
+                Ok(Sample::new(secs / ideal, "x ideal")
+                    .with("makespan_ms", secs * 1e3)
+                    .with("ideal_ms", ideal * 1e3))
+            } else {
+                Ok(Sample::new(serial / (workers as f64 * secs), "efficiency")
+                    .with("speedup", serial / secs)
+                    .with("wall_ms", secs * 1e3)
+                    .with("n", items.len() as f64))
+            }
+        }
+        Workload::Payload => {
+            let size = p.payload_mib << 20;
+            let mut data = vec![0u8; size];
+            let mut state: u64 = 0x0DDB_1A5E_5BAD_5EED;
+            for chunk in data.chunks_exact_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes());
+            }
+            let fingerprint = (data[0], data[size / 2], data[size - 1]);
+            let mut trips = Vec::with_capacity(p.payload_trips);
+            for _ in 0..p.payload_trips {
+                let start = Instant::now();
+                let back = system.identity(data)?;
+                trips.push(secs_since(start));
+                if back.len() != size || (back[0], back[size / 2], back[size - 1]) != fingerprint {
+                    return Err(wrong(
+                        system,
+                        workload,
+                        "identity changed the buffer".into(),
+                    ));
+                }
+                data = back;
+            }
+            let mib = p.payload_mib as f64;
+            Ok(Sample::new(mib / median(&trips), "MiB/s").with("mib", mib))
+        }
+        Workload::Digest => {
+            let (tree, expect) = ctx
+                .tree
+                .ok_or_else(|| wrong(system, workload, "no tree was generated".into()))?;
+            let start = Instant::now();
+            let digests = system.digest(&tree.files)?;
+            let secs = secs_since(start);
+            if digests.len() != tree.files.len() || xor_digests(&digests) != expect {
+                return Err(wrong(
+                    system,
+                    workload,
+                    "digests differ from the serial pass".into(),
+                ));
+            }
+            Ok(Sample::new(tree.mib() / secs, "MiB/s")
+                .with("files", tree.files.len() as f64)
+                .with("mib", tree.mib()))
+        }
+    }
+}
+
+/// The error of a primitive a system does not offer.
+fn unsupported(system: &str, what: &str) -> BenchError {
+    BenchError::Procpool(format!("{system} does not run `{what}`"))
+}
