@@ -1,0 +1,525 @@
+//! The loop inside a worker: handshake, initializer, then chunks of calls until shutdown.
+//!
+//! # One chunk
+//!
+//! A `CallBatch` frame is validated once (bytecheck over the whole argument archive), then the
+//! task's monomorphised batch runner walks the items. Before each item it publishes the chunk
+//! and item in the mailbox (words 0 and 1) and checks the yield request (word 2). Each item runs
+//! under `catch_unwind`; its output or failure is serialized straight into a reused outcome
+//! buffer. Outcomes are flushed to the completion ring at the end of the chunk, and earlier when
+//! the pending batch is old (about 1 ms, checked with an adaptive stride so fast items do not
+//! pay for a clock read each) or large, so results of long chunks stream back.
+//!
+//! # Quiet panics
+//!
+//! A panic inside a task is not printed by the worker: a panic hook (installed once, chaining
+//! to the previous hook for panics outside tasks) captures the message and location into a
+//! thread-local, and they travel to the parent as a `Panicked` failure; the parent decides
+//! what to show.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use rkyv::ser::allocator::Arena;
+use rkyv::util::AlignedVec;
+
+use crate::protocol::{
+    self, FailureKind, Hello, OutcomeEncoder, ProtocolError, TaskFailure, ToWorker,
+};
+use crate::registry::{self, Invoke, TaskId};
+use crate::state::{self, WorkerInfo};
+
+pub(crate) mod args;
+mod transport;
+
+pub(crate) use transport::LocalMailbox;
+
+/// Tuning of the run loop.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Flush pending outcomes of a running chunk once the oldest is about this old.
+    pub flush_interval: Duration,
+    /// Flush pending outcomes of a running chunk once they take this many bytes.
+    pub flush_bytes: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(1),
+            flush_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Why a worker's run loop ended other than by `Shutdown`.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The parent closed the channel (or died).
+    #[error("the parent closed the channel")]
+    Disconnected,
+    /// The parent sent a frame that does not parse.
+    #[error("bad frame from the parent: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The first frame was not `Setup`.
+    #[error("expected Setup as the first frame")]
+    NoSetup,
+    /// The initializer failed (the parent was told with `InitFailed`).
+    #[error("initializer failed: {0}")]
+    InitFailed(TaskFailure),
+    /// The transport failed in another way.
+    #[error("transport error: {0}")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Words of the shared mailbox the runtime uses (see the worker contract).
+pub(crate) mod word {
+    /// Id of the running chunk plus one; 0 when idle.
+    pub(crate) const RUNNING_CHUNK: usize = 0;
+    /// Offset within the running chunk of the item now running.
+    pub(crate) const RUNNING_ITEM: usize = 1;
+    /// Yield request: the parent stores `chunk_id + 1`.
+    pub(crate) const YIELD: usize = 2;
+}
+
+/// The mailbox as the runtime sees it; implemented over `procpool_ipc::Mailbox` and, in tests
+/// and benches, over local atomics.
+pub(crate) trait MailboxWords {
+    /// Reads word `i` (Acquire).
+    fn load(&self, i: usize) -> u64;
+    /// Writes word `i` (Release).
+    fn store(&self, i: usize, value: u64);
+    /// Replaces word `i` if it holds `current`.
+    fn compare_exchange(&self, i: usize, current: u64, new: u64) -> bool;
+}
+
+/// Receiving end of the transport.
+pub(crate) trait Inbox {
+    /// A received frame; released when dropped.
+    type Frame<'a>: Deref<Target = [u8]>
+    where
+        Self: 'a;
+    /// Blocks for the next frame.
+    fn recv(&mut self) -> Result<Self::Frame<'_>, WorkerError>;
+}
+
+/// Sending end of the transport.
+pub(crate) trait Outbox {
+    /// Sends one frame (copied).
+    fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError>;
+}
+
+/// Runs the worker side of the protocol over `endpoint` until the parent sends `Shutdown`.
+///
+/// Reads `Setup`, answers `Hello`, runs the initializer if any (answering `Ready` or
+/// `InitFailed`), then runs chunks of calls until `Shutdown`. The endpoint is closed on return.
+///
+/// # Errors
+///
+/// [`WorkerError::Disconnected`] when the parent closed the channel or died (the usual way a
+/// worker of a dropped pool ends), [`WorkerError::InitFailed`] after reporting a failed
+/// initializer, [`WorkerError::Protocol`] for a frame that does not parse,
+/// [`WorkerError::Transport`] when the channel broke.
+pub fn run_worker(endpoint: procpool_ipc::Endpoint, opts: RunOptions) -> Result<(), WorkerError> {
+    // FIXME(worker-core): switch to the shared `Endpoint::mailbox()` once ipc exposes it; until
+    // then yield requests and the running-item words are local to the worker.
+    let mailbox = LocalMailbox::default();
+    let (mut sender, mut receiver) = endpoint.split();
+    run_loop(&mut receiver, &mut sender, &mailbox, &opts)
+}
+
+/// Runs the worker protocol until `Shutdown` (Ok) or until the channel fails.
+pub(crate) fn run_loop<I: Inbox, O: Outbox>(
+    inbox: &mut I,
+    outbox: &mut O,
+    mailbox: &dyn MailboxWords,
+    opts: &RunOptions,
+) -> Result<(), WorkerError> {
+    install_panic_hook();
+    let mut control = AlignedVec::new();
+
+    let setup = {
+        let frame = inbox.recv()?;
+        match protocol::parse_to_worker(&frame)? {
+            ToWorker::Setup(setup) => setup,
+            _ => return Err(WorkerError::NoSetup),
+        }
+    };
+    let pid = std::process::id();
+    state::set_current_worker(WorkerInfo {
+        index: setup.worker_index,
+        pid,
+    });
+    let hello = Hello {
+        pid,
+        fingerprint: registry::fingerprint(),
+        task_count: u32::try_from(registry::entries().len()).unwrap_or(u32::MAX),
+    };
+    protocol::encode_hello(&hello, &mut control)?;
+    outbox.send(&control)?;
+
+    if let Some(init) = &setup.initializer {
+        let res = match registry::lookup(init.task_id) {
+            Some(entry) => (entry.run_init)(&init.args),
+            None => Err(unknown_task(init.task_id)),
+        };
+        if let Err(failure) = res {
+            protocol::encode_init_failed(&failure, &mut control)?;
+            outbox.send(&control)?;
+            return Err(WorkerError::InitFailed(failure));
+        }
+    }
+    protocol::encode_ready(&mut control);
+    outbox.send(&control)?;
+
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    loop {
+        let frame = inbox.recv()?;
+        match protocol::parse_to_worker(&frame)? {
+            ToWorker::CallBatch {
+                chunk_id,
+                task_id,
+                first_index,
+                count,
+                args,
+            } => {
+                let mut run = BatchRun {
+                    chunk_id,
+                    task_id,
+                    first_index,
+                    count,
+                    args,
+                    encoder: &mut encoder,
+                    outbox,
+                    mailbox,
+                    opts,
+                    pacer: Pacer::new(),
+                    error: None,
+                };
+                match registry::lookup(task_id) {
+                    Some(entry) => (entry.run_batch)(&mut run),
+                    None => run.fail_all(&unknown_task(task_id)),
+                }
+                if let Some(error) = run.error {
+                    return Err(error);
+                }
+            }
+            ToWorker::Ping { nonce } => {
+                protocol::encode_pong(nonce, &mut control);
+                outbox.send(&control)?;
+            }
+            ToWorker::Shutdown => return Ok(()),
+            ToWorker::Setup(_) => {
+                return Err(ProtocolError::UnexpectedKind(0x0001).into());
+            }
+        }
+    }
+}
+
+fn unknown_task(task_id: TaskId) -> TaskFailure {
+    TaskFailure::new(
+        FailureKind::UnknownTask,
+        format!("no task with id {task_id:016x} is registered in this worker"),
+    )
+}
+
+/// One chunk being run: its frame, the outcome encoder, the transport and the flush policy.
+///
+/// Handed to a task's monomorphised batch runner through [`crate::TaskEntry`].
+pub struct BatchRun<'a, 'arena> {
+    chunk_id: u64,
+    task_id: TaskId,
+    first_index: u64,
+    count: u32,
+    args: &'a [u8],
+    encoder: &'a mut OutcomeEncoder<'arena>,
+    outbox: &'a mut dyn OutboxDyn,
+    mailbox: &'a dyn MailboxWords,
+    opts: &'a RunOptions,
+    pacer: Pacer,
+    /// Set when the transport failed; the loop ends with it.
+    error: Option<WorkerError>,
+}
+
+impl std::fmt::Debug for BatchRun<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRun")
+            .field("chunk_id", &self.chunk_id)
+            .field("task_id", &self.task_id)
+            .field("first_index", &self.first_index)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Object-safe view of an [`Outbox`] (the batch runner is not generic over the transport).
+pub(crate) trait OutboxDyn {
+    fn send_dyn(&mut self, frame: &[u8]) -> Result<(), WorkerError>;
+}
+
+impl<O: Outbox> OutboxDyn for O {
+    fn send_dyn(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
+        self.send(frame)
+    }
+}
+
+/// Whether the batch runner goes on with the next item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Run,
+    Stop,
+}
+
+/// Decides when to look at the clock: every item at first, then (while items stay fast) every
+/// 2, 4, ... up to `MAX_STRIDE` items, back to every item as soon as a batch gets old.
+#[derive(Debug)]
+struct Pacer {
+    /// When the oldest pending outcome was started (start of the pending batch).
+    batch_started: Instant,
+    /// When the clock was last read.
+    last_read: Instant,
+    /// Items between clock reads.
+    stride: u32,
+    /// Items since the last clock read.
+    since_read: u32,
+}
+
+const MAX_STRIDE: u32 = 64;
+/// Item count that forces a flush regardless of time or size.
+const FLUSH_ITEMS: usize = 4096;
+
+impl Pacer {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            batch_started: now,
+            last_read: now,
+            stride: 1,
+            since_read: 0,
+        }
+    }
+
+    /// Whether the pending batch is due, reading the clock only every `stride` items.
+    fn due(&mut self, interval: Duration) -> bool {
+        self.since_read += 1;
+        if self.since_read < self.stride {
+            return false;
+        }
+        self.since_read = 0;
+        let now = Instant::now();
+        let since_last = now - self.last_read;
+        self.last_read = now;
+        if since_last < interval / 32 {
+            self.stride = (self.stride * 2).min(MAX_STRIDE);
+        } else {
+            self.stride = 1;
+        }
+        now - self.batch_started >= interval
+    }
+
+    fn flushed(&mut self) {
+        self.batch_started = self.last_read;
+    }
+}
+
+impl BatchRun<'_, '_> {
+    fn start(&mut self) {
+        self.encoder
+            .reset(self.chunk_id, self.task_id, self.first_index);
+        self.mailbox
+            .store(word::RUNNING_CHUNK, self.chunk_id.wrapping_add(1));
+    }
+
+    /// Called before item `offset`: publishes it, honours a yield request and flushes when due.
+    fn before_item(&mut self, offset: u32) -> Step {
+        if self.error.is_some() {
+            return Step::Stop;
+        }
+        if offset > 0 {
+            let due = self.encoder.len() >= FLUSH_ITEMS
+                || self.encoder.data_len() >= self.opts.flush_bytes
+                || self.pacer.due(self.opts.flush_interval);
+            if due {
+                self.flush();
+            }
+        }
+        let wanted = self.chunk_id.wrapping_add(1);
+        if self.mailbox.load(word::YIELD) == wanted {
+            self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+            self.flush();
+            let next_index = self.first_index + u64::from(offset);
+            let mut frame = AlignedVec::new();
+            protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
+            self.send(&frame);
+            return Step::Stop;
+        }
+        self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
+        Step::Run
+    }
+
+    fn flush(&mut self) {
+        if self.encoder.len() == 0 {
+            return;
+        }
+        let next = self.encoder.next_index();
+        let frame = self.encoder.finish();
+        if let Err(error) = self.outbox.send_dyn(frame) {
+            self.error.get_or_insert(error);
+        }
+        self.encoder.reset(self.chunk_id, self.task_id, next);
+        self.pacer.flushed();
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        if self.error.is_none() {
+            if let Err(error) = self.outbox.send_dyn(frame) {
+                self.error = Some(error);
+            }
+        }
+    }
+
+    /// Ends the chunk: flushes what is pending (an empty chunk gets an empty `Outcomes`).
+    fn end(&mut self) {
+        if self.encoder.len() > 0 || self.count == 0 {
+            let frame = self.encoder.finish();
+            if let Err(error) = self.outbox.send_dyn(frame) {
+                self.error.get_or_insert(error);
+            }
+        }
+        self.mailbox.store(word::RUNNING_CHUNK, 0);
+    }
+
+    /// Answers every item of the chunk with `failure`.
+    fn fail_all(&mut self, failure: &TaskFailure) {
+        self.start();
+        for offset in 0..self.count {
+            if self.before_item(offset) == Step::Stop {
+                self.mailbox.store(word::RUNNING_CHUNK, 0);
+                return;
+            }
+            self.encoder.push_failure(failure);
+        }
+        self.end();
+    }
+}
+
+/// The batch runner of task `T` (stored in its [`crate::TaskEntry`]).
+pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
+    let archived = match protocol::access_args::<T>(run.args, run.count) {
+        Ok(archived) => archived,
+        Err(error) => {
+            let failure = TaskFailure::new(
+                FailureKind::BadArguments,
+                format!("arguments for `{}` do not validate: {error}", T::NAME),
+            );
+            return run.fail_all(&failure);
+        }
+    };
+    run.start();
+    let mut pool = rkyv::de::Pool::new();
+    for (offset, args) in archived.iter().enumerate() {
+        // `access_args` checked `archived.len() == count`, a u32.
+        let offset = offset as u32;
+        if run.before_item(offset) == Step::Stop {
+            run.mailbox.store(word::RUNNING_CHUNK, 0);
+            return;
+        }
+        let mark = run.encoder.mark();
+        let encoder = &mut *run.encoder;
+        let res = catch_task_panic(|| match T::invoke(args, &mut pool) {
+            Ok(value) => encoder.push_value(&value),
+            Err(failure) => encoder.push_failure(&failure),
+        });
+        if let Err(failure) = res {
+            run.encoder.rollback(mark);
+            run.encoder.push_failure(&failure);
+            pool = rkyv::de::Pool::new();
+        }
+    }
+    run.end();
+}
+
+/// Runs task `T` as the initializer and stores its output as worker state.
+pub(crate) fn run_init<T: Invoke>(args_archive: &[u8]) -> Result<(), TaskFailure>
+where
+    T::Output: Sync,
+{
+    let mut aligned = AlignedVec::<16>::with_capacity(args_archive.len());
+    aligned.extend_from_slice(args_archive);
+    let archived = protocol::access_args::<T>(&aligned, 1).map_err(|error| {
+        TaskFailure::new(
+            FailureKind::BadArguments,
+            format!(
+                "initializer arguments for `{}` do not validate: {error}",
+                T::NAME
+            ),
+        )
+    })?;
+    let mut pool = rkyv::de::Pool::new();
+    let output = catch_task_panic(|| T::invoke(&archived[0], &mut pool))??;
+    state::set_worker_state(output);
+    Ok(())
+}
+
+thread_local! {
+    /// Set while a task runs on this thread: the panic hook then records instead of printing.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    /// The message and location of the last task panic on this thread.
+    static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) the hook that keeps task panics quiet and records them.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(Cell::get) {
+                let message = payload_message(info.payload());
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some((message, location)));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` with panics caught and turned into a `Panicked` failure.
+pub(crate) fn catch_task_panic<R>(f: impl FnOnce() -> R) -> Result<R, TaskFailure> {
+    IN_TASK.with(|flag| flag.set(true));
+    let res = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_TASK.with(|flag| flag.set(false));
+    res.map_err(|payload| {
+        let recorded = LAST_PANIC.with(|last| last.borrow_mut().take());
+        let (message, location) = match recorded {
+            Some(recorded) => recorded,
+            None => (payload_message(payload.as_ref()), None),
+        };
+        // Dropping a payload can itself panic; forget it rather than risk that.
+        std::mem::forget(payload);
+        TaskFailure {
+            kind: FailureKind::Panicked,
+            message,
+            location,
+        }
+    })
+}
+
+fn payload_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}

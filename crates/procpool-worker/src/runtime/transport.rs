@@ -1,0 +1,50 @@
+//! The runtime's transport: `procpool-ipc` channel ends, and local stand-ins for tests and benches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Inbox, MailboxWords, Outbox, WorkerError};
+
+impl Inbox for procpool_ipc::Receiver {
+    type Frame<'a> = procpool_ipc::Frame<'a>;
+
+    fn recv(&mut self) -> Result<Self::Frame<'_>, WorkerError> {
+        procpool_ipc::Receiver::recv(self).map_err(|error| match error {
+            procpool_ipc::RecvError::Disconnected => WorkerError::Disconnected,
+            other => WorkerError::Transport(Box::new(other)),
+        })
+    }
+}
+
+impl Outbox for procpool_ipc::Sender {
+    fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
+        procpool_ipc::Sender::send(self, frame).map_err(|error| match error {
+            procpool_ipc::SendError::Disconnected => WorkerError::Disconnected,
+            other => WorkerError::Transport(Box::new(other)),
+        })
+    }
+}
+
+/// Mailbox words in this process only: used when no shared mailbox exists (tests, benches).
+#[derive(Debug, Default)]
+pub(crate) struct LocalMailbox {
+    words: [AtomicU64; 8],
+}
+
+impl MailboxWords for LocalMailbox {
+    fn load(&self, i: usize) -> u64 {
+        // Acquire pairs with the Release in `store`, as the shared mailbox does.
+        self.words[i].load(Ordering::Acquire)
+    }
+
+    fn store(&self, i: usize, value: u64) {
+        // Release pairs with the Acquire in `load`.
+        self.words[i].store(value, Ordering::Release);
+    }
+
+    fn compare_exchange(&self, i: usize, current: u64, new: u64) -> bool {
+        // AcqRel: a successful exchange both observes the writer's request and publishes ours.
+        self.words[i]
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
