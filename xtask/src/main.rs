@@ -2,6 +2,7 @@
 //!
 //! `main` only dispatches; each task lives in its own module.
 
+mod bench;
 mod ci;
 mod layers;
 mod tidy;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         .map_or(("help", &[][..]), |(task, rest)| (task.as_str(), rest));
     let res = match task {
         "ci" => ci::run(rest),
+        "bench" => bench::run(rest),
         "tidy" => tidy::run(),
         "layers" => layers::run(),
         "loom" => ci::loom(),
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci [--release] [--no-clippy]  fmt check, clippy -D warnings, tests, docs, tidy, layer check\n  \
+                 bench [--quick|--criterion]   procpool vs rayon, serial and Python pools (report in target/procpool-bench)\n  \
                  tidy                          repository hygiene checks (also a #[test])\n  \
                  layers                        prove the crate dependency direction\n  \
                  loom                          run the procpool-ipc loom models"
