@@ -57,6 +57,12 @@ pub enum TaskError {
     /// The worker could not read the task's arguments (a type mismatch between parent and worker builds).
     #[error("the worker rejected the task's arguments: {0}")]
     BadArguments(String),
+    /// The task's output could not be serialized in the worker.
+    #[error("the task's output could not be sent back: {0}")]
+    BadOutput(String),
+    /// The pool has no worker left and could not start one.
+    #[error("no worker is available and none could be started: {0}")]
+    NoWorkers(String),
     /// The task's encoded arguments or result exceed a configured size limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {

@@ -121,13 +121,6 @@ pub(crate) fn task_pair<T>() -> (TaskHandle<T>, Completer<T>) {
 }
 
 impl<T> TaskHandle<T> {
-    /// Creates a handle that is already finished with `outcome` (e.g. `Err(PoolClosed)`).
-    pub(crate) fn finished(outcome: Result<T, TaskError>) -> Self {
-        let (handle, completer) = task_pair();
-        completer.complete(outcome);
-        handle
-    }
-
     /// Blocks until the task finishes and returns its outcome.
     ///
     /// # Errors

@@ -248,7 +248,8 @@ fn future_poll_registers_waker_and_yields_outcome() {
 
 #[test]
 fn finished_handle_is_done_at_once() {
-    let handle = TaskHandle::<u8>::finished(Err(TaskError::PoolClosed));
+    let (handle, completer) = task_pair::<u8>();
+    completer.complete(Err(TaskError::PoolClosed));
     assert!(handle.done());
     assert!(!handle.cancelled());
     assert!(handle.failed());

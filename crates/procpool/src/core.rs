@@ -1,0 +1,1248 @@
+//! The pool core: jobs, the scheduler, workers and their reader threads, behind one lock.
+//!
+//! # Threads and locks
+//!
+//! All bookkeeping lives in [`Core`], behind one mutex: the [`Scheduler`], the table of jobs,
+//! the table of chunks in flight, and per worker its [`FrameSender`] and outbox.
+//! Whoever changes something that may free or create work (a submitting thread, a map
+//! consumer pulling input, a reader thread reporting outcomes) dispatches under that lock:
+//! it asks the scheduler for assignments, encodes each chunk as one frame and sends it.
+//! Sends never block: a full link leaves the frame in the worker's outbox, flushed after
+//! that worker's next outcome frame (a full link means the worker has work, so that frame
+//! will come).
+//!
+//! Each worker has one reader thread, which blocks in the link's `recv`. For an outcome
+//! frame it updates the core under the lock, then decodes and delivers the outcomes with
+//! the lock released, so `on_done` callbacks never run under it (they may submit).
+//! When the link breaks, the same thread reaps the worker, settles what it held
+//! (re-queue the unstarted, retry or fail the one it was running), starts a replacement and
+//! goes on as the replacement's reader.
+//!
+//! # Exactly one outcome
+//!
+//! An item leaves the pool through exactly one of: an outcome frame, a failure decided here
+//! (worker lost, timed out, cancelled, terminated, encoding failed), or its job being
+//! dropped by its consumer. Jobs ignore a second outcome for an item, so a race between a
+//! failure and a late frame cannot deliver twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use procpool_sched::{
+    ChunkId, ChunkStatus, InputLen, JobId, Scheduler, SchedulerConfig, TaskKey, WorkerId,
+};
+use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
+use procpool_worker::{AlignedVec, Task};
+
+use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
+use crate::handle::{TaskHandle, task_pair};
+use crate::job::{Job, MapJob, SubmitJob, TaskOptions};
+use crate::link::{
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+};
+
+/// How long a worker may take from start to `Ready`.
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Consecutive failed starts of a replacement before a slot is given up.
+const MAX_REPLACEMENT_FAILURES: u32 = 5;
+/// How often the watchdog looks at running items when some job has a timeout.
+const WATCHDOG_TICK: Duration = Duration::from_millis(5);
+
+/// Settings fixed when the pool is built.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub(crate) n_workers: usize,
+    pub(crate) max_tasks_per_child: Option<NonZeroU64>,
+    pub(crate) initializer: Option<InitializerCall>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) terminate_grace: Duration,
+    pub(crate) sched: SchedulerConfig,
+}
+
+/// Everything the pool's threads share.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    /// Notified when a job ends, a worker comes or goes, or the phase changes.
+    changed: Condvar,
+    launcher: Box<dyn Launcher>,
+    config: PoolConfig,
+}
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting work.
+    Open,
+    /// `shutdown` is waiting for accepted work; new work is refused, workers are replaced.
+    Draining,
+    /// Workers are being stopped; nothing is replaced.
+    Closed,
+}
+
+struct Core {
+    sched: Scheduler,
+    phase: Phase,
+    /// Set when no worker is left and none can be started; new work fails with it.
+    broken: Option<String>,
+    jobs: HashMap<JobId, JobEntry>,
+    /// Chunks in flight, by wire id (`ChunkId::get`).
+    chunks: HashMap<u64, ChunkInfo>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    /// Reader threads, one per worker slot; joined by shutdown.
+    readers: Vec<JoinHandle<()>>,
+    /// Reader threads still running.
+    live_readers: usize,
+    next_worker_index: u32,
+    /// Replacements started after a worker ended (crash, timeout or recycling).
+    restarts: u64,
+    /// Workers lost to a crash, kill or protocol violation.
+    deaths: u64,
+    /// Jobs with a timeout in flight; the watchdog runs while this is non-zero.
+    timed_jobs: usize,
+    watchdog: Option<JoinHandle<()>>,
+    /// Scratch buffer for encoding frames.
+    frame: AlignedVec,
+    /// Per retired worker, the stats it ended with (pool-wide totals).
+    retired_tasks: u64,
+}
+
+struct JobEntry {
+    job: Arc<dyn Job>,
+    /// Chunks of this job in `Core::chunks`.
+    chunks_in_flight: usize,
+    /// Removed from the scheduler (shutdown_now or its consumer left); it ends when its
+    /// last chunk in flight ends.
+    detached: bool,
+}
+
+struct ChunkInfo {
+    id: ChunkId,
+    job: JobId,
+    worker: WorkerId,
+    /// The chunk's items; `end` shrinks when the worker yields.
+    items: Range<u64>,
+    /// The first item without an outcome.
+    next: u64,
+    sent_at: Instant,
+}
+
+struct WorkerEntry {
+    /// The worker's index in the pool, as told in `Setup` (unique over the pool's life).
+    index: u32,
+    pid: u32,
+    control: Arc<dyn WorkerControl>,
+    sender: Box<dyn FrameSender>,
+    /// Frames the link had no room for, in order.
+    outbox: VecDeque<AlignedVec>,
+    /// Items it may still be given before it is recycled (`max_tasks_per_child`).
+    budget: Option<u64>,
+    /// Shutdown was sent (recycling or pool shutdown): its end is expected.
+    stopping: bool,
+    tasks_done: u64,
+    busy: Duration,
+    started_at: Instant,
+    /// When it last reported, for estimating busy time.
+    last_event: Instant,
+    /// Item the watchdog saw running: (chunk wire id, item index, first seen).
+    watched: Option<(u64, u64, Instant)>,
+    /// The watchdog killed it for this item: (chunk wire id, item index, limit).
+    timed_out: Option<(u64, u64, Duration)>,
+}
+
+/// Work to do after the core lock is released.
+#[derive(Default)]
+struct Deferred {
+    failures: Vec<(Arc<dyn Job>, Range<u64>, TaskError)>,
+}
+
+impl Deferred {
+    fn run(self) {
+        for (job, items, error) in self.failures {
+            job.fail(items, error);
+        }
+    }
+}
+
+thread_local! {
+    /// Set on reader threads, so shutdown from a callback does not join its own thread.
+    static ON_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn items_len(items: &Range<u64>) -> u64 {
+    items.end.saturating_sub(items.start)
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the pool's first workers; fails if any cannot start.
+    pub(crate) fn start(
+        launcher: Box<dyn Launcher>,
+        config: PoolConfig,
+    ) -> Result<Arc<Shared>, Error> {
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                sched: Scheduler::new(config.sched.clone()),
+                phase: Phase::Open,
+                broken: None,
+                jobs: HashMap::new(),
+                chunks: HashMap::new(),
+                workers: HashMap::new(),
+                readers: Vec::new(),
+                live_readers: 0,
+                next_worker_index: 0,
+                restarts: 0,
+                deaths: 0,
+                timed_jobs: 0,
+                watchdog: None,
+                frame: AlignedVec::new(),
+                retired_tasks: 0,
+            }),
+            changed: Condvar::new(),
+            launcher,
+            config,
+        });
+        for _ in 0..shared.config.n_workers {
+            if let Err(err) = shared.spawn_reader() {
+                shared.terminate();
+                return Err(err);
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Starts one worker, registers it and starts its reader thread.
+    fn spawn_reader(self: &Arc<Self>) -> Result<(), Error> {
+        let started = self.start_worker()?;
+        let shared = Arc::clone(self);
+        let mut core = self.lock();
+        let thread = std::thread::Builder::new()
+            .name(format!("procpool-reader-{}", started.index))
+            .spawn(move || {
+                ON_READER.with(|flag| flag.set(true));
+                shared.reader_loop(started);
+            })
+            .map_err(|err| {
+                Error::with_source(ErrorKind::Io, "cannot start a reader thread", err)
+            })?;
+        core.readers.push(thread);
+        core.live_readers += 1;
+        Ok(())
+    }
+
+    /// Launches a worker, runs the handshake and registers it with the scheduler.
+    fn start_worker(&self) -> Result<StartedWorker, Error> {
+        let index = {
+            let mut core = self.lock();
+            let index = core.next_worker_index;
+            core.next_worker_index += 1;
+            index
+        };
+        let mut link = self.launcher.launch()?;
+        let pid = link.control.pid();
+        if let Err(err) = handshake(&mut link, index, &self.config) {
+            link.control.kill();
+            let exit = link.process.wait_exit(Duration::from_secs(2));
+            let err = match exit {
+                Some(exit) => Error::new(err.kind(), format!("{err} (worker {pid} {exit})")),
+                None => err,
+            };
+            return Err(err);
+        }
+        tracing::debug!(pid, index, "worker ready");
+        let Link {
+            sender,
+            receiver,
+            control,
+            process,
+        } = link;
+        let mut core = self.lock();
+        let id = core.sched.add_worker();
+        let now = Instant::now();
+        core.workers.insert(
+            id,
+            WorkerEntry {
+                index,
+                pid,
+                control: Arc::clone(&control),
+                sender,
+                outbox: VecDeque::new(),
+                budget: self.config.max_tasks_per_child.map(NonZeroU64::get),
+                stopping: false,
+                tasks_done: 0,
+                busy: Duration::ZERO,
+                started_at: now,
+                last_event: now,
+                watched: None,
+                timed_out: None,
+            },
+        );
+        if core.phase == Phase::Closed {
+            send_shutdown(core.workers.get_mut(&id).expect("just inserted"));
+        }
+        let deferred = self.dispatch(&mut core);
+        self.changed.notify_all();
+        drop(core);
+        deferred.run();
+        Ok(StartedWorker {
+            id,
+            index,
+            pid,
+            receiver,
+            control,
+            process,
+        })
+    }
+
+    /// The body of a reader thread: serve a worker, replace it when it ends, repeat.
+    fn reader_loop(self: &Arc<Self>, mut worker: StartedWorker) {
+        loop {
+            let reason = self.serve(&mut worker);
+            let exit = if reason.is_some() {
+                // The worker broke the protocol or was killed; make sure it is gone.
+                worker.control.kill();
+                worker.process.wait_exit(Duration::from_secs(5))
+            } else {
+                worker
+                    .process
+                    .wait_exit(Duration::from_secs(2))
+                    .or_else(|| {
+                        worker.control.kill();
+                        worker.process.wait_exit(Duration::from_secs(5))
+                    })
+            };
+            let exit = exit.unwrap_or(WorkerExit::Unknown);
+            let replace = self.on_worker_lost(&worker, exit, reason);
+            drop(worker);
+            if !replace {
+                break;
+            }
+            match self.replace_worker() {
+                Some(next) => worker = next,
+                None => break,
+            }
+        }
+        let mut core = self.lock();
+        core.live_readers -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Reads frames until the link ends; returns why, if it was a violation.
+    fn serve(&self, worker: &mut StartedWorker) -> Option<String> {
+        let mut violation = None;
+        loop {
+            let id = worker.id;
+            let res = worker.receiver.recv(None, &mut |frame| {
+                if violation.is_none()
+                    && let Err(why) = self.on_frame(id, frame)
+                {
+                    violation = Some(why);
+                }
+            });
+            if let Some(why) = &violation {
+                tracing::warn!(pid = worker.pid, "worker broke the protocol: {why}");
+                worker.control.close();
+                return violation;
+            }
+            match res {
+                Ok(()) => {}
+                Err(LinkError::Corrupt(why)) => return Some(why),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Handles one frame from worker `id`.
+    fn on_frame(&self, id: WorkerId, frame: &[u8]) -> Result<(), String> {
+        let message = protocol::parse_from_worker(frame).map_err(|err| err.to_string())?;
+        match message {
+            FromWorker::Outcomes(batch) => {
+                let n = batch.len() as u64;
+                let mut guard = self.lock();
+                let now = Instant::now();
+                let core = &mut *guard;
+                let info = core.chunks.get_mut(&batch.chunk_id).ok_or_else(|| {
+                    format!(
+                        "outcomes for chunk {} which it does not hold",
+                        batch.chunk_id
+                    )
+                })?;
+                if info.worker != id
+                    || batch.first_index != info.next
+                    || info.next + n > info.items.end
+                {
+                    return Err(format!(
+                        "outcomes for items {}..{} of chunk {}, expected from {} to at most {}",
+                        batch.first_index,
+                        batch.first_index + n,
+                        batch.chunk_id,
+                        info.next,
+                        info.items.end
+                    ));
+                }
+                info.next += n;
+                let (chunk_id, job_id, sent_at) = (info.id, info.job, info.sent_at);
+                let worker = core
+                    .workers
+                    .get_mut(&id)
+                    .ok_or("outcomes from an unknown worker")?;
+                let busy = now.saturating_duration_since(worker.last_event.max(sent_at));
+                worker.last_event = now;
+                worker.busy += busy;
+                worker.tasks_done += n;
+                worker.watched = None;
+                let status = core
+                    .sched
+                    .on_items_done(id, chunk_id, n, busy)
+                    .map_err(|err| err.to_string())?;
+                if status == ChunkStatus::Finished {
+                    self.end_chunk(core, batch.chunk_id);
+                }
+                let job = core.jobs.get(&job_id).map(|entry| Arc::clone(&entry.job));
+                self.check_job(core, job_id);
+                self.after_progress(core, id);
+                let deferred = self.dispatch(core);
+                drop(guard);
+                if let Some(job) = job {
+                    job.deliver(&batch);
+                }
+                deferred.run();
+                Ok(())
+            }
+            FromWorker::Yielded {
+                chunk_id,
+                next_index,
+            } => {
+                let mut guard = self.lock();
+                let core = &mut *guard;
+                let info = core
+                    .chunks
+                    .get_mut(&chunk_id)
+                    .ok_or_else(|| format!("yielded chunk {chunk_id} which it does not hold"))?;
+                if info.worker != id {
+                    return Err(format!("yielded chunk {chunk_id} of another worker"));
+                }
+                let (sched_id, job_id, end) = (info.id, info.job, info.items.end);
+                let status = core
+                    .sched
+                    .on_yielded(id, sched_id, next_index)
+                    .map_err(|err| err.to_string())?;
+                info.items.end = next_index;
+                if let Some(entry) = core.jobs.get(&job_id) {
+                    entry.job.unstart(next_index..end);
+                }
+                if status == ChunkStatus::Finished {
+                    self.end_chunk(core, chunk_id);
+                }
+                self.check_job(core, job_id);
+                let deferred = self.dispatch(core);
+                drop(guard);
+                deferred.run();
+                Ok(())
+            }
+            FromWorker::Pong { .. } => Ok(()),
+            FromWorker::Hello(_) | FromWorker::Ready | FromWorker::InitFailed(_) => {
+                Err("a handshake message after the handshake".to_owned())
+            }
+        }
+    }
+
+    /// Forgets a chunk that has no items left at its worker.
+    fn end_chunk(&self, core: &mut Core, chunk_wire_id: u64) {
+        if let Some(info) = core.chunks.remove(&chunk_wire_id)
+            && let Some(entry) = core.jobs.get_mut(&info.job)
+        {
+            entry.chunks_in_flight -= 1;
+        }
+    }
+
+    /// After a worker reported: flush its outbox, recycle it if its budget is spent.
+    fn after_progress(&self, core: &mut Core, id: WorkerId) {
+        let holds_chunks = core.chunks.values().any(|info| info.worker == id);
+        let Some(worker) = core.workers.get_mut(&id) else {
+            return;
+        };
+        flush(worker);
+        if worker.budget == Some(0) && !holds_chunks && !worker.stopping {
+            send_shutdown(worker);
+        }
+    }
+
+    /// Removes a job whose every item has an outcome (or will get one outside the scheduler).
+    fn check_job(&self, core: &mut Core, job_id: JobId) {
+        let Some(entry) = core.jobs.get(&job_id) else {
+            return;
+        };
+        let complete = if entry.detached {
+            entry.chunks_in_flight == 0
+        } else {
+            entry.chunks_in_flight == 0
+                && core
+                    .sched
+                    .job_progress(job_id)
+                    .is_none_or(|progress| progress.is_complete())
+        };
+        if complete {
+            if !entry.detached {
+                let _ = core.sched.remove_job(job_id);
+            }
+            if let Some(entry) = core.jobs.remove(&job_id)
+                && entry.job.options().timeout.is_some()
+            {
+                core.timed_jobs -= 1;
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Hands out every chunk the scheduler is willing to, and proposes tail splits.
+    fn dispatch(&self, core: &mut Core) -> Deferred {
+        let mut deferred = Deferred::default();
+        while let Some(assignment) = core.sched.next_assignment() {
+            let job_id = assignment.span.job;
+            let mut items = assignment.span.items.clone();
+            let worker_id = assignment.worker;
+            let Some(entry) = core.jobs.get(&job_id) else {
+                let _ = core.sched.on_items_done(
+                    worker_id,
+                    assignment.chunk,
+                    items_len(&items),
+                    Duration::ZERO,
+                );
+                continue;
+            };
+            let job = Arc::clone(&entry.job);
+            // Recycling: never give a worker more items than it has left.
+            if let Some(worker) = core.workers.get_mut(&worker_id)
+                && let Some(budget) = worker.budget
+            {
+                if budget < items_len(&items) {
+                    let cut = items.start + budget;
+                    let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
+                    items.end = cut;
+                }
+                worker.budget = Some(budget - items_len(&items));
+                if worker.budget == Some(0) {
+                    let _ = core.sched.retire_worker(worker_id);
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            if !job.start(items.clone()) {
+                // Cancelled, or nobody listens any more: do not run it.
+                let _ = core.sched.on_items_done(
+                    worker_id,
+                    assignment.chunk,
+                    items_len(&items),
+                    Duration::ZERO,
+                );
+                self.check_job(core, job_id);
+                continue;
+            }
+            let wire_id = assignment.chunk.get();
+            let mut frame = std::mem::take(&mut core.frame);
+            let encoded = job.encode(wire_id, items.clone(), &mut frame);
+            let too_large = core.workers.get(&worker_id).and_then(|worker| {
+                let max = worker.sender.max_frame();
+                (frame.len() > max).then_some(TaskError::TooLarge {
+                    what: "the encoded chunk",
+                    size: frame.len(),
+                    limit: max,
+                })
+            });
+            if let Some(error) = encoded.err().or(too_large) {
+                let _ = core.sched.on_items_done(
+                    worker_id,
+                    assignment.chunk,
+                    items_len(&items),
+                    Duration::ZERO,
+                );
+                deferred.failures.push((job, items, error));
+                core.frame = frame;
+                self.check_job(core, job_id);
+                continue;
+            }
+            core.chunks.insert(
+                wire_id,
+                ChunkInfo {
+                    id: assignment.chunk,
+                    job: job_id,
+                    worker: worker_id,
+                    next: items.start,
+                    items,
+                    sent_at: Instant::now(),
+                },
+            );
+            if let Some(entry) = core.jobs.get_mut(&job_id) {
+                entry.chunks_in_flight += 1;
+            }
+            if let Some(worker) = core.workers.get_mut(&worker_id) {
+                send(worker, &frame);
+            }
+            core.frame = frame;
+        }
+        while let Some(request) = core.sched.yield_candidate() {
+            if let Some(worker) = core.workers.get(&request.worker) {
+                worker.control.request_yield(request.chunk.get());
+            }
+        }
+        deferred
+    }
+
+    /// Settles what a lost worker held; returns whether to start a replacement.
+    fn on_worker_lost(
+        &self,
+        worker: &StartedWorker,
+        exit: WorkerExit,
+        violation: Option<String>,
+    ) -> bool {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let entry = core.workers.remove(&worker.id);
+        let expected = entry.as_ref().is_some_and(|entry| entry.stopping);
+        let timed_out = entry.as_ref().and_then(|entry| entry.timed_out);
+        if let Some(entry) = &entry {
+            core.retired_tasks += entry.tasks_done;
+        }
+        let mut deferred = Deferred::default();
+        match core.sched.remove_worker(worker.id) {
+            Ok(lost) => {
+                let owned: Vec<u64> = core
+                    .chunks
+                    .iter()
+                    .filter(|(_, info)| info.worker == worker.id)
+                    .map(|(wire_id, _)| *wire_id)
+                    .collect();
+                let detached_in_flight: Vec<(JobId, u64, Range<u64>)> = owned
+                    .iter()
+                    .filter_map(|wire_id| core.chunks.get(wire_id))
+                    .filter(|info| core.jobs.get(&info.job).is_some_and(|entry| entry.detached))
+                    .map(|info| (info.job, info.id.get(), info.next..info.items.end))
+                    .collect();
+                let mut touched: Vec<JobId> = Vec::new();
+                for wire_id in owned {
+                    if let Some(info) = core.chunks.get(&wire_id) {
+                        touched.push(info.job);
+                    }
+                    self.end_chunk(core, wire_id);
+                }
+                for span in &lost.requeued {
+                    if let Some(entry) = core.jobs.get(&span.job) {
+                        entry.job.unstart(span.items.clone());
+                    }
+                }
+                let died = TaskError::WorkerDied {
+                    pid: worker.pid,
+                    exit,
+                };
+                if let Some(item) = lost.started {
+                    touched.push(item.job);
+                    let job = core.jobs.get(&item.job).map(|entry| Arc::clone(&entry.job));
+                    match job {
+                        Some(job) => {
+                            let index = item.index;
+                            let timeout =
+                                timed_out.filter(|(_, timed_index, _)| *timed_index == index);
+                            let deaths = job.note_death(index);
+                            let retry = timeout.is_none()
+                                && deaths <= job.options().retries
+                                && core.phase != Phase::Closed;
+                            if retry {
+                                tracing::info!(
+                                    pid = worker.pid,
+                                    index,
+                                    deaths,
+                                    task = job.task_name(),
+                                    "retrying an item lost with its worker"
+                                );
+                                job.unstart(index..index + 1);
+                                let _ = core.sched.requeue(item);
+                            } else {
+                                let _ = core.sched.abandon(item);
+                                let error = match timeout {
+                                    Some((_, _, limit)) => TaskError::TimedOut { limit },
+                                    None => died.clone(),
+                                };
+                                deferred.failures.push((job, index..index + 1, error));
+                            }
+                        }
+                        None => {
+                            let _ = core.sched.abandon(item);
+                        }
+                    }
+                }
+                // Chunks of detached jobs are not requeued by the scheduler: fail them here.
+                for (job_id, _, items) in detached_in_flight {
+                    if let Some(entry) = core.jobs.get(&job_id) {
+                        deferred
+                            .failures
+                            .push((Arc::clone(&entry.job), items, died.clone()));
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                for job_id in touched {
+                    self.check_job(core, job_id);
+                }
+            }
+            Err(err) => tracing::debug!("worker already removed: {err}"),
+        }
+        if expected && violation.is_none() {
+            tracing::debug!(pid = worker.pid, %exit, "worker stopped");
+        } else {
+            core.deaths += 1;
+            match &violation {
+                Some(why) => tracing::warn!(pid = worker.pid, %exit, "worker disconnected: {why}"),
+                None => tracing::warn!(pid = worker.pid, %exit, "worker died"),
+            }
+        }
+        let replace = core.phase != Phase::Closed;
+        if replace {
+            core.restarts += 1;
+        }
+        let dispatched = self.dispatch(core);
+        self.changed.notify_all();
+        deferred.failures.extend(dispatched.failures);
+        // Release the lock before failing items: failures run callbacks.
+        drop(guard);
+        deferred.run();
+        replace
+    }
+
+    /// Starts a replacement worker, retrying a few times; gives up the slot if it cannot.
+    fn replace_worker(&self) -> Option<StartedWorker> {
+        let mut failures = 0;
+        loop {
+            if self.lock().phase == Phase::Closed {
+                return None;
+            }
+            match self.start_worker() {
+                Ok(started) => return Some(started),
+                Err(err) => {
+                    failures += 1;
+                    tracing::error!(
+                        "cannot start a replacement worker from {} ({failures}/{MAX_REPLACEMENT_FAILURES}): {err}",
+                        self.launcher.describe()
+                    );
+                    if failures >= MAX_REPLACEMENT_FAILURES {
+                        self.give_up_slot(&err.to_string());
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(50 << failures.min(5)));
+                }
+            }
+        }
+    }
+
+    /// A worker slot is lost for good; if it was the last, fail everything pending.
+    fn give_up_slot(&self, why: &str) {
+        let mut core = self.lock();
+        if !core.workers.is_empty() {
+            return;
+        }
+        core.broken = Some(why.to_owned());
+        let deferred = fail_all_jobs(&mut core, &TaskError::NoWorkers(why.to_owned()));
+        self.changed.notify_all();
+        drop(core);
+        deferred.run();
+    }
+
+    /// Refuses new work when the pool is not open.
+    fn accepting(core: &Core) -> Result<(), TaskError> {
+        if let Some(why) = &core.broken {
+            return Err(TaskError::NoWorkers(why.clone()));
+        }
+        match core.phase {
+            Phase::Open => Ok(()),
+            Phase::Draining | Phase::Closed => Err(TaskError::PoolClosed),
+        }
+    }
+
+    /// Registers a job; `Err` if the pool does not accept work.
+    fn add_job(
+        self: &Arc<Self>,
+        key: u64,
+        len: InputLen,
+        job: Arc<dyn Job>,
+    ) -> Result<JobId, TaskError> {
+        let mut core = self.lock();
+        Self::accepting(&core)?;
+        let timed = job.options().timeout.is_some();
+        let job_id = core.sched.submit(TaskKey(key), len);
+        core.jobs.insert(
+            job_id,
+            JobEntry {
+                job,
+                chunks_in_flight: 0,
+                detached: false,
+            },
+        );
+        if timed {
+            core.timed_jobs += 1;
+            if core.watchdog.is_none() {
+                let shared = Arc::clone(self);
+                core.watchdog = std::thread::Builder::new()
+                    .name("procpool-watchdog".into())
+                    .spawn(move || shared.watchdog_loop())
+                    .ok();
+            }
+        }
+        Ok(job_id)
+    }
+
+    /// Makes `n` more items of a job schedulable and dispatches them.
+    pub(crate) fn add_items(&self, job_id: JobId, n: u64, close: bool) -> Result<(), TaskError> {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        let res = if n > 0 {
+            core.sched.add_items(job_id, n).map(|_| ())
+        } else {
+            Ok(())
+        };
+        let res = res.and_then(|()| {
+            if close {
+                core.sched.close_input(job_id)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = res {
+            tracing::debug!("items refused: {err}");
+            return Err(Self::accepting(core).err().unwrap_or(TaskError::PoolClosed));
+        }
+        let mut deferred = self.dispatch(core);
+        self.check_job(core, job_id);
+        deferred.failures.extend(self.dispatch(core).failures);
+        drop(guard);
+        deferred.run();
+        Ok(())
+    }
+
+    /// The consumer of a job went away: drop its queued items, ignore its outcomes.
+    pub(crate) fn drop_job(&self, job_id: JobId) {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        if let Some(entry) = core.jobs.get_mut(&job_id)
+            && !entry.detached
+        {
+            entry.detached = true;
+            let _ = core.sched.remove_job(job_id);
+        }
+        self.check_job(core, job_id);
+    }
+
+    /// Submits one call.
+    pub(crate) fn submit<T: Task>(
+        self: &Arc<Self>,
+        args: T::Args,
+        options: TaskOptions,
+    ) -> TaskHandle<T::Output> {
+        let (handle, completer) = task_pair();
+        let job: Arc<dyn Job> = Arc::new(SubmitJob::<T>::new(args, completer, options));
+        match self.add_job(T::ID, InputLen::Known(1), Arc::clone(&job)) {
+            Ok(job_id) => {
+                if let Err(err) = self.add_items(job_id, 1, false) {
+                    job.fail(0..1, err);
+                }
+            }
+            Err(err) => job.fail(0..1, err),
+        }
+        handle
+    }
+
+    /// Starts a map job whose items the caller adds with [`Shared::add_items`].
+    pub(crate) fn start_map<T: Task>(
+        self: &Arc<Self>,
+        job: Arc<MapJob<T>>,
+        len: InputLen,
+    ) -> Result<JobId, TaskError> {
+        self.add_job(T::ID, len, job)
+    }
+
+    /// Waits for accepted work, then stops the workers.
+    pub(crate) fn shutdown(&self) {
+        let mut core = self.lock();
+        if core.phase == Phase::Open {
+            core.phase = Phase::Draining;
+            let job_ids: Vec<JobId> = core.jobs.keys().copied().collect();
+            for job_id in job_ids {
+                let _ = core.sched.close_input(job_id);
+                self.check_job(&mut core, job_id);
+            }
+        }
+        while !core.jobs.is_empty() && core.broken.is_none() && core.phase == Phase::Draining {
+            core = self
+                .changed
+                .wait(core)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        self.close(core);
+    }
+
+    /// Cancels work that has not started, waits for running work, then stops the workers.
+    pub(crate) fn shutdown_now(&self) {
+        let mut core = self.lock();
+        if core.phase == Phase::Open {
+            core.phase = Phase::Draining;
+        }
+        let mut deferred = Deferred::default();
+        let job_ids: Vec<JobId> = core.jobs.keys().copied().collect();
+        for job_id in job_ids {
+            let in_flight: Vec<Range<u64>> = core
+                .chunks
+                .values()
+                .filter(|info| info.job == job_id)
+                .map(|info| info.next..info.items.end)
+                .collect();
+            let core_ref = &mut *core;
+            if let Some(entry) = core_ref.jobs.get_mut(&job_id) {
+                if !entry.detached {
+                    entry.detached = true;
+                    let _ = core_ref.sched.remove_job(job_id);
+                }
+                for items in entry.job.unfinished_outside(&in_flight) {
+                    deferred
+                        .failures
+                        .push((Arc::clone(&entry.job), items, TaskError::Cancelled));
+                }
+            }
+            self.check_job(&mut core, job_id);
+        }
+        drop(core);
+        deferred.run();
+        self.shutdown();
+    }
+
+    /// Ends every job with `Terminated` and stops the workers: SIGTERM, a grace period, SIGKILL.
+    pub(crate) fn terminate(&self) {
+        let mut core = self.lock();
+        core.phase = Phase::Closed;
+        let deferred = fail_all_jobs(&mut core, &TaskError::Terminated);
+        for worker in core.workers.values_mut() {
+            worker.stopping = true;
+            worker.control.terminate();
+        }
+        drop(core);
+        deferred.run();
+        let deadline = Instant::now() + self.config.terminate_grace;
+        let mut core = self.lock();
+        while core.live_readers > 0 && Instant::now() < deadline {
+            core = self
+                .changed
+                .wait_timeout(core, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        for worker in core.workers.values() {
+            worker.control.kill();
+        }
+        self.close(core);
+    }
+
+    /// Marks the pool closed, asks every worker to stop and joins the reader threads.
+    fn close(&self, mut core: MutexGuard<'_, Core>) {
+        core.phase = Phase::Closed;
+        for worker in core.workers.values_mut() {
+            if !worker.stopping {
+                send_shutdown(worker);
+            }
+        }
+        let readers = std::mem::take(&mut core.readers);
+        let watchdog = core.watchdog.take();
+        self.changed.notify_all();
+        drop(core);
+        if ON_READER.with(|flag| flag.get()) {
+            // Called from a callback on a reader thread: it cannot join itself; the readers
+            // end on their own once their workers exit.
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        {
+            let mut core = self.lock();
+            while core.live_readers > 0 && Instant::now() < deadline {
+                core = self
+                    .changed
+                    .wait_timeout(core, Duration::from_millis(100))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            // Workers that ignore Shutdown (stuck in a busy loop) are killed.
+            for worker in core.workers.values() {
+                worker.control.kill();
+            }
+        }
+        for reader in readers {
+            let _ = reader.join();
+        }
+        if let Some(watchdog) = watchdog {
+            let _ = watchdog.join();
+        }
+    }
+
+    /// Kills workers whose current item exceeds its job's timeout.
+    fn watchdog_loop(&self) {
+        loop {
+            std::thread::sleep(WATCHDOG_TICK);
+            let mut core = self.lock();
+            if core.phase == Phase::Closed {
+                return;
+            }
+            if core.timed_jobs == 0 {
+                continue;
+            }
+            let now = Instant::now();
+            let core = &mut *core;
+            let Core {
+                workers,
+                chunks,
+                jobs,
+                ..
+            } = core;
+            for (id, worker) in workers.iter_mut() {
+                if worker.timed_out.is_some() {
+                    continue;
+                }
+                // The item running now: from the mailbox if the backend has one, else the
+                // first unreported item of the worker's oldest chunk.
+                let running = worker.control.running().or_else(|| {
+                    chunks
+                        .iter()
+                        .filter(|(_, info)| info.worker == *id)
+                        .min_by_key(|(wire_id, _)| **wire_id)
+                        .map(|(wire_id, info)| (*wire_id, info.next))
+                });
+                let Some((chunk, index)) = running else {
+                    worker.watched = None;
+                    continue;
+                };
+                let limit = chunks
+                    .get(&chunk)
+                    .and_then(|info| jobs.get(&info.job))
+                    .and_then(|entry| entry.job.options().timeout);
+                let since = match worker.watched {
+                    Some((c, i, since)) if c == chunk && i == index => since,
+                    _ => {
+                        worker.watched = Some((chunk, index, now));
+                        now
+                    }
+                };
+                if let Some(limit) = limit
+                    && now.saturating_duration_since(since) > limit
+                {
+                    tracing::warn!(
+                        pid = worker.pid,
+                        index,
+                        ?limit,
+                        "item timed out; killing its worker"
+                    );
+                    worker.timed_out = Some((chunk, index, limit));
+                    worker.control.kill();
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the pool's counters.
+    pub(crate) fn stats(&self) -> crate::stats::PoolStats {
+        let core = self.lock();
+        let mut workers: Vec<crate::stats::WorkerStats> = core
+            .workers
+            .values()
+            .map(|worker| crate::stats::WorkerStats {
+                index: worker.index,
+                pid: worker.pid,
+                tasks_done: worker.tasks_done,
+                busy: worker.busy,
+                uptime: worker.started_at.elapsed(),
+            })
+            .collect();
+        workers.sort_by_key(|worker| worker.index);
+        let queued = core
+            .jobs
+            .keys()
+            .filter_map(|job_id| core.sched.job_progress(*job_id))
+            .map(|progress| progress.queued)
+            .sum();
+        let in_flight = core
+            .chunks
+            .values()
+            .map(|info| items_len(&(info.next..info.items.end)))
+            .sum();
+        crate::stats::PoolStats {
+            tasks_done: core.retired_tasks
+                + workers.iter().map(|worker| worker.tasks_done).sum::<u64>(),
+            workers,
+            queued,
+            in_flight,
+            jobs: core.jobs.len(),
+            restarts: core.restarts,
+            deaths: core.deaths,
+        }
+    }
+
+    /// Whether the pool still accepts work.
+    pub(crate) fn is_open(&self) -> bool {
+        Self::accepting(&self.lock()).is_ok()
+    }
+
+    pub(crate) fn n_workers(&self) -> usize {
+        self.config.n_workers
+    }
+}
+
+/// Fails every item of every job with `error`; the jobs are dropped from the scheduler.
+fn fail_all_jobs(core: &mut Core, error: &TaskError) -> Deferred {
+    let mut deferred = Deferred::default();
+    for (job_id, entry) in core.jobs.drain() {
+        if !entry.detached {
+            let _ = core.sched.remove_job(job_id);
+        }
+        for items in entry.job.unfinished_outside(&[]) {
+            deferred
+                .failures
+                .push((Arc::clone(&entry.job), items, error.clone()));
+        }
+    }
+    core.timed_jobs = 0;
+    core.chunks.clear();
+    deferred
+}
+
+/// Sends a frame now, or queues it behind frames that are still waiting.
+fn send(worker: &mut WorkerEntry, frame: &AlignedVec) {
+    if worker.outbox.is_empty() {
+        match worker.sender.try_send(frame) {
+            Ok(true) => return,
+            Ok(false) => {}
+            // The reader will see the link end and settle the chunk.
+            Err(_) => return,
+        }
+    }
+    let mut copy = AlignedVec::with_capacity(frame.len());
+    copy.extend_from_slice(frame);
+    worker.outbox.push_back(copy);
+}
+
+/// Sends queued frames while the link has room.
+fn flush(worker: &mut WorkerEntry) {
+    while let Some(frame) = worker.outbox.front() {
+        match worker.sender.try_send(frame) {
+            Ok(true) => {
+                worker.outbox.pop_front();
+            }
+            Ok(false) => break,
+            Err(_) => {
+                worker.outbox.clear();
+                break;
+            }
+        }
+    }
+}
+
+/// Asks a worker to exit after the frames already sent.
+fn send_shutdown(worker: &mut WorkerEntry) {
+    worker.stopping = true;
+    let mut frame = AlignedVec::new();
+    protocol::encode_shutdown(&mut frame);
+    send(worker, &frame);
+    flush(worker);
+    if !worker.outbox.is_empty() {
+        // No room even for a tiny frame: the worker is stuck; closing the link ends it.
+        worker.control.close();
+    }
+}
+
+/// The parent's side of the handshake: `Setup`, then `Hello`, then `Ready` or `InitFailed`.
+fn handshake(link: &mut Link, index: u32, config: &PoolConfig) -> Result<(), Error> {
+    let timeout = config.handshake_timeout;
+    let mut frame = AlignedVec::new();
+    let setup = Setup {
+        worker_index: index,
+        initializer: config.initializer.clone(),
+    };
+    protocol::encode_setup(&setup, &mut frame).map_err(|err| {
+        Error::with_source(ErrorKind::Handshake, "cannot encode the worker setup", err)
+    })?;
+    link.sender.send_timeout(&frame, timeout).map_err(|err| {
+        Error::with_source(
+            ErrorKind::Handshake,
+            "the worker did not take its setup",
+            err,
+        )
+    })?;
+    let fingerprint = procpool_worker::fingerprint();
+    let mut hello = Ok(());
+    recv_one(link, timeout, "Hello", |frame| {
+        hello = protocol::check_hello(frame, fingerprint).map(|_| ()).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Handshake,
+                "the worker program does not match this program (build both from the same code)",
+                err,
+            )
+        });
+    })?;
+    hello?;
+    let mut ready = Ok(());
+    recv_one(link, timeout, "Ready", |frame| {
+        ready = match protocol::parse_from_worker(frame) {
+            Ok(FromWorker::Ready) => Ok(()),
+            Ok(FromWorker::InitFailed(failure)) => Err(Error::new(
+                ErrorKind::InitializerFailed,
+                format!("the pool's initializer failed in the worker: {failure}"),
+            )),
+            Ok(other) => Err(Error::new(
+                ErrorKind::Handshake,
+                format!("expected Ready from the worker, got {other:?}"),
+            )),
+            Err(err) => Err(Error::with_source(
+                ErrorKind::Handshake,
+                "unreadable handshake frame",
+                err,
+            )),
+        };
+    })?;
+    ready
+}
+
+fn recv_one(
+    link: &mut Link,
+    timeout: Duration,
+    what: &str,
+    on_frame: impl FnOnce(&[u8]),
+) -> Result<(), Error> {
+    let mut on_frame = Some(on_frame);
+    link.receiver
+        .recv(Some(timeout), &mut |frame| {
+            if let Some(on_frame) = on_frame.take() {
+                on_frame(frame);
+            }
+        })
+        .map_err(|err| match err {
+            LinkError::Timeout => Error::new(
+                ErrorKind::Handshake,
+                format!("the worker did not send {what} within {timeout:?}"),
+            ),
+            other => Error::with_source(
+                ErrorKind::Spawn,
+                format!("the worker ended before sending {what} (does its main call procpool::init() first?)"),
+                other,
+            ),
+        })
+}
+
+/// A worker after its handshake, as its reader thread holds it.
+struct StartedWorker {
+    id: WorkerId,
+    index: u32,
+    pid: u32,
+    receiver: Box<dyn FrameReceiver>,
+    control: Arc<dyn WorkerControl>,
+    process: Box<dyn WorkerProcessHandle>,
+}

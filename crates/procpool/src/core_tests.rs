@@ -1,0 +1,341 @@
+//! Tests of the pool core over the thread backend: real channels and the real worker
+//! runtime, with worker threads instead of processes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::thread_backend::ThreadLauncher;
+use crate::{Pool, TaskError, Wait, builtin};
+
+/// Long enough that a test only waits this long when something is broken.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+#[procpool::task]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Which thread worker runs this (`current_worker` is per process, so threads share it).
+#[procpool::task]
+fn worker_thread(item: u64) -> String {
+    let _ = item;
+    format!("{:?}", std::thread::current().id())
+}
+
+fn pool(workers: usize) -> Pool {
+    Pool::builder()
+        .workers(workers)
+        .build_with(Box::new(ThreadLauncher))
+        .expect("thread workers start")
+}
+
+#[test]
+fn submit_and_call_return_values() {
+    let pool = pool(2);
+    let handle = pool.submit(square, 12);
+    assert_eq!(handle.result(), Ok(144));
+    assert_eq!(pool.call(builtin::add_one, 41), Ok(42));
+    assert_eq!(pool.stats().workers.len(), 2);
+}
+
+#[test]
+fn ordered_map_equals_serial() {
+    let pool = pool(2);
+    let got: Vec<u64> = pool.map(square, 0..20_000u64).map(Result::unwrap).collect();
+    let want: Vec<u64> = (0..20_000u64).map(|x| x * x).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn unordered_map_yields_every_index_once() {
+    let pool = pool(2);
+    let mut seen: Vec<(usize, u64)> = pool
+        .map_unordered(square, 0..5_000u64)
+        .map(|(index, outcome)| (index, outcome.unwrap()))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen.len(), 5_000);
+    for (pos, (index, value)) in seen.into_iter().enumerate() {
+        assert_eq!(index, pos);
+        assert_eq!(value, (pos * pos) as u64);
+    }
+}
+
+#[test]
+fn endless_map_with_take_finishes() {
+    let pool = pool(2);
+    let window = std::num::NonZeroUsize::new(1_000).unwrap();
+    let got: Vec<u64> = pool
+        .map(square, 0u64..)
+        .window(window)
+        .take(3_000)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got.len(), 3_000);
+    assert_eq!(got[2_999], 2_999 * 2_999);
+    // The pool still works after the map was dropped half-way through its input.
+    assert_eq!(pool.call(square, 3), Ok(9));
+}
+
+#[test]
+fn panics_and_errors_come_back_and_the_pool_goes_on() {
+    let pool = pool(1);
+    match pool.call(builtin::panic, "boom".to_owned()) {
+        Err(TaskError::Panicked { message, .. }) => assert!(message.contains("boom"), "{message}"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    match pool.call(builtin::fail, "bad input".to_owned()) {
+        Err(TaskError::Failed(message)) => assert!(message.contains("bad input"), "{message}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(pool.call(square, 5), Ok(25));
+}
+
+#[test]
+fn map_reports_failures_per_item() {
+    let pool = pool(2);
+    let outcomes: Vec<_> = pool
+        .map(builtin::fail, (0..10).map(|i| format!("item {i}")))
+        .collect();
+    assert_eq!(outcomes.len(), 10);
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Err(TaskError::Failed(format!("item {i}"))));
+    }
+}
+
+#[test]
+fn submit_after_shutdown_is_pool_closed() {
+    let pool = pool(1);
+    assert_eq!(pool.call(square, 2), Ok(4));
+    pool.shutdown();
+    assert!(!pool.is_open());
+    assert_eq!(pool.submit(square, 2).result(), Err(TaskError::PoolClosed));
+    let mut map = pool.map(square, 0..10);
+    assert_eq!(map.next(), Some(Err(TaskError::PoolClosed)));
+    assert_eq!(map.next(), None);
+    pool.shutdown();
+}
+
+#[test]
+fn shutdown_finishes_queued_work() {
+    let pool = pool(1);
+    let handles: Vec<_> = (0..50).map(|x| pool.submit(square, x)).collect();
+    pool.shutdown();
+    for (x, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.result(), Ok((x * x) as u64));
+    }
+}
+
+#[test]
+fn shutdown_now_cancels_queued_and_finishes_running() {
+    let pool = pool(1);
+    let running = pool.submit(builtin::sleep_for, 300);
+    let queued: Vec<_> = (0..20)
+        .map(|_| pool.submit(builtin::sleep_for, 300))
+        .collect();
+    // Wait until the first one has been handed to the worker.
+    while !running.running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.shutdown_now();
+    assert_eq!(running.result(), Ok(()));
+    let cancelled = queued
+        .into_iter()
+        .map(|h| h.result())
+        .filter(|r| *r == Err(TaskError::Cancelled))
+        .count();
+    // The scheduler may have prefetched one more chunk into the worker; all others are cancelled.
+    assert!(
+        cancelled >= 19,
+        "only {cancelled} of 20 queued tasks were cancelled"
+    );
+}
+
+#[test]
+fn cancel_before_start_succeeds() {
+    let pool = pool(1);
+    let blocker = pool.submit(builtin::sleep_for, 200);
+    let queued: Vec<_> = (0..10).map(|x| pool.submit(square, x)).collect();
+    let last = queued.last().unwrap();
+    assert!(
+        last.cancel(),
+        "a task queued behind a sleeping one has not started"
+    );
+    assert!(last.cancelled());
+    assert!(!blocker.cancel() || blocker.cancelled());
+    assert_eq!(blocker.result(), Ok(()));
+    let outcomes: Vec<_> = queued.into_iter().map(|h| h.result()).collect();
+    assert_eq!(outcomes[9], Err(TaskError::Cancelled));
+    assert_eq!(outcomes[0], Ok(0));
+}
+
+#[test]
+fn callbacks_run_exactly_once() {
+    let pool = pool(2);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..200).map(|x| pool.submit(square, x)).collect();
+    for handle in &handles {
+        let calls = Arc::clone(&calls);
+        handle.on_done(move |outcome| {
+            assert!(outcome.is_ok());
+            // Relaxed: the final load happens after every handle is done and waited for.
+            calls.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    let (done, pending) = crate::wait(&handles, Wait::AllCompleted, Some(WATCHDOG));
+    assert_eq!((done.len(), pending.len()), (200, 0));
+    for handle in &handles {
+        let calls = Arc::clone(&calls);
+        handle.on_done(move |_| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    drop(pool);
+    assert_eq!(calls.load(Ordering::Relaxed), 400);
+}
+
+#[test]
+fn many_threads_submitting_lose_nothing() {
+    let pool = Arc::new(pool(2));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                let handles: Vec<_> = (0..500u64)
+                    .map(|i| pool.submit(square, t * 1000 + i))
+                    .collect();
+                handles
+                    .into_iter()
+                    .enumerate()
+                    .all(|(i, h)| h.result() == Ok((t * 1000 + i as u64).pow(2)))
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert!(thread.join().unwrap());
+    }
+    assert_eq!(pool.stats().tasks_done, 4_000);
+}
+
+#[test]
+fn max_tasks_per_child_recycles_workers() {
+    let pool = Pool::builder()
+        .workers(2)
+        .max_tasks_per_child(1)
+        .build_with(Box::new(ThreadLauncher))
+        .unwrap();
+    let indices: Vec<String> = pool.map(worker_thread, 0..12).map(Result::unwrap).collect();
+    let mut unique = indices.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        12,
+        "each item ran in a fresh worker: {indices:?}"
+    );
+    assert!(pool.stats().restarts >= 10);
+}
+
+#[test]
+fn terminate_ends_pending_work() {
+    let pool = pool(1);
+    let handles: Vec<_> = (0..5)
+        .map(|_| pool.submit(builtin::sleep_for, 50))
+        .collect();
+    pool.terminate();
+    for handle in handles {
+        let outcome = handle
+            .result_timeout(WATCHDOG)
+            .expect("terminate ends every task");
+        assert!(
+            matches!(outcome, Ok(()) | Err(TaskError::Terminated)),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(pool.submit(square, 1).result(), Err(TaskError::PoolClosed));
+}
+
+#[test]
+fn as_completed_over_submitted_handles() {
+    let pool = pool(2);
+    let handles: Vec<_> = (0..100).map(|x| pool.submit(square, x)).collect();
+    let mut seen: Vec<usize> = crate::as_completed(handles)
+        .map(|(index, outcome)| {
+            assert_eq!(outcome, Ok((index * index) as u64));
+            index
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..100).collect::<Vec<_>>());
+}
+
+/// Waits until `handle` is at a worker and returns that worker's pid (single-worker pools).
+fn running_pid<T>(pool: &Pool, handle: &crate::TaskHandle<T>) -> u32 {
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while !handle.running() {
+        assert!(std::time::Instant::now() < deadline, "task never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let workers = pool.stats().workers;
+    assert_eq!(workers.len(), 1);
+    workers[0].pid
+}
+
+#[test]
+fn lost_worker_fails_its_task_and_is_replaced() {
+    let pool = pool(1);
+    let handle = pool.submit(builtin::sleep_for, 200);
+    let queued: Vec<_> = (0..10).map(|x| pool.submit(square, x)).collect();
+    let pid = running_pid(&pool, &handle);
+    crate::thread_backend::kill(pid);
+    match handle.result() {
+        Err(TaskError::WorkerDied { pid: died, .. }) => assert_eq!(died, pid),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    // Work queued behind it is unaffected and runs on the replacement.
+    for (x, handle) in queued.into_iter().enumerate() {
+        assert_eq!(handle.result(), Ok((x * x) as u64));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.deaths, 1);
+    assert_eq!(stats.workers.len(), 1);
+    assert_ne!(stats.workers[0].pid, pid);
+}
+
+#[test]
+fn lost_worker_task_is_retried_when_asked() {
+    let pool = pool(1);
+    let handle = pool.task(builtin::sleep_for).retries(1).submit(200);
+    let pid = running_pid(&pool, &handle);
+    crate::thread_backend::kill(pid);
+    assert_eq!(handle.result(), Ok(()));
+    assert_eq!(pool.stats().deaths, 1);
+}
+
+#[test]
+fn task_over_its_timeout_is_timed_out() {
+    let pool = pool(1);
+    let slow = pool
+        .task(builtin::sleep_for)
+        .timeout(Duration::from_millis(50))
+        .submit(400);
+    let fast = pool.submit(square, 7);
+    match slow.result() {
+        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(50)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert_eq!(fast.result(), Ok(49));
+    assert_eq!(pool.call(square, 3), Ok(9));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn handle_can_be_awaited_in_tokio() {
+    let pool = pool(1);
+    let handles: Vec<_> = (0..10).map(|x| pool.submit(square, x)).collect();
+    let mut total = 0;
+    for handle in handles {
+        total += handle.await.unwrap();
+    }
+    assert_eq!(total, (0..10).map(|x| x * x).sum::<u64>());
+}

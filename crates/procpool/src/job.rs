@@ -1,0 +1,490 @@
+//! Jobs: the typed side of one `submit` or one `map`, behind the untyped [`Job`] trait.
+//!
+//! The pool core knows items only by index. A job keeps each item's arguments until that item
+//! has an outcome (so a chunk lost with its worker can be encoded again), encodes chunks,
+//! decodes outcome frames with the task's types, and hands each outcome to its consumer:
+//! a [`Completer`] for `submit`, a [`MapState`] for `map` and `map_unordered`.
+//! Every item gets at most one outcome: later ones (a duplicate after a retry, a failure
+//! racing a delivery) are dropped here.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use procpool_worker::protocol::{self, OutcomeBatch, RawOutcome};
+use procpool_worker::{AlignedVec, FailureKind, Task, TaskFailure};
+
+use crate::error::TaskError;
+use crate::handle::Completer;
+
+/// Per-call options: [`crate::TaskCall`] and the map builders set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TaskOptions {
+    /// Kill the worker and fail the item with `TimedOut` if one item runs longer.
+    pub(crate) timeout: Option<Duration>,
+    /// How many times an item lost with its worker is run again before it fails.
+    pub(crate) retries: u32,
+}
+
+/// One job as the pool core sees it.
+pub(crate) trait Job: Send + Sync {
+    /// The task's name, for logs.
+    fn task_name(&self) -> &'static str;
+    /// The call's options.
+    fn options(&self) -> TaskOptions;
+    /// Marks `items` as handed to a worker; `false` if the job no longer wants them run
+    /// (cancelled, or nobody is listening), in which case they are not sent.
+    fn start(&self, items: Range<u64>) -> bool;
+    /// Marks `items` as not handed out any more (their worker was lost before starting them).
+    fn unstart(&self, items: Range<u64>);
+    /// Encodes `items` as one call-batch frame for `chunk_id`.
+    fn encode(
+        &self,
+        chunk_id: u64,
+        items: Range<u64>,
+        out: &mut AlignedVec,
+    ) -> Result<(), TaskError>;
+    /// Decodes and delivers the outcomes in `batch`.
+    fn deliver(&self, batch: &OutcomeBatch<'_>);
+    /// Ends each item of `items` that has no outcome yet with `error`.
+    fn fail(&self, items: Range<u64>, error: TaskError);
+    /// Items without an outcome that are not inside `in_flight`: the unstarted ones.
+    fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>>;
+    /// Counts one worker death while item `index` ran; returns the deaths so far.
+    fn note_death(&self, index: u64) -> u32;
+}
+
+/// Maps a worker's failure report to the public error.
+pub(crate) fn task_error(failure: TaskFailure, task_name: &str) -> TaskError {
+    match failure.kind {
+        FailureKind::Panicked => TaskError::Panicked {
+            message: failure.message,
+            location: failure.location,
+        },
+        FailureKind::Failed => TaskError::Failed(failure.message),
+        FailureKind::UnknownTask => TaskError::UnknownTask {
+            name: task_name.to_owned(),
+        },
+        FailureKind::BadArguments => TaskError::BadArguments(failure.message),
+        FailureKind::BadOutput => TaskError::BadOutput(failure.message),
+    }
+}
+
+fn decode<T: Task>(raw: RawOutcome<'_>) -> Result<T::Output, TaskError> {
+    match raw.decode::<T>() {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(failure)) => Err(task_error(failure, T::NAME)),
+        Err(err) => Err(TaskError::Protocol(format!(
+            "the outcome of `{}` could not be decoded: {err}",
+            T::NAME
+        ))),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The arguments of items that have no outcome yet, by index.
+struct ArgWindow<A> {
+    /// Index of `slots[0]`.
+    base: u64,
+    /// `Some` until the item has an outcome. Leading `None`s are popped.
+    slots: VecDeque<Option<A>>,
+}
+
+impl<A> ArgWindow<A> {
+    fn new() -> Self {
+        ArgWindow {
+            base: 0,
+            slots: VecDeque::new(),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    fn get(&self, index: u64) -> Option<&A> {
+        let pos = index.checked_sub(self.base)?;
+        self.slots.get(usize::try_from(pos).ok()?)?.as_ref()
+    }
+
+    /// Removes the arguments of `index`; `true` if the item had none removed before.
+    fn finish(&mut self, index: u64) -> bool {
+        let Some(pos) = index.checked_sub(self.base) else {
+            return false;
+        };
+        let Some(slot) = usize::try_from(pos)
+            .ok()
+            .and_then(|pos| self.slots.get_mut(pos))
+        else {
+            return false;
+        };
+        let had = slot.take().is_some();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        had
+    }
+
+    fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (pos, slot) in self.slots.iter().enumerate() {
+            let index = self.base + pos as u64;
+            if slot.is_none() || in_flight.iter().any(|range| range.contains(&index)) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.end == index => last.end += 1,
+                _ => out.push(index..index + 1),
+            }
+        }
+        out
+    }
+}
+
+/// A single `submit`: one item, index 0.
+pub(crate) struct SubmitJob<T: Task> {
+    args: Mutex<Option<T::Args>>,
+    completer: Completer<T::Output>,
+    options: TaskOptions,
+    deaths: Mutex<u32>,
+}
+
+impl<T: Task> SubmitJob<T> {
+    pub(crate) fn new(
+        args: T::Args,
+        completer: Completer<T::Output>,
+        options: TaskOptions,
+    ) -> Self {
+        SubmitJob {
+            args: Mutex::new(Some(args)),
+            completer,
+            options,
+            deaths: Mutex::new(0),
+        }
+    }
+
+    fn finish(&self, outcome: Result<T::Output, TaskError>) {
+        lock(&self.args).take();
+        self.completer.complete(outcome);
+    }
+}
+
+impl<T: Task> Job for SubmitJob<T> {
+    fn task_name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn options(&self) -> TaskOptions {
+        self.options
+    }
+
+    fn start(&self, _items: Range<u64>) -> bool {
+        self.completer.start()
+    }
+
+    fn unstart(&self, _items: Range<u64>) {
+        self.completer.unstart();
+    }
+
+    fn encode(
+        &self,
+        chunk_id: u64,
+        items: Range<u64>,
+        out: &mut AlignedVec,
+    ) -> Result<(), TaskError> {
+        debug_assert_eq!(items, 0..1);
+        let args = lock(&self.args);
+        let args = args.as_ref().ok_or_else(|| {
+            TaskError::Protocol("internal: the arguments of a finished task were asked for".into())
+        })?;
+        protocol::encode_call_batch::<T>(chunk_id, 0, std::slice::from_ref(args), out)
+            .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
+    }
+
+    fn deliver(&self, batch: &OutcomeBatch<'_>) {
+        for (index, raw) in batch.iter() {
+            if index == 0 {
+                self.finish(decode::<T>(raw));
+            }
+        }
+    }
+
+    fn fail(&self, items: Range<u64>, error: TaskError) {
+        if items.contains(&0) {
+            self.finish(Err(error));
+        }
+    }
+
+    // A one-item range is meant: the job's only item.
+    #[allow(clippy::single_range_in_vec_init)]
+    fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
+        let unfinished = lock(&self.args).is_some() && !self.completer.is_finished();
+        if unfinished && !in_flight.iter().any(|range| range.contains(&0)) {
+            Vec::from([0..1])
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn note_death(&self, _index: u64) -> u32 {
+        let mut deaths = lock(&self.deaths);
+        *deaths += 1;
+        *deaths
+    }
+}
+
+/// The consumer side of a map: outcomes by index, and a condition variable to wait on.
+pub(crate) struct MapState<O> {
+    inner: Mutex<MapInner<O>>,
+    cond: Condvar,
+}
+
+pub(crate) struct MapInner<O> {
+    /// Yield in input order (`map`) or in completion order (`map_unordered`).
+    ordered: bool,
+    /// Ordered: index of `slots[0]`, the next to yield.
+    base: u64,
+    /// Ordered: outcomes of `base..`, `None` until it arrives.
+    slots: VecDeque<Option<Result<O, TaskError>>>,
+    /// Unordered: outcomes in arrival order.
+    arrived: VecDeque<(u64, Result<O, TaskError>)>,
+    /// Outcomes received so far (both modes).
+    received: u64,
+    /// The consumer went away: no more outcomes are wanted.
+    abandoned: bool,
+}
+
+impl<O> MapState<O> {
+    pub(crate) fn new(ordered: bool) -> Self {
+        MapState {
+            inner: Mutex::new(MapInner {
+                ordered,
+                base: 0,
+                slots: VecDeque::new(),
+                arrived: VecDeque::new(),
+                received: 0,
+                abandoned: false,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn put(&self, index: u64, outcome: Result<O, TaskError>) {
+        let mut inner = lock(&self.inner);
+        if inner.abandoned {
+            return;
+        }
+        inner.received += 1;
+        if inner.ordered {
+            let Some(pos) = index
+                .checked_sub(inner.base)
+                .and_then(|pos| usize::try_from(pos).ok())
+            else {
+                return;
+            };
+            if inner.slots.len() <= pos {
+                inner.slots.resize_with(pos + 1, || None);
+            }
+            inner.slots[pos] = Some(outcome);
+            if pos == 0 {
+                self.cond.notify_all();
+            }
+        } else {
+            inner.arrived.push_back((index, outcome));
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits for the next outcome to yield, for at most `timeout`; `None` on timeout.
+    ///
+    /// Ordered: the outcome of the next index. Unordered: the oldest arrival.
+    pub(crate) fn next_timeout(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Option<(u64, Result<O, TaskError>)> {
+        let deadline = timeout.and_then(|timeout| std::time::Instant::now().checked_add(timeout));
+        let mut inner = lock(&self.inner);
+        loop {
+            if inner.ordered {
+                if matches!(inner.slots.front(), Some(Some(_))) {
+                    let outcome = inner.slots.pop_front().flatten().expect("checked above");
+                    let index = inner.base;
+                    inner.base += 1;
+                    return Some((index, outcome));
+                }
+            } else if let Some(arrived) = inner.arrived.pop_front() {
+                return Some(arrived);
+            }
+            inner = match deadline {
+                None => self
+                    .cond
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return None;
+                    }
+                    self.cond
+                        .wait_timeout(inner, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The consumer is gone: drop what arrived and ignore what comes.
+    pub(crate) fn abandon(&self) {
+        let mut inner = lock(&self.inner);
+        inner.abandoned = true;
+        inner.slots.clear();
+        inner.arrived.clear();
+    }
+}
+
+/// A `map` or `map_unordered` over items added as the consumer pulls them.
+pub(crate) struct MapJob<T: Task> {
+    args: Mutex<ArgWindow<T::Args>>,
+    state: Arc<MapState<T::Output>>,
+    options: TaskOptions,
+    deaths: Mutex<HashMap<u64, u32>>,
+}
+
+impl<T: Task> MapJob<T> {
+    pub(crate) fn new(state: Arc<MapState<T::Output>>, options: TaskOptions) -> Self {
+        MapJob {
+            args: Mutex::new(ArgWindow::new()),
+            state,
+            options,
+            deaths: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Appends the arguments of the next items; returns the index of the first.
+    pub(crate) fn push_args(&self, args: impl IntoIterator<Item = T::Args>) -> u64 {
+        let mut window = lock(&self.args);
+        let first = window.end();
+        window.slots.extend(args.into_iter().map(Some));
+        first
+    }
+
+    /// Forgets the arguments of items that will never be scheduled (the pool refused them).
+    pub(crate) fn discard(&self, items: Range<u64>) {
+        let mut window = lock(&self.args);
+        for index in items {
+            window.finish(index);
+        }
+    }
+
+    fn finish(&self, index: u64, outcome: Result<T::Output, TaskError>) {
+        if lock(&self.args).finish(index) {
+            self.state.put(index, outcome);
+        }
+    }
+}
+
+impl<T: Task> Job for MapJob<T> {
+    fn task_name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn options(&self) -> TaskOptions {
+        self.options
+    }
+
+    fn start(&self, _items: Range<u64>) -> bool {
+        !lock(&self.state.inner).abandoned
+    }
+
+    fn unstart(&self, _items: Range<u64>) {}
+
+    fn encode(
+        &self,
+        chunk_id: u64,
+        items: Range<u64>,
+        out: &mut AlignedVec,
+    ) -> Result<(), TaskError> {
+        let window = lock(&self.args);
+        let n = usize::try_from(items.end - items.start).unwrap_or(usize::MAX);
+        let args: Option<Vec<&T::Args>> = items.clone().map(|index| window.get(index)).collect();
+        let args = args.ok_or_else(|| {
+            TaskError::Protocol("internal: the arguments of a finished item were asked for".into())
+        })?;
+        debug_assert_eq!(args.len(), n);
+        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args.iter().copied(), out)
+            .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
+    }
+
+    fn deliver(&self, batch: &OutcomeBatch<'_>) {
+        for (index, raw) in batch.iter() {
+            self.finish(index, decode::<T>(raw));
+        }
+    }
+
+    fn fail(&self, items: Range<u64>, error: TaskError) {
+        for index in items {
+            self.finish(index, Err(error.clone()));
+        }
+    }
+
+    fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
+        lock(&self.args).unfinished_outside(in_flight)
+    }
+
+    fn note_death(&self, index: u64) -> u32 {
+        let mut deaths = lock(&self.deaths);
+        let count = deaths.entry(index).or_insert(0);
+        *count += 1;
+        *count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
+    fn arg_window_tracks_unfinished_items() {
+        let mut window = ArgWindow::new();
+        window.slots.extend((0..6).map(Some));
+        assert!(window.finish(0));
+        assert!(!window.finish(0), "finishing twice reports false");
+        assert_eq!(window.base, 1);
+        assert!(window.finish(3));
+        assert_eq!(window.get(3), None);
+        assert_eq!(window.get(4), Some(&4));
+        assert_eq!(window.unfinished_outside(&[]), vec![1..3, 4..6]);
+        assert_eq!(window.unfinished_outside(&[2..5]), Vec::from([1..2, 5..6]));
+        assert!(!window.finish(99));
+        assert_eq!(window.end(), 6);
+    }
+
+    #[test]
+    fn map_state_orders_or_not() {
+        let ordered = MapState::<u32>::new(true);
+        ordered.put(1, Ok(10));
+        assert_eq!(ordered.next_timeout(Some(Duration::from_millis(5))), None);
+        ordered.put(0, Ok(0));
+        assert_eq!(ordered.next_timeout(None), Some((0, Ok(0))));
+        assert_eq!(ordered.next_timeout(None), Some((1, Ok(10))));
+
+        let unordered = MapState::<u32>::new(false);
+        unordered.put(1, Ok(10));
+        unordered.put(0, Err(TaskError::Cancelled));
+        assert_eq!(unordered.next_timeout(None), Some((1, Ok(10))));
+        assert_eq!(
+            unordered.next_timeout(None),
+            Some((0, Err(TaskError::Cancelled)))
+        );
+        unordered.abandon();
+        unordered.put(2, Ok(2));
+        assert_eq!(unordered.next_timeout(Some(Duration::from_millis(1))), None);
+    }
+}

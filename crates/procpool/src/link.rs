@@ -1,0 +1,123 @@
+//! The seam between the pool and its workers: a *link* per worker, made by a [`Launcher`].
+//!
+//! The pool core (dispatch, scheduling, outcome delivery, death handling) talks to a worker
+//! only through these traits, at the level of whole protocol frames
+//! (`procpool_worker::protocol`): it sends one call-batch frame per chunk and receives outcome
+//! frames. How the bytes travel and how liveness is observed is the backend's business.
+//!
+//! - [`FrameSender`]: owned by the pool core, used under its lock; never blocks
+//!   (`try_send` gives back "full", and the core keeps the frame in an outbox it flushes after
+//!   the worker's next outcome).
+//! - [`FrameReceiver`]: owned by that worker's reader thread; blocks until a frame arrives or
+//!   the link is gone (peer died, closed, corrupt). Ending is how the core learns of a death.
+//! - [`WorkerControl`]: shared; pid, the mailbox words (which chunk and item run now, yield
+//!   requests), closing the link (unblocks the reader), and killing the worker.
+//! - [`WorkerProcessHandle`]: owned by the reader thread; reaps the worker and reports how it
+//!   ended, or terminates it.
+//!
+//! The shared-memory backend (`backend_ipc`) implements these over a `procpool_ipc` channel
+//! and a `procpool_worker` process handle. A backend for ranks of an MPI job (or any other
+//! transport that moves frames and notices peer loss) implements the same four traits plus a
+//! [`Launcher`]; nothing in the scheduler or the public API changes.
+
+use std::time::Duration;
+
+use crate::error::{Error, WorkerExit};
+
+/// Why a link stopped working.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The peer is gone or the link was closed.
+    #[error("link disconnected")]
+    Disconnected,
+    /// Nothing arrived in time (only from timed receives).
+    #[error("timed out")]
+    Timeout,
+    /// The frame exceeds what the link can carry.
+    #[error("frame of {len} bytes exceeds the link's maximum of {max}")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The peer broke the transport protocol; the link is unusable.
+    #[error("link corrupted by the peer: {0}")]
+    Corrupt(String),
+}
+
+/// Sends frames to one worker. Frames arrive in the order they were sent.
+pub(crate) trait FrameSender: Send {
+    /// Sends `frame` if there is room now; `Ok(false)` if the link is full (try again later).
+    fn try_send(&mut self, frame: &[u8]) -> Result<bool, LinkError>;
+
+    /// The longest frame the link carries.
+    fn max_frame(&self) -> usize;
+
+    /// Sends `frame`, waiting up to `timeout` for room (used for the handshake).
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError>;
+}
+
+/// Receives frames from one worker.
+pub(crate) trait FrameReceiver: Send {
+    /// Waits for the next frame and passes it to `on_frame`, or fails once the link is gone.
+    ///
+    /// `timeout: None` waits until a frame arrives or the link breaks.
+    fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), LinkError>;
+}
+
+/// Shared, thread-safe control of one worker.
+pub(crate) trait WorkerControl: Send + Sync {
+    /// The worker's process id (or rank, for other backends).
+    fn pid(&self) -> u32;
+
+    /// The chunk (wire id) and item index the worker is running now, if it says so.
+    fn running(&self) -> Option<(u64, u64)>;
+
+    /// Asks the worker to stop `chunk_id` after its current item and report `Yielded`.
+    fn request_yield(&self, chunk_id: u64);
+
+    /// Closes the link from this side: the reader's `recv` fails with `Disconnected`.
+    fn close(&self);
+
+    /// Kills the worker at once (SIGKILL).
+    fn kill(&self);
+
+    /// Asks the worker to stop (SIGTERM).
+    fn terminate(&self);
+}
+
+/// The process (or remote peer) behind a link, for reaping.
+pub(crate) trait WorkerProcessHandle: Send {
+    /// Waits up to `timeout` for the worker to end and reports how; `None` if it still runs.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<WorkerExit>;
+}
+
+/// A freshly started worker, before the handshake.
+pub(crate) struct Link {
+    pub(crate) sender: Box<dyn FrameSender>,
+    pub(crate) receiver: Box<dyn FrameReceiver>,
+    pub(crate) control: std::sync::Arc<dyn WorkerControl>,
+    pub(crate) process: Box<dyn WorkerProcessHandle>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("pid", &self.control.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts workers for a pool.
+pub(crate) trait Launcher: Send + Sync {
+    /// Starts one worker; the pool then runs the handshake over the returned link.
+    fn launch(&self) -> Result<Link, Error>;
+
+    /// A short description for logs and errors, e.g. the worker program's path.
+    fn describe(&self) -> String;
+}

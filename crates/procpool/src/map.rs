@@ -1,0 +1,280 @@
+//! Lazy maps: [`Map`] (input order) and [`MapUnordered`] (completion order).
+//!
+//! A map is one job. Its iterator pulls input on the consumer's thread, in batches, keeping
+//! at most `window` items pulled but not yet yielded; each batch is one call into the pool
+//! core, which chunks and dispatches it. Outcomes arrive in a [`MapState`] filled by the
+//! reader threads, and `next` waits on it.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use procpool_sched::{InputLen, JobId};
+use procpool_worker::Task;
+
+use crate::core::Shared;
+use crate::error::TaskError;
+use crate::job::{MapJob, MapState, TaskOptions};
+
+/// Default for how many items a map pulls ahead of what it yielded.
+pub(crate) const DEFAULT_WINDOW: usize = 65_536;
+
+/// Iterator from [`Pool::map`](crate::Pool::map): one `Result` per input item, in input order.
+///
+/// Options can be set before the first `next` call.
+pub struct Map<'p, T: Task, I> {
+    run: MapRun<'p, T, I>,
+}
+
+/// Iterator from [`Pool::map_unordered`](crate::Pool::map_unordered): `(input index, outcome)`
+/// in the order items finish.
+pub struct MapUnordered<'p, T: Task, I> {
+    run: MapRun<'p, T, I>,
+}
+
+/// A map job registered with the pool: its id, its items and where its outcomes arrive.
+struct StartedMap<T: Task> {
+    id: JobId,
+    job: Arc<MapJob<T>>,
+    state: Arc<MapState<T::Output>>,
+}
+
+struct MapRun<'p, T: Task, I> {
+    shared: &'p Arc<Shared>,
+    input: I,
+    ordered: bool,
+    options: TaskOptions,
+    window: usize,
+    /// The job, once the first `next` started it.
+    job: Option<StartedMap<T>>,
+    /// Nothing more will be pulled from `input`.
+    input_done: bool,
+    /// Nothing more will be yielded.
+    finished: bool,
+    pulled: u64,
+    yielded: u64,
+    #[cfg(feature = "progress")]
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
+    fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions, ordered: bool) -> Self {
+        MapRun {
+            shared,
+            input,
+            ordered,
+            options,
+            window: DEFAULT_WINDOW,
+            job: None,
+            input_done: false,
+            finished: false,
+            pulled: 0,
+            yielded: 0,
+            #[cfg(feature = "progress")]
+            progress: None,
+        }
+    }
+
+    fn next_outcome(&mut self) -> Option<(u64, Result<T::Output, TaskError>)> {
+        if self.finished {
+            return None;
+        }
+        if self.job.is_none() {
+            let state = Arc::new(MapState::new(self.ordered));
+            let job = Arc::new(MapJob::<T>::new(Arc::clone(&state), self.options));
+            let len = match self.input.size_hint() {
+                (lower, Some(upper)) if lower == upper => InputLen::Known(lower as u64),
+                _ => InputLen::Unknown,
+            };
+            match self.shared.start_map(Arc::clone(&job), len) {
+                Ok(id) => self.job = Some(StartedMap { id, job, state }),
+                Err(err) => {
+                    self.finished = true;
+                    return Some((0, Err(err)));
+                }
+            }
+        }
+        self.refill();
+        if self.yielded == self.pulled && self.input_done {
+            self.finish();
+            return None;
+        }
+        let started = self.job.as_ref().expect("started above");
+        let outcome = started.state.next_timeout(None);
+        if outcome.is_some() {
+            self.yielded += 1;
+            #[cfg(feature = "progress")]
+            if let Some(bar) = &self.progress {
+                bar.inc(1);
+            }
+        }
+        outcome
+    }
+
+    /// Pulls more input if less than half the window is outstanding.
+    fn refill(&mut self) {
+        let outstanding = self.pulled - self.yielded;
+        let window = self.window as u64;
+        if self.input_done || (self.pulled > 0 && outstanding > window / 2) {
+            return;
+        }
+        let room = usize::try_from(window - outstanding).unwrap_or(usize::MAX);
+        let batch: Vec<T::Args> = self.input.by_ref().take(room).collect();
+        let exhausted = batch.len() < room;
+        let n = batch.len() as u64;
+        let StartedMap { id, job, .. } = self.job.as_ref().expect("started before refill");
+        let first = job.push_args(batch);
+        match self.shared.add_items(*id, n, exhausted) {
+            Ok(()) => {
+                self.pulled += n;
+                self.input_done = exhausted;
+            }
+            Err(err) => {
+                // The pool stopped accepting work: report it once, then end.
+                use crate::job::Job;
+                job.fail(first..first + 1, err);
+                job.discard(first + 1..first + n.max(1));
+                self.pulled += 1;
+                self.input_done = true;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        #[cfg(feature = "progress")]
+        if let Some(bar) = self.progress.take() {
+            bar.finish();
+        }
+    }
+}
+
+impl<T: Task, I> Drop for MapRun<'_, T, I> {
+    fn drop(&mut self) {
+        if let Some(started) = &self.job {
+            started.state.abandon();
+            self.shared.drop_job(started.id);
+        }
+    }
+}
+
+macro_rules! map_options {
+    () => {
+        /// Pulls at most this many items ahead of the ones yielded (default 65,536).
+        ///
+        /// Bounds memory for long or endless inputs; a larger window keeps workers busier
+        /// when item costs vary.
+        pub fn window(mut self, items: NonZeroUsize) -> Self {
+            self.run.window = items.get();
+            self
+        }
+
+        /// Kills the worker and fails the item with [`TaskError::TimedOut`] if one item runs
+        /// longer than `timeout`; other items are unaffected.
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.run.options.timeout = Some(timeout);
+            self
+        }
+
+        /// Runs an item again, up to `n` times, if its worker dies while running it.
+        pub fn retries(mut self, n: u32) -> Self {
+            self.run.options.retries = n;
+            self
+        }
+
+        /// Shows a progress bar on stderr while the map runs (feature `progress`).
+        #[cfg(feature = "progress")]
+        pub fn progress(mut self) -> Self {
+            let bar = match self.run.input.size_hint() {
+                (lower, Some(upper)) if lower == upper => indicatif::ProgressBar::new(lower as u64),
+                _ => indicatif::ProgressBar::no_length(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} items  {per_sec}  eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            self.run.progress = Some(bar);
+            self
+        }
+    };
+}
+
+impl<'p, T: Task, I: Iterator<Item = T::Args>> Map<'p, T, I> {
+    pub(crate) fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions) -> Self {
+        Map {
+            run: MapRun::new(shared, input, options, true),
+        }
+    }
+
+    map_options!();
+}
+
+impl<'p, T: Task, I: Iterator<Item = T::Args>> MapUnordered<'p, T, I> {
+    pub(crate) fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions) -> Self {
+        MapUnordered {
+            run: MapRun::new(shared, input, options, false),
+        }
+    }
+
+    map_options!();
+}
+
+impl<T: Task, I: Iterator<Item = T::Args>> Iterator for Map<'_, T, I> {
+    type Item = Result<T::Output, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.run.next_outcome().map(|(_, outcome)| outcome)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        size_hint(&self.run)
+    }
+}
+
+impl<T: Task, I: Iterator<Item = T::Args>> Iterator for MapUnordered<'_, T, I> {
+    type Item = (usize, Result<T::Output, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.run
+            .next_outcome()
+            .map(|(index, outcome)| (usize::try_from(index).unwrap_or(usize::MAX), outcome))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        size_hint(&self.run)
+    }
+}
+
+fn size_hint<T: Task, I: Iterator>(run: &MapRun<'_, T, I>) -> (usize, Option<usize>) {
+    if run.finished {
+        return (0, Some(0));
+    }
+    let outstanding = usize::try_from(run.pulled - run.yielded).unwrap_or(usize::MAX);
+    let (lower, upper) = run.input.size_hint();
+    (
+        outstanding.saturating_add(lower),
+        upper.and_then(|upper| upper.checked_add(outstanding)),
+    )
+}
+
+impl<T: Task, I> std::fmt::Debug for Map<'_, T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("task", &T::NAME)
+            .field("pulled", &self.run.pulled)
+            .field("yielded", &self.run.yielded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Task, I> std::fmt::Debug for MapUnordered<'_, T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("task", &T::NAME)
+            .field("pulled", &self.run.pulled)
+            .field("yielded", &self.run.yielded)
+            .finish_non_exhaustive()
+    }
+}

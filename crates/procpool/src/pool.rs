@@ -1,0 +1,374 @@
+//! [`Pool`], its [`PoolBuilder`], and per-call options ([`TaskCall`]).
+
+use std::ffi::OsString;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use procpool_sched::SchedulerConfig;
+use procpool_worker::Task;
+use procpool_worker::protocol::{self, InitializerCall};
+
+use crate::core::{DEFAULT_HANDSHAKE_TIMEOUT, PoolConfig, Shared};
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::handle::TaskHandle;
+use crate::job::TaskOptions;
+use crate::map::{Map, MapUnordered};
+use crate::stats::PoolStats;
+
+/// A pool of worker processes that run [`#[procpool::task]`](crate::task) functions.
+///
+/// `Pool` is `Send + Sync`: share it by reference or in an `Arc`, and submit from any
+/// number of threads. Dropping it is [`shutdown`](Pool::shutdown) (or
+/// [`terminate`](Pool::terminate) while the thread is panicking).
+///
+/// # Examples
+///
+/// ```no_run
+/// #[procpool::task]
+/// fn cube(x: u64) -> u64 {
+///     x * x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     procpool::init();
+///     let pool = procpool::Pool::new()?;
+///     assert_eq!(pool.call(cube, 3)?, 27);
+///     let cubes: Result<Vec<u64>, _> = pool.map(cube, 0..10).collect();
+///     assert_eq!(cubes?[9], 729);
+///     Ok(())
+/// }
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+/// How a pool starts its worker processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Execute the worker program once per worker (the default).
+    #[default]
+    Spawn,
+    /// Execute the worker program once as a fork server; each worker is a `fork` of it,
+    /// which skips the program's start-up.
+    ForkServer,
+}
+
+/// Configures and starts a [`Pool`]; from [`Pool::builder`].
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    workers: Option<usize>,
+    start_method: StartMethod,
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+    initializer: Option<Result<InitializerCall, String>>,
+    max_tasks_per_child: Option<u64>,
+    handshake_timeout: Duration,
+    terminate_grace: Duration,
+}
+
+impl Pool {
+    /// A pool with one worker per available CPU, running this program as its worker.
+    ///
+    /// The program's `main` must call [`procpool::init()`](crate::init) first.
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolBuilder::build`].
+    pub fn new() -> Result<Pool, Error> {
+        Pool::builder().build()
+    }
+
+    /// A builder to configure the pool before starting it.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            workers: None,
+            start_method: StartMethod::Spawn,
+            program: None,
+            args: Vec::new(),
+            initializer: None,
+            max_tasks_per_child: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            terminate_grace: Duration::from_secs(1),
+        }
+    }
+
+    /// Submits one call of `task` and returns a handle to its outcome.
+    ///
+    /// Never blocks for long and never fails here: a pool that is shut down yields a handle
+    /// that is already finished with [`TaskError::PoolClosed`].
+    pub fn submit<T: Task>(&self, task: T, args: T::Args) -> TaskHandle<T::Output> {
+        let _ = task;
+        self.shared.submit::<T>(args, TaskOptions::default())
+    }
+
+    /// Runs one call of `task` and waits for its outcome (`Pool.apply` in Python).
+    ///
+    /// # Errors
+    ///
+    /// The call's [`TaskError`].
+    pub fn call<T: Task>(&self, task: T, args: T::Args) -> Result<T::Output, TaskError> {
+        self.submit(task, args).result()
+    }
+
+    /// Applies `task` to every item of `input`, yielding outcomes in input order.
+    ///
+    /// Lazy: input is pulled as results are consumed, at most [`Map::window`] items ahead,
+    /// so an endless iterator works in bounded memory. Tasks with several parameters take
+    /// tuples. Dropping the iterator early cancels what has not started.
+    pub fn map<T, I>(&self, task: T, input: I) -> Map<'_, T, I::IntoIter>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let _ = task;
+        Map::new(&self.shared, input.into_iter(), TaskOptions::default())
+    }
+
+    /// Like [`map`](Pool::map), but yields `(input index, outcome)` as items finish.
+    pub fn map_unordered<T, I>(&self, task: T, input: I) -> MapUnordered<'_, T, I::IntoIter>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let _ = task;
+        MapUnordered::new(&self.shared, input.into_iter(), TaskOptions::default())
+    }
+
+    /// Per-call options for `task`: `pool.task(t).timeout(d).retries(n).submit(args)`.
+    pub fn task<T: Task>(&self, task: T) -> TaskCall<'_, T> {
+        TaskCall {
+            pool: self,
+            task,
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// Stops accepting work, waits until everything accepted has finished, then stops the
+    /// workers and waits for them to exit. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Stops accepting work, cancels what has not started ([`TaskError::Cancelled`]), waits
+    /// for what is running, then stops the workers.
+    pub fn shutdown_now(&self) {
+        self.shared.shutdown_now();
+    }
+
+    /// Ends every unfinished call with [`TaskError::Terminated`] and stops the workers:
+    /// SIGTERM, a grace period, then SIGKILL.
+    pub fn terminate(&self) {
+        self.shared.terminate();
+    }
+
+    /// Whether the pool accepts new work.
+    pub fn is_open(&self) -> bool {
+        self.shared.is_open()
+    }
+
+    /// The number of workers the pool keeps running.
+    pub fn workers(&self) -> usize {
+        self.shared.n_workers()
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.terminate();
+        } else {
+            self.shared.shutdown();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("workers", &self.workers())
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl PoolBuilder {
+    /// How many worker processes to keep running (default: available parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// How workers are started (default [`StartMethod::Spawn`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = method;
+        self
+    }
+
+    /// The worker program (default: this program). It must call `procpool::init()` first
+    /// in `main` and be built with the same tasks as this program.
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// An extra command-line argument for the worker program.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// A task every worker runs once at start, before any other; its output is available to
+    /// later tasks in that worker through [`worker_state`](crate::worker_state).
+    ///
+    /// If it fails, [`build`](Self::build) fails with [`ErrorKind::InitializerFailed`].
+    pub fn initializer<T: Task>(mut self, task: T, args: T::Args) -> Self {
+        let _ = task;
+        self.initializer =
+            Some(protocol::encode_initializer::<T>(&args).map_err(|err| err.to_string()));
+        self
+    }
+
+    /// Replaces a worker after it has run `n` items (`0` = never, the default).
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = (n > 0).then_some(n);
+        self
+    }
+
+    /// How long a worker may take to start and run its initializer (default 30 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long [`Pool::terminate`] waits after SIGTERM before SIGKILL (default 1 s).
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
+    /// Starts the workers and returns the pool once every one of them is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for zero workers or an unencodable initializer,
+    /// [`ErrorKind::Spawn`] if the worker program cannot be started or exits at once,
+    /// [`ErrorKind::Handshake`] if it is not built from the same code,
+    /// [`ErrorKind::InitializerFailed`] if the initializer fails.
+    pub fn build(self) -> Result<Pool, Error> {
+        let launcher =
+            crate::backend::launcher(self.start_method, self.program.clone(), self.args.clone())?;
+        self.build_with(launcher)
+    }
+
+    /// Starts the pool over any backend of the link seam.
+    pub(crate) fn build_with(
+        self,
+        launcher: Box<dyn crate::link::Launcher>,
+    ) -> Result<Pool, Error> {
+        let n_workers = match self.workers {
+            Some(0) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "a pool needs at least one worker",
+                ));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        };
+        let initializer = match self.initializer {
+            None => None,
+            Some(Ok(call)) => Some(call),
+            Some(Err(why)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("cannot encode the initializer's arguments: {why}"),
+                ));
+            }
+        };
+        let config = PoolConfig {
+            n_workers,
+            max_tasks_per_child: self.max_tasks_per_child.and_then(NonZeroU64::new),
+            initializer,
+            handshake_timeout: self.handshake_timeout,
+            terminate_grace: self.terminate_grace,
+            sched: SchedulerConfig::default(),
+        };
+        let shared = Shared::start(launcher, config)?;
+        Ok(Pool { shared })
+    }
+}
+
+/// Options for calls of one task: from [`Pool::task`].
+///
+/// ```no_run
+/// # #[procpool::task] fn slow(x: u64) -> u64 { x }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # procpool::init();
+/// # let pool = procpool::Pool::new()?;
+/// use std::time::Duration;
+/// let handle = pool.task(slow).timeout(Duration::from_secs(2)).retries(1).submit(7);
+/// # let _ = handle;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TaskCall<'p, T> {
+    pool: &'p Pool,
+    task: T,
+    options: TaskOptions,
+}
+
+impl<'p, T: Task> TaskCall<'p, T> {
+    /// Kills the worker and fails the call with [`TaskError::TimedOut`] if one call runs
+    /// longer than `timeout`. The worker is replaced; other calls are unaffected.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs a call again, up to `n` times, if its worker dies while running it.
+    ///
+    /// Only for calls that are safe to repeat: a call may have had effects before it died.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.options.retries = n;
+        self
+    }
+
+    /// Submits one call with these options.
+    pub fn submit(&self, args: T::Args) -> TaskHandle<T::Output> {
+        self.pool.shared.submit::<T>(args, self.options)
+    }
+
+    /// Runs one call with these options and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// The call's [`TaskError`].
+    pub fn call(&self, args: T::Args) -> Result<T::Output, TaskError> {
+        self.submit(args).result()
+    }
+
+    /// [`Pool::map`] with these options.
+    pub fn map<I>(&self, input: I) -> Map<'p, T, I::IntoIter>
+    where
+        I: IntoIterator<Item = T::Args>,
+    {
+        let _ = self.task;
+        Map::new(&self.pool.shared, input.into_iter(), self.options)
+    }
+
+    /// [`Pool::map_unordered`] with these options.
+    pub fn map_unordered<I>(&self, input: I) -> MapUnordered<'p, T, I::IntoIter>
+    where
+        I: IntoIterator<Item = T::Args>,
+    {
+        MapUnordered::new(&self.pool.shared, input.into_iter(), self.options)
+    }
+}

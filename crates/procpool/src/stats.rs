@@ -1,0 +1,39 @@
+//! [`PoolStats`]: counters a running pool reports through `Pool::stats`.
+
+use std::time::Duration;
+
+/// A snapshot of a pool's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The live workers, by index.
+    pub workers: Vec<WorkerStats>,
+    /// Items finished (with any outcome) by all workers, past and present.
+    pub tasks_done: u64,
+    /// Items waiting to be handed to a worker.
+    pub queued: u64,
+    /// Items handed to workers and not finished.
+    pub in_flight: u64,
+    /// Calls and maps not finished.
+    pub jobs: usize,
+    /// Workers started to replace one that ended (crash, timeout, recycling).
+    pub restarts: u64,
+    /// Workers that died, were killed or were disconnected for a protocol violation.
+    pub deaths: u64,
+}
+
+/// Counters of one live worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// The worker's index in the pool (unique over the pool's life; replacements get new ones).
+    pub index: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Items it finished.
+    pub tasks_done: u64,
+    /// Time it spent running items, as seen from the parent.
+    pub busy: Duration,
+    /// Time since it was started.
+    pub uptime: Duration,
+}

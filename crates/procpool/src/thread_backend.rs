@@ -1,0 +1,182 @@
+//! A test backend of the link seam: each "worker" is a thread running the real worker
+//! runtime over a real `procpool_ipc` channel inside this process.
+//!
+//! It exercises the pool core, the protocol and the runtime without processes. "Killing" a
+//! worker closes its channel: the runtime stops after its current item, like a process that
+//! died there, and the pool sees the link end.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use procpool_ipc::{ChannelConfig, Closer, Endpoint, Receiver, RecvError, SendError, Sender};
+use procpool_worker::RunOptions;
+
+use crate::error::{Error, ErrorKind, WorkerExit};
+use crate::link::{
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+};
+
+/// Fake pids handed to thread workers, so tests can tell workers apart.
+static NEXT_PID: AtomicU32 = AtomicU32::new(1_000_000);
+
+/// The closer of every thread worker, by fake pid, for [`kill`].
+static CLOSERS: Mutex<Vec<(u32, Closer)>> = Mutex::new(Vec::new());
+
+/// "Kills" the thread worker with fake pid `pid`: closes its channel.
+pub(crate) fn kill(pid: u32) {
+    let closers = CLOSERS.lock().unwrap_or_else(PoisonError::into_inner);
+    for (worker_pid, closer) in closers.iter() {
+        if *worker_pid == pid {
+            closer.close();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ThreadLauncher;
+
+impl Launcher for ThreadLauncher {
+    fn launch(&self) -> Result<Link, Error> {
+        let (endpoint, handoff) = Endpoint::create(
+            &ChannelConfig::new()
+                .submission_capacity(64 * 1024)
+                .completion_capacity(64 * 1024),
+        )
+        .map_err(|err| Error::with_source(ErrorKind::Io, "channel", err))?;
+        let closer = endpoint.closer();
+        let thread = std::thread::Builder::new()
+            .name("thread-worker".into())
+            .spawn(move || {
+                let child = Endpoint::open(handoff).expect("open the channel");
+                procpool_worker::run_worker(child, RunOptions::default()).is_ok()
+            })
+            .map_err(|err| Error::with_source(ErrorKind::Spawn, "thread", err))?;
+        let (sender, receiver) = endpoint.split();
+        // Relaxed: only uniqueness matters.
+        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+        CLOSERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((pid, closer.clone()));
+        let thread = Arc::new(Mutex::new(Some(thread)));
+        Ok(Link {
+            sender: Box::new(ThreadSender { sender }),
+            receiver: Box::new(ThreadReceiver { receiver }),
+            control: Arc::new(ThreadControl { pid, closer }),
+            process: Box::new(ThreadProcess { thread }),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "thread workers".into()
+    }
+}
+
+struct ThreadSender {
+    sender: Sender,
+}
+
+impl FrameSender for ThreadSender {
+    fn try_send(&mut self, frame: &[u8]) -> Result<bool, LinkError> {
+        match self.sender.send_timeout(frame, Duration::ZERO) {
+            Ok(()) => Ok(true),
+            Err(SendError::Timeout) => Ok(false),
+            Err(_) => Err(LinkError::Disconnected),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        u32::MAX as usize
+    }
+
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        self.sender
+            .send_timeout(frame, timeout)
+            .map_err(|err| match err {
+                SendError::Timeout => LinkError::Timeout,
+                _ => LinkError::Disconnected,
+            })
+    }
+}
+
+struct ThreadReceiver {
+    receiver: Receiver,
+}
+
+impl FrameReceiver for ThreadReceiver {
+    fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), LinkError> {
+        let frame = match timeout {
+            None => self.receiver.recv(),
+            Some(timeout) => self.receiver.recv_timeout(timeout),
+        };
+        match frame {
+            Ok(frame) => {
+                on_frame(&frame);
+                Ok(())
+            }
+            Err(RecvError::Timeout) => Err(LinkError::Timeout),
+            Err(_) => Err(LinkError::Disconnected),
+        }
+    }
+}
+
+struct ThreadControl {
+    pid: u32,
+    closer: Closer,
+}
+
+impl WorkerControl for ThreadControl {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn running(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    fn request_yield(&self, _chunk_id: u64) {}
+
+    fn close(&self) {
+        self.closer.close();
+    }
+
+    fn kill(&self) {
+        self.closer.close();
+    }
+
+    fn terminate(&self) {
+        self.closer.close();
+    }
+}
+
+struct ThreadProcess {
+    thread: Arc<Mutex<Option<JoinHandle<bool>>>>,
+}
+
+impl WorkerProcessHandle for ThreadProcess {
+    fn wait_exit(&mut self, timeout: Duration) -> Option<WorkerExit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut slot = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+            match slot.as_ref() {
+                None => return Some(WorkerExit::Unknown),
+                Some(thread) if thread.is_finished() => {
+                    let clean = slot.take().expect("checked").join().unwrap_or(false);
+                    return Some(WorkerExit::Code(if clean { 0 } else { 1 }));
+                }
+                Some(_) => {}
+            }
+            drop(slot);
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
