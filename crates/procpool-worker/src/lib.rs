@@ -36,6 +36,12 @@ mod registry;
 mod runtime;
 mod state;
 
+// worker-process modules.
+mod attach;
+mod entry;
+mod forkserver;
+mod process;
+
 // worker-core API.
 pub use crate::protocol::{
     FailureKind, HandshakeError, PROTOCOL_VERSION, ProtocolError, TaskFailure,
@@ -47,6 +53,18 @@ pub use crate::registry::{
 pub use crate::runtime::{RunOptions, WorkerError, run_worker};
 pub use crate::state::{WorkerInfo, current_worker, worker_state};
 pub use procpool_macros::task;
+
+// worker-process API.
+pub use crate::attach::{AcceptError, AttachError, BindError, Listener, attach};
+pub use crate::entry::{
+    WORKER_EXIT_BAD_ENV, WORKER_EXIT_CHANNEL_ERROR, WORKER_EXIT_OK, WORKER_EXIT_PARENT_GONE,
+    WORKER_EXIT_RUNTIME_ERROR, enter_worker_mode_if_requested,
+};
+pub use crate::forkserver::ForkServer;
+pub use crate::process::{
+    ENV_FORK_SERVER, ENV_PARENT_PID, ENV_WORKER_FDS, FIRST_INHERITED_FD, SpawnError, StartMethod,
+    WaitError, WorkerExit, WorkerProcess, WorkerSpawner,
+};
 pub use rkyv::util::AlignedVec;
 
 /// What the `#[task]` macro expands to; not a public API.

@@ -1,0 +1,810 @@
+//! Parent-side handles for worker processes: start, pid, pidfd, signals, exit status, reaping.
+//!
+//! The handle lives in procpool-worker rather than in the facade because starting a worker needs
+//! `unsafe` process set-up (`pre_exec` with `dup2`, `prctl(PR_SET_PDEATHSIG)` and `signal`) and raw
+//! syscalls (`pidfd_open`, `pidfd_send_signal`), and the facade is `#![forbid(unsafe_code)]`.
+//! This module is also the one place that calls `Command::new` for workers.
+//!
+//! # The env protocol
+//!
+//! A worker started with [`StartMethod::Spawn`] finds its channel in inherited fds
+//! ([`FIRST_INHERITED_FD`] and the next one), named by `PROCPOOL_WORKER_FDS=3,4` (region, socket),
+//! and its parent's pid in `PROCPOOL_PARENT_PID`.
+//! A fork server finds its socket in the fd named by `PROCPOOL_FORK_SERVER=3`.
+//! `crate::enter_worker_mode_if_requested` reads these variables.
+//!
+//! # Parent death
+//!
+//! Every worker sets `PR_SET_PDEATHSIG(SIGKILL)` before it runs any code of its own and then checks
+//! that its parent is still the process that started it.
+//! The kernel sends that signal when the *thread* that forked the child exits, not the process,
+//! so all `fork`s of this module run on one long-lived "procpool-spawner" thread: a pool may be
+//! built on a short-lived thread without its workers dying with that thread.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use procpool_ipc::Handoff;
+
+use crate::forkserver::{ForkServer, ServerLink};
+
+/// Names the inherited channel fds of a spawned worker: `"<region fd>,<socket fd>"`.
+pub const ENV_WORKER_FDS: &str = "PROCPOOL_WORKER_FDS";
+/// The pid of the process that started a worker or fork server, for the parent-death race check.
+pub const ENV_PARENT_PID: &str = "PROCPOOL_PARENT_PID";
+/// Names the inherited socket fd of a fork server.
+pub const ENV_FORK_SERVER: &str = "PROCPOOL_FORK_SERVER";
+/// The first fd number a started process finds its inherited fds at.
+pub const FIRST_INHERITED_FD: RawFd = 3;
+
+/// The most fds a started process inherits (region and socket).
+const MAX_INHERITED_FDS: usize = 2;
+
+/// How a pool starts its worker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StartMethod {
+    /// Exec the worker program once per worker (the default).
+    #[default]
+    Spawn,
+    /// Exec the worker program once as a single-threaded fork server at pool start; each worker is
+    /// then a `fork` of that server, which skips the exec and the program's start-up.
+    ForkServer,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerExit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// Starting a worker process failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The spawner thread could not be started or is gone.
+    #[error("cannot start the procpool spawner thread: {0}")]
+    SpawnerThread(#[source] io::Error),
+    /// The worker program could not be started.
+    #[error("cannot start worker program {program:?}: {source}")]
+    Exec {
+        /// The program that was to be executed.
+        program: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The started process could not be given a pidfd.
+    #[error("cannot open a pidfd for worker process {pid}: {source}")]
+    Pidfd {
+        /// The pid of the started process (it has been killed and reaped).
+        pid: u32,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The fork server refused or failed the request.
+    #[error("the fork server could not fork a worker: {0}")]
+    Fork(#[source] io::Error),
+    /// The fork server is gone, or talking to it failed.
+    #[error("the fork server is gone: {0}")]
+    ForkServerGone(#[source] io::Error),
+}
+
+/// Waiting for a worker process failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The wait system call failed.
+    #[error("waiting for worker process {pid} failed: {source}")]
+    Io {
+        /// The worker's pid.
+        pid: u32,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker was forked by a fork server that is gone, so nobody can report its exit status.
+    /// The worker itself is dead: it dies with its fork server (`PR_SET_PDEATHSIG`).
+    #[error("the fork server of worker process {pid} is gone; its exit status is unknown")]
+    ForkServerGone {
+        /// The worker's pid.
+        pid: u32,
+    },
+}
+
+/// Starts worker processes with one [`StartMethod`], program, argument list and environment.
+///
+/// For [`StartMethod::ForkServer`] it owns the fork server, which is started by
+/// [`start`](Self::start) or by the first [`spawn`](Self::spawn), and restarted if it died.
+/// Worker handles keep their fork server alive, so dropping the spawner kills no worker.
+#[derive(Debug)]
+pub struct WorkerSpawner {
+    /// Spawn or ForkServer.
+    method: StartMethod,
+    /// What to execute; for ForkServer, what the server executes.
+    command: WorkerCommand,
+    /// The running fork server, `None` before the first start and for Spawn.
+    fork_server: Mutex<Option<ForkServer>>,
+}
+
+/// A handle to one running (or exited, not yet dropped) worker process.
+///
+/// The same interface serves a worker exec'd by this process and one forked by a fork server.
+/// Dropping the handle kills the process with SIGKILL, if it has not been reaped yet, and reaps it:
+/// it leaves neither a zombie nor an orphan behind.
+pub struct WorkerProcess {
+    /// The worker's pid. It stays valid (cannot be reused) until the handle has reaped it.
+    pid: u32,
+    /// A pidfd for the worker: readable once it has exited; signals go through it.
+    pidfd: OwnedFd,
+    /// The exit status, once reaped.
+    exit: Option<WorkerExit>,
+    /// Who reaps the process.
+    kind: Kind,
+}
+
+/// Who reaps a worker process.
+enum Kind {
+    /// A child of this process.
+    Child(Child),
+    /// A child of a fork server, which reaps it and reports its exit status over its link.
+    Forked(Arc<ServerLink>),
+}
+
+/// Program, arguments and environment of the processes a spawner executes.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerCommand {
+    /// `None`: `/proc/self/exe`.
+    pub(crate) program: Option<PathBuf>,
+    /// Arguments after argv\[0\].
+    pub(crate) args: Vec<OsString>,
+    /// Extra environment variables.
+    pub(crate) envs: Vec<(OsString, OsString)>,
+}
+
+/// What a started process is told to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A worker: fds are region and socket.
+    Worker,
+    /// A fork server: the one fd is its socket to the parent.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// The method's name as used in docs and error messages: `"spawn"` or `"forkserver"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+}
+
+impl WorkerExit {
+    /// True for exit code 0.
+    pub fn success(self) -> bool {
+        self == WorkerExit::Code(0)
+    }
+
+    /// Decodes a raw status from `waitpid`.
+    pub(crate) fn from_wait_status(status: i32) -> WorkerExit {
+        if libc::WIFSIGNALED(status) {
+            WorkerExit::Signal(libc::WTERMSIG(status))
+        } else {
+            WorkerExit::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
+    /// Converts a std exit status of a reaped child.
+    fn from_std(status: std::process::ExitStatus) -> WorkerExit {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => WorkerExit::Code(code),
+            (None, Some(signal)) => WorkerExit::Signal(signal),
+            // Not reachable for a reaped process (a stopped status is never returned by wait);
+            // fall back to the raw status.
+            (None, None) => WorkerExit::from_wait_status(status.into_raw()),
+        }
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WorkerExit::Code(code) => write!(f, "exit code {code}"),
+            WorkerExit::Signal(signal) => {
+                write!(f, "signal {signal}")?;
+                if let Some(name) = signal_name(signal) {
+                    write!(f, " ({name})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl WorkerSpawner {
+    /// A spawner for `method` that executes the current executable (`/proc/self/exe`) with no
+    /// arguments; the program must call `enter_worker_mode_if_requested` first thing in `main`.
+    pub fn new(method: StartMethod) -> WorkerSpawner {
+        WorkerSpawner {
+            method,
+            command: WorkerCommand {
+                program: None,
+                args: Vec::new(),
+                envs: Vec::new(),
+            },
+            fork_server: Mutex::new(None),
+        }
+    }
+
+    /// Executes `program` instead of the current executable (e.g. the `procpool-worker` binary).
+    pub fn program(mut self, program: impl Into<PathBuf>) -> WorkerSpawner {
+        self.command.program = Some(program.into());
+        self
+    }
+
+    /// Appends one argument to the program's command line.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> WorkerSpawner {
+        self.command.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Sets one environment variable for the started processes (they inherit the rest).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> WorkerSpawner {
+        self.command
+            .envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The start method.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// Starts the fork server now (for [`StartMethod::ForkServer`]; a no-op for Spawn), so that
+    /// a program that cannot start is reported when the pool is built.
+    ///
+    /// # Errors
+    ///
+    /// The server program could not be executed.
+    pub fn start(&self) -> Result<(), SpawnError> {
+        match self.method {
+            StartMethod::Spawn => Ok(()),
+            StartMethod::ForkServer => self.fork_server().map(drop),
+        }
+    }
+
+    /// Starts one worker process that serves the channel `handoff` belongs to.
+    ///
+    /// # Errors
+    ///
+    /// See [`SpawnError`]; on error no process is left behind.
+    pub fn spawn(&self, handoff: Handoff) -> Result<WorkerProcess, SpawnError> {
+        match self.method {
+            StartMethod::Spawn => spawn_process(&self.command, handoff_fds(handoff), Role::Worker),
+            StartMethod::ForkServer => self.fork_server()?.spawn_worker(handoff),
+        }
+    }
+
+    /// The running fork server, started or restarted as needed.
+    fn fork_server(&self) -> Result<ForkServer, SpawnError> {
+        let mut guard = self
+            .fork_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(server) = &*guard {
+            if server.is_alive() {
+                return Ok(server.clone());
+            }
+        }
+        let server = ForkServer::start(&self.command)?;
+        *guard = Some(server.clone());
+        Ok(server)
+    }
+}
+
+impl WorkerProcess {
+    /// Executes `program` with `args` and extra `envs` as a worker serving the channel `handoff`
+    /// belongs to.
+    ///
+    /// The child gets the handoff's region and socket at fds 3 and 4 (without `FD_CLOEXEC`),
+    /// `PROCPOOL_WORKER_FDS=3,4` and `PROCPOOL_PARENT_PID`, stdin from `/dev/null`, this process's
+    /// stdout and stderr, SIGINT ignored, and `PR_SET_PDEATHSIG(SIGKILL)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`SpawnError`]; on error no process is left behind.
+    pub fn spawn<I, S>(
+        program: &Path,
+        args: I,
+        handoff: Handoff,
+        envs: &[(&OsStr, &OsStr)],
+    ) -> Result<WorkerProcess, SpawnError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let command = WorkerCommand {
+            program: Some(program.to_owned()),
+            args: args
+                .into_iter()
+                .map(|arg| arg.as_ref().to_owned())
+                .collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        spawn_process(&command, handoff_fds(handoff), Role::Worker)
+    }
+
+    /// Wraps a worker forked by a fork server.
+    pub(crate) fn forked(pid: u32, pidfd: OwnedFd, link: Arc<ServerLink>) -> WorkerProcess {
+        WorkerProcess {
+            pid,
+            pidfd,
+            exit: None,
+            kind: Kind::Forked(link),
+        }
+    }
+
+    /// The worker's pid. It cannot be reused by another process while this handle is alive.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A pidfd for the worker: it polls readable (`POLLIN`) once the worker has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// How the worker was started.
+    pub fn start_method(&self) -> StartMethod {
+        match self.kind {
+            Kind::Child(_) => StartMethod::Spawn,
+            Kind::Forked(_) => StartMethod::ForkServer,
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) through the pidfd, so it cannot hit a reused pid.
+    /// A worker that has already exited is not an error.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the signal (e.g. `EINVAL` for an invalid signal number).
+    pub fn kill(&self, signal: i32) -> io::Result<()> {
+        match pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            res => res,
+        }
+    }
+
+    /// Sends SIGTERM, waits up to `grace` for the worker to exit, then sends SIGKILL and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// See [`WaitError`].
+    pub fn terminate(&mut self, grace: Duration) -> Result<WorkerExit, WaitError> {
+        if let Some(exit) = self.exit {
+            return Ok(exit);
+        }
+        self.kill(libc::SIGTERM)
+            .map_err(|source| self.io_error(source))?;
+        if let Some(exit) = self.wait_timeout(grace)? {
+            return Ok(exit);
+        }
+        self.kill(libc::SIGKILL)
+            .map_err(|source| self.io_error(source))?;
+        self.wait()
+    }
+
+    /// Reaps the worker if it has exited; `Ok(None)` if it still runs.
+    ///
+    /// # Errors
+    ///
+    /// See [`WaitError`].
+    pub fn try_wait(&mut self) -> Result<Option<WorkerExit>, WaitError> {
+        if self.exit.is_some() {
+            return Ok(self.exit);
+        }
+        let exit = match &mut self.kind {
+            Kind::Child(child) => child
+                .try_wait()
+                .map_err(|source| WaitError::Io {
+                    pid: self.pid,
+                    source,
+                })?
+                .map(WorkerExit::from_std),
+            Kind::Forked(link) => {
+                if !poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO)).map_err(|source| {
+                    WaitError::Io {
+                        pid: self.pid,
+                        source,
+                    }
+                })? {
+                    return Ok(None);
+                }
+                Some(link.wait_exit(self.pid)?)
+            }
+        };
+        self.exit = exit;
+        Ok(exit)
+    }
+
+    /// Blocks until the worker has exited and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// See [`WaitError`].
+    pub fn wait(&mut self) -> Result<WorkerExit, WaitError> {
+        if let Some(exit) = self.exit {
+            return Ok(exit);
+        }
+        let exit = match &mut self.kind {
+            Kind::Child(child) => {
+                WorkerExit::from_std(child.wait().map_err(|source| WaitError::Io {
+                    pid: self.pid,
+                    source,
+                })?)
+            }
+            Kind::Forked(link) => {
+                poll_readable(self.pidfd.as_fd(), None).map_err(|source| WaitError::Io {
+                    pid: self.pid,
+                    source,
+                })?;
+                link.wait_exit(self.pid)?
+            }
+        };
+        self.exit = Some(exit);
+        Ok(exit)
+    }
+
+    /// Waits up to `timeout` for the worker to exit and reaps it; `Ok(None)` if it still runs.
+    ///
+    /// # Errors
+    ///
+    /// See [`WaitError`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<WorkerExit>, WaitError> {
+        if self.exit.is_some() {
+            return Ok(self.exit);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let exited =
+                poll_readable(self.pidfd.as_fd(), Some(left)).map_err(|source| WaitError::Io {
+                    pid: self.pid,
+                    source,
+                })?;
+            if exited {
+                return self.wait().map(Some);
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The exit status, if the handle has reaped the worker.
+    pub fn exit_status(&self) -> Option<WorkerExit> {
+        self.exit
+    }
+
+    fn io_error(&self, source: io::Error) -> WaitError {
+        WaitError::Io {
+            pid: self.pid,
+            source,
+        }
+    }
+}
+
+impl AsFd for WorkerProcess {
+    /// The pidfd.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+impl fmt::Debug for WorkerProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerProcess")
+            .field("pid", &self.pid)
+            .field("pidfd", &self.pidfd.as_raw_fd())
+            .field("start_method", &self.start_method())
+            .field("exit", &self.exit)
+            .finish()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            // Errors are ignored: a kill can only fail for a process that is already gone, and a
+            // failed wait leaves nothing we could still do from a destructor.
+            let _ = self.kill(libc::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+/// Splits a handoff into the fds a spawned worker inherits, in order: region, socket.
+fn handoff_fds(handoff: Handoff) -> Vec<OwnedFd> {
+    let (region, socket) = handoff.into_fds();
+    vec![region, socket]
+}
+
+/// Executes `command` as `role`, handing it `fds` at [`FIRST_INHERITED_FD`] onwards.
+///
+/// The fork happens on the spawner thread (see the module docs on parent death).
+pub(crate) fn spawn_process(
+    command: &WorkerCommand,
+    fds: Vec<OwnedFd>,
+    role: Role,
+) -> Result<WorkerProcess, SpawnError> {
+    assert!(
+        fds.len() <= MAX_INHERITED_FDS,
+        "at most {MAX_INHERITED_FDS} inherited fds"
+    );
+    let command = command.clone();
+    on_spawner_thread(move || spawn_here(&command, &fds, role))
+        .map_err(SpawnError::SpawnerThread)?
+}
+
+/// The body of [`spawn_process`], run on the spawner thread.
+fn spawn_here(
+    command: &WorkerCommand,
+    fds: &[OwnedFd],
+    role: Role,
+) -> Result<WorkerProcess, SpawnError> {
+    let program = command
+        .program
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let mut cmd = Command::new(&program);
+    if command.program.is_none() {
+        // Exec'ing /proc/self/exe runs this very binary even if its file was replaced meanwhile;
+        // argv[0] still shows its name.
+        if let Ok(exe) = std::env::current_exe() {
+            cmd.arg0(exe);
+        }
+    }
+    cmd.args(&command.args);
+    cmd.envs(command.envs.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let parent_pid = std::process::id();
+    let fd_list = (FIRST_INHERITED_FD..)
+        .take(fds.len())
+        .map(|fd| fd.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    cmd.env_remove(ENV_WORKER_FDS).env_remove(ENV_FORK_SERVER);
+    match role {
+        Role::Worker => cmd.env(ENV_WORKER_FDS, &fd_list),
+        Role::ForkServer => cmd.env(ENV_FORK_SERVER, &fd_list),
+    };
+    cmd.env(ENV_PARENT_PID, parent_pid.to_string());
+
+    let mut sources = [-1 as RawFd; MAX_INHERITED_FDS];
+    for (slot, fd) in sources.iter_mut().zip(fds) {
+        *slot = fd.as_raw_fd();
+    }
+    let n_fds = fds.len();
+    let parent_pid = parent_pid as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (fcntl, dup2, prctl, getppid, signal) on plain integers it captured by value;
+    // it allocates nothing, takes no lock and touches no state shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || child_setup(&sources[..n_fds], parent_pid));
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        program: program.clone(),
+        source,
+    })?;
+    let pid = child.id();
+    match pidfd_open(pid) {
+        Ok(pidfd) => Ok(WorkerProcess {
+            pid,
+            pidfd,
+            exit: None,
+            kind: Kind::Child(child),
+        }),
+        Err(source) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(SpawnError::Pidfd { pid, source })
+        }
+    }
+}
+
+/// Runs in the forked child between fork and exec: places the inherited fds, arms the parent-death
+/// signal, closes the race with a parent that died before that, and ignores SIGINT.
+///
+/// Only async-signal-safe calls are allowed here (the parent may have other threads).
+fn child_setup(sources: &[RawFd], parent_pid: libc::pid_t) -> io::Result<()> {
+    // First move every source above the target range, so that placing one fd cannot overwrite a
+    // source that happens to sit at a target number. The copies are close-on-exec.
+    let mut high = [-1 as RawFd; MAX_INHERITED_FDS];
+    for (copy, &source) in high.iter_mut().zip(sources) {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) only reads the fd number; `source` is open in this child
+        // because the parent kept the OwnedFd alive across the fork.
+        let fd = unsafe {
+            libc::fcntl(
+                source,
+                libc::F_DUPFD_CLOEXEC,
+                FIRST_INHERITED_FD + MAX_INHERITED_FDS as RawFd,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *copy = fd;
+    }
+    for (target, &copy) in (FIRST_INHERITED_FD..).zip(&high[..sources.len()]) {
+        // SAFETY: dup2 onto a fixed number in this single-threaded child; `copy != target`, so
+        // the new fd has FD_CLOEXEC clear and survives the exec. Whatever sat at `target` was
+        // either one of std's close-on-exec pipes or a leaked fd, and replacing it is intended.
+        if unsafe { libc::dup2(copy, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number changes only this process.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent_pid {
+        // The parent died before PR_SET_PDEATHSIG took effect: nobody would ever kill us.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: setting SIGINT to SIG_IGN installs no handler code; the disposition survives exec.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    Ok(())
+}
+
+/// A job for the spawner thread.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// The spawner thread's queue, with the pid of the process it belongs to (a forked copy of this
+/// process has no spawner thread, although it inherits this static).
+static SPAWNER: Mutex<Option<(u32, mpsc::Sender<SpawnJob>)>> = Mutex::new(None);
+
+/// Runs `job` on the long-lived spawner thread and returns its result.
+fn on_spawner_thread<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+    let (result_tx, result_rx) = mpsc::sync_channel(1);
+    let job: SpawnJob = Box::new(move || {
+        let _ = result_tx.send(job());
+    });
+    let sender = {
+        let mut guard = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = std::process::id();
+        match &*guard {
+            Some((owner, sender)) if *owner == pid => sender.clone(),
+            _ => {
+                let (sender, receiver) = mpsc::channel::<SpawnJob>();
+                std::thread::Builder::new()
+                    .name("procpool-spawner".into())
+                    .spawn(move || {
+                        for job in receiver {
+                            // A panicking job must not take the thread (and later spawns) with it;
+                            // its caller sees the dropped result channel instead.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                    })?;
+                *guard = Some((pid, sender.clone()));
+                sender
+            }
+        }
+    };
+    sender
+        .send(job)
+        .map_err(|_| io::Error::other("the procpool spawner thread is gone"))?;
+    result_rx
+        .recv()
+        .map_err(|_| io::Error::other("a spawn job panicked on the procpool spawner thread"))
+}
+
+/// `pidfd_open(pid, 0)`: a close-on-exec pidfd.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, signal, NULL, 0)`.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: a null siginfo pointer is allowed and means "as kill(2) would send it"; the fd is
+    // borrowed, so it stays open for the call.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Polls `fd` for readability (or hang-up); `None` waits forever. Retries on EINTR.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let poll_timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Round up so a sub-millisecond remainder does not turn into a busy loop.
+                let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128);
+                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, poll_timeout) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// The name of a common signal, for messages.
+pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
+}
