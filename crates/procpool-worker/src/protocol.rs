@@ -54,6 +54,9 @@ use rkyv::{Archive, Archived, Deserialize, Place, Serialize};
 
 use crate::registry::{Task, TaskId};
 
+#[cfg(test)]
+mod tests;
+
 /// Version of this protocol; both sides must agree exactly.
 pub const PROTOCOL_VERSION: u16 = 1;
 

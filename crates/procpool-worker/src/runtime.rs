@@ -36,6 +36,9 @@ use crate::state::{self, WorkerInfo};
 pub(crate) mod args;
 mod transport;
 
+#[cfg(test)]
+mod tests;
+
 pub(crate) use transport::LocalMailbox;
 
 /// Tuning of the run loop.

@@ -30,6 +30,15 @@ pub(crate) struct LocalMailbox {
     words: [AtomicU64; 8],
 }
 
+impl LocalMailbox {
+    /// All words zero.
+    pub(crate) const fn new() -> Self {
+        Self {
+            words: [const { AtomicU64::new(0) }; 8],
+        }
+    }
+}
+
 impl MailboxWords for LocalMailbox {
     fn load(&self, i: usize) -> u64 {
         // Acquire pairs with the Release in `store`, as the shared mailbox does.

@@ -1,0 +1,348 @@
+//! Codec tests: encode/decode roundtrips against a model, and hostile bytes never panic.
+
+use proptest::prelude::*;
+use rkyv::ser::allocator::Arena;
+
+use super::*;
+use crate::registry::Task;
+use crate::task;
+
+/// A test task with several parameter kinds; only its types matter here.
+#[task(crate = crate)]
+fn mixed(n: u64, label: &str, bytes: &[u8], words: &[u32]) -> Vec<String> {
+    vec![format!("{n}{label}{}{}", bytes.len(), words.len())]
+}
+
+type MixedArgs = <mixed as Task>::Args;
+
+fn failure_strategy() -> impl Strategy<Value = TaskFailure> {
+    (
+        prop_oneof![
+            Just(FailureKind::Panicked),
+            Just(FailureKind::Failed),
+            Just(FailureKind::UnknownTask),
+            Just(FailureKind::BadArguments),
+            Just(FailureKind::BadOutput),
+        ],
+        ".{0,40}",
+        proptest::option::of(".{0,20}"),
+    )
+        .prop_map(|(kind, message, location)| TaskFailure {
+            kind,
+            message,
+            location,
+        })
+}
+
+fn outcome_strategy() -> impl Strategy<Value = Result<Vec<String>, TaskFailure>> {
+    prop_oneof![
+        proptest::collection::vec(".{0,12}", 0..4).prop_map(Ok),
+        failure_strategy().prop_map(Err),
+    ]
+}
+
+fn args_strategy() -> impl Strategy<Value = MixedArgs> {
+    (
+        any::<u64>(),
+        ".{0,16}",
+        proptest::collection::vec(any::<u8>(), 0..40),
+        proptest::collection::vec(any::<u32>(), 0..10),
+    )
+}
+
+/// Encodes `outcomes` as frames of at most `per_frame` items, as the worker would.
+fn encode_outcomes(
+    outcomes: &[Result<Vec<String>, TaskFailure>],
+    per_frame: usize,
+    first_index: u64,
+) -> Vec<AlignedVec> {
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    let mut frames = Vec::new();
+    encoder.reset(9, <mixed as Task>::ID, first_index);
+    for outcome in outcomes {
+        match outcome {
+            Ok(value) => encoder.push_value(value),
+            Err(failure) => encoder.push_failure(failure),
+        }
+        if encoder.len() == per_frame {
+            let next = encoder.next_index();
+            let mut frame = AlignedVec::new();
+            frame.extend_from_slice(encoder.finish());
+            frames.push(frame);
+            encoder.reset(9, <mixed as Task>::ID, next);
+        }
+    }
+    if encoder.len() > 0 {
+        let mut frame = AlignedVec::new();
+        frame.extend_from_slice(encoder.finish());
+        frames.push(frame);
+    }
+    frames
+}
+
+/// Parses everything a worker could send and decodes every item; must never panic.
+fn parse_everything(frame: &[u8]) {
+    if let Ok(FromWorker::Outcomes(batch)) = parse_from_worker(frame) {
+        for (_, outcome) in batch.iter() {
+            let _ = outcome.decode::<mixed>();
+        }
+    }
+    let _ = check_hello(frame, 1);
+    if let Ok(ToWorker::CallBatch { args, count, .. }) = parse_to_worker(frame) {
+        let _ = access_args::<mixed>(args, count);
+    }
+    if frame.len() >= HEADER_LEN {
+        let _ = decode_output::<mixed>(&frame[HEADER_LEN..]);
+        let _ = decode_failure(&frame[HEADER_LEN..]);
+    }
+}
+
+fn aligned(bytes: &[u8]) -> AlignedVec {
+    let mut out = AlignedVec::with_capacity(bytes.len());
+    out.extend_from_slice(bytes);
+    out
+}
+
+proptest! {
+    #[test]
+    fn call_batch_roundtrips(
+        args in proptest::collection::vec(args_strategy(), 0..20),
+        chunk_id in any::<u64>(),
+        first_index in any::<u64>(),
+        as_iter in any::<bool>(),
+    ) {
+        let mut frame = AlignedVec::new();
+        if as_iter {
+            encode_call_batch_iter::<mixed, _>(chunk_id, first_index, args.iter(), &mut frame).unwrap();
+        } else {
+            encode_call_batch::<mixed>(chunk_id, first_index, &args, &mut frame).unwrap();
+        }
+        let ToWorker::CallBatch { chunk_id: c, task_id, first_index: f, count, args: body } =
+            parse_to_worker(&frame).unwrap()
+        else {
+            panic!("not a call batch");
+        };
+        prop_assert_eq!((c, task_id, f, count as usize), (chunk_id, <mixed as Task>::ID, first_index, args.len()));
+        let archived = access_args::<mixed>(body, count).unwrap();
+        for (archived, model) in archived.iter().zip(&args) {
+            let decoded: MixedArgs = rkyv::deserialize::<MixedArgs, rancor::Error>(archived).unwrap();
+            prop_assert_eq!(&decoded, model);
+        }
+    }
+
+    #[test]
+    fn outcomes_roundtrip_across_frames(
+        outcomes in proptest::collection::vec(outcome_strategy(), 0..30),
+        per_frame in 1_usize..8,
+        first_index in 0_u64..1_000_000,
+    ) {
+        let frames = encode_outcomes(&outcomes, per_frame, first_index);
+        let mut decoded = Vec::new();
+        let mut expected_index = first_index;
+        for frame in &frames {
+            let FromWorker::Outcomes(batch) = parse_from_worker(frame).unwrap() else {
+                panic!("not outcomes");
+            };
+            prop_assert_eq!(batch.chunk_id, 9);
+            prop_assert_eq!(batch.first_index, expected_index);
+            for (index, outcome) in batch.iter() {
+                prop_assert_eq!(index, expected_index);
+                expected_index += 1;
+                decoded.push(outcome.decode::<mixed>().unwrap());
+            }
+        }
+        prop_assert_eq!(decoded, outcomes);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        parse_everything(&aligned(&bytes));
+    }
+
+    #[test]
+    fn garbage_with_valid_header_never_panics(
+        kind in prop_oneof![Just(kind::SETUP), Just(kind::CALL_BATCH), Just(kind::HELLO),
+                            Just(kind::INIT_FAILED), Just(kind::OUTCOMES), any::<u16>()],
+        count in prop_oneof![0_u32..8, any::<u32>()],
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut frame = AlignedVec::new();
+        start_frame(&Header { kind, count, ..Header::control(kind) }, &mut frame);
+        frame.extend_from_slice(&body);
+        parse_everything(&frame);
+    }
+
+    #[test]
+    fn mutated_or_truncated_frames_never_panic(
+        outcomes in proptest::collection::vec(outcome_strategy(), 1..6),
+        args in proptest::collection::vec(args_strategy(), 1..6),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut frames = encode_outcomes(&outcomes, 8, 0);
+        let mut call = AlignedVec::new();
+        encode_call_batch::<mixed>(1, 0, &args, &mut call).unwrap();
+        frames.push(call);
+        for frame in frames {
+            let mut mutated = aligned(&frame);
+            for (at, xor) in &flips {
+                let at = at.index(mutated.len());
+                mutated[at] ^= xor;
+            }
+            parse_everything(&mutated);
+            let truncated = aligned(&frame[..cut.index(frame.len())]);
+            parse_everything(&truncated);
+        }
+    }
+}
+
+#[test]
+fn setup_roundtrips() {
+    let init = encode_initializer::<mixed>(&(5, "x".to_owned(), vec![1], vec![2, 3])).unwrap();
+    assert_eq!(init.task_id, <mixed as Task>::ID);
+    let setup = Setup {
+        worker_index: 3,
+        initializer: Some(init),
+    };
+    let mut frame = AlignedVec::new();
+    encode_setup(&setup, &mut frame).unwrap();
+    let ToWorker::Setup(parsed) = parse_to_worker(&frame).unwrap() else {
+        panic!("not setup");
+    };
+    assert_eq!(parsed, setup);
+    let args = aligned(&parsed.initializer.unwrap().args);
+    let archived = access_args::<mixed>(&args, 1).unwrap();
+    assert_eq!(archived[0].1.as_str(), "x");
+}
+
+#[test]
+fn control_frames_roundtrip() {
+    let mut frame = AlignedVec::new();
+    encode_shutdown(&mut frame);
+    assert!(matches!(parse_to_worker(&frame), Ok(ToWorker::Shutdown)));
+    encode_ping(77, &mut frame);
+    assert!(matches!(
+        parse_to_worker(&frame),
+        Ok(ToWorker::Ping { nonce: 77 })
+    ));
+    encode_pong(77, &mut frame);
+    assert!(matches!(
+        parse_from_worker(&frame),
+        Ok(FromWorker::Pong { nonce: 77 })
+    ));
+    encode_ready(&mut frame);
+    assert!(matches!(parse_from_worker(&frame), Ok(FromWorker::Ready)));
+    encode_yielded(4, 12, &mut frame);
+    assert!(matches!(
+        parse_from_worker(&frame),
+        Ok(FromWorker::Yielded {
+            chunk_id: 4,
+            next_index: 12
+        })
+    ));
+    let failure = TaskFailure::new(FailureKind::Failed, "bad init");
+    encode_init_failed(&failure, &mut frame).unwrap();
+    match parse_from_worker(&frame) {
+        Ok(FromWorker::InitFailed(got)) => assert_eq!(got, failure),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A parent-bound frame is not a worker-bound one, and vice versa.
+    assert!(matches!(
+        parse_to_worker(&frame),
+        Err(ProtocolError::UnexpectedKind(kind::INIT_FAILED))
+    ));
+    encode_shutdown(&mut frame);
+    assert!(matches!(
+        parse_from_worker(&frame),
+        Err(ProtocolError::UnexpectedKind(kind::SHUTDOWN))
+    ));
+}
+
+#[test]
+fn hello_is_checked_against_version_and_fingerprint() {
+    let hello = Hello {
+        pid: 42,
+        fingerprint: 0xfeed,
+        task_count: 12,
+    };
+    let mut frame = AlignedVec::new();
+    encode_hello(&hello, &mut frame).unwrap();
+    let info = check_hello(&frame, 0xfeed).unwrap();
+    assert_eq!(
+        info,
+        HelloInfo {
+            pid: 42,
+            fingerprint: 0xfeed,
+            task_count: 12
+        }
+    );
+    let mismatch = check_hello(&frame, 0xbeef).unwrap_err();
+    assert!(matches!(
+        mismatch,
+        HandshakeError::FingerprintMismatch {
+            ours: 0xbeef,
+            theirs: 0xfeed
+        }
+    ));
+    assert!(mismatch.to_string().contains("different sources"));
+
+    frame[2..4].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+    assert!(matches!(
+        check_hello(&frame, 0xfeed),
+        Err(HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs }) if theirs == PROTOCOL_VERSION + 1
+    ));
+    assert!(matches!(
+        parse_from_worker(&frame),
+        Err(ProtocolError::Version { .. })
+    ));
+
+    encode_ready(&mut frame);
+    assert!(matches!(
+        check_hello(&frame, 0xfeed),
+        Err(HandshakeError::NotHello(kind::READY))
+    ));
+    assert!(matches!(
+        check_hello(&frame[..10], 0xfeed),
+        Err(HandshakeError::Protocol(ProtocolError::Truncated { .. }))
+    ));
+}
+
+#[test]
+fn misaligned_frames_are_refused() {
+    let mut frame = AlignedVec::new();
+    encode_ready(&mut frame);
+    let mut shifted = AlignedVec::<16>::new();
+    shifted.push(0);
+    shifted.extend_from_slice(&frame);
+    assert!(matches!(
+        parse_from_worker(&shifted[1..]),
+        Err(ProtocolError::Misaligned)
+    ));
+}
+
+#[test]
+fn count_mismatch_is_detected() {
+    let mut frame = AlignedVec::new();
+    encode_call_batch::<crate::builtin::add_one>(1, 0, &[1, 2, 3], &mut frame).unwrap();
+    let ToWorker::CallBatch { args, .. } = parse_to_worker(&frame).unwrap() else {
+        panic!("not a call batch");
+    };
+    assert!(matches!(
+        access_args::<crate::builtin::add_one>(args, 4),
+        Err(ProtocolError::CountMismatch { header: 4, body: 3 })
+    ));
+}
+
+#[test]
+fn bad_outcome_tables_are_refused() {
+    let frames = encode_outcomes(&[Ok(vec!["a".into()]), Ok(vec![])], 8, 0);
+    let mut frame = aligned(&frames[0]);
+    let len = frame.len();
+    // The last table entry's offset points past the data.
+    frame[len - 12..len - 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        parse_from_worker(&frame),
+        Err(ProtocolError::BadOutcomeEntry { index: 1 })
+    ));
+}

@@ -1,0 +1,430 @@
+//! Run-loop tests over an in-memory transport (the ipc-backed tests are in `tests/runtime_*.rs`).
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use super::*;
+use crate::builtin;
+use crate::protocol::{FromWorker, InitializerCall, Setup};
+use crate::registry::Task;
+use crate::task;
+
+impl Inbox for mpsc::Receiver<AlignedVec> {
+    type Frame<'a> = AlignedVec;
+
+    fn recv(&mut self) -> Result<AlignedVec, WorkerError> {
+        mpsc::Receiver::recv(self).map_err(|_| WorkerError::Disconnected)
+    }
+}
+
+impl Outbox for mpsc::Sender<AlignedVec> {
+    fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
+        let mut copy = AlignedVec::with_capacity(frame.len());
+        copy.extend_from_slice(frame);
+        mpsc::Sender::send(self, copy).map_err(|_| WorkerError::Disconnected)
+    }
+}
+
+/// Mailbox of the worker in `yield_mid_chunk_reports_the_next_index` (its task pokes it).
+static YIELD_MAILBOX: LocalMailbox = LocalMailbox::new();
+const YIELD_CHUNK: u64 = 55;
+
+#[task(crate = crate)]
+fn panic_on_two(x: u64) -> u64 {
+    assert_ne!(x, 2, "two is bad");
+    x
+}
+
+#[task(crate = crate)]
+fn yield_after_four(x: u64) -> u64 {
+    if x == 4 {
+        YIELD_MAILBOX.store(word::YIELD, YIELD_CHUNK + 1);
+    }
+    x
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct Greeting {
+    prefix: String,
+}
+
+#[task(crate = crate)]
+fn init_greeting(prefix: &str) -> Greeting {
+    Greeting {
+        prefix: prefix.to_owned(),
+    }
+}
+
+#[task(crate = crate)]
+fn greet(name: &str) -> Option<String> {
+    crate::worker_state::<Greeting>().map(|g| format!("{}{name}", g.prefix))
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+struct NeverBuilt;
+
+#[task(crate = crate)]
+fn init_refuses() -> Result<NeverBuilt, String> {
+    Err("no config".to_owned())
+}
+
+/// The parent side of a worker running `run_loop` on a thread.
+struct Harness {
+    to_worker: Option<mpsc::Sender<AlignedVec>>,
+    from_worker: mpsc::Receiver<AlignedVec>,
+    worker: Option<thread::JoinHandle<Result<(), WorkerError>>>,
+    frame: AlignedVec,
+}
+
+impl Harness {
+    fn start(mailbox: &'static LocalMailbox, opts: RunOptions) -> Self {
+        let (to_worker, mut inbox) = mpsc::channel();
+        let (mut outbox, from_worker) = mpsc::channel();
+        let worker = thread::spawn(move || run_loop(&mut inbox, &mut outbox, mailbox, &opts));
+        Self {
+            to_worker: Some(to_worker),
+            from_worker,
+            worker: Some(worker),
+            frame: AlignedVec::new(),
+        }
+    }
+
+    /// Starts a worker and completes the handshake.
+    fn ready(mailbox: &'static LocalMailbox, opts: RunOptions) -> Self {
+        let mut harness = Self::start(mailbox, opts);
+        harness.setup(None);
+        let hello = harness.recv();
+        let info = protocol::check_hello(&hello, registry::fingerprint()).expect("hello");
+        assert_eq!(info.pid, std::process::id());
+        assert!(matches!(
+            protocol::parse_from_worker(&harness.recv()),
+            Ok(FromWorker::Ready)
+        ));
+        harness
+    }
+
+    fn setup(&mut self, initializer: Option<InitializerCall>) {
+        let setup = Setup {
+            worker_index: 2,
+            initializer,
+        };
+        protocol::encode_setup(&setup, &mut self.frame).expect("encodes");
+        self.send_frame();
+    }
+
+    fn send_frame(&mut self) {
+        let frame = std::mem::take(&mut self.frame);
+        self.to_worker
+            .as_ref()
+            .expect("open")
+            .send(frame)
+            .expect("worker alive");
+    }
+
+    fn call<T: Task>(&mut self, chunk_id: u64, first_index: u64, args: &[T::Args]) {
+        protocol::encode_call_batch::<T>(chunk_id, first_index, args, &mut self.frame)
+            .expect("encodes");
+        self.send_frame();
+    }
+
+    fn recv(&self) -> AlignedVec {
+        self.from_worker
+            .recv_timeout(Duration::from_secs(30))
+            .expect("worker answers (watchdog: 30 s)")
+    }
+
+    /// Receives `Outcomes` frames of `chunk_id` until `n` outcomes arrived.
+    fn outcomes<T: Task>(
+        &self,
+        chunk_id: u64,
+        n: usize,
+    ) -> Vec<(u64, Result<T::Output, TaskFailure>)> {
+        let mut all = Vec::new();
+        while all.len() < n {
+            let frame = self.recv();
+            let FromWorker::Outcomes(batch) = protocol::parse_from_worker(&frame).expect("parses")
+            else {
+                panic!("expected outcomes");
+            };
+            assert_eq!(batch.chunk_id, chunk_id);
+            assert_eq!(batch.task_id, T::ID);
+            for (index, outcome) in batch.iter() {
+                all.push((index, outcome.decode::<T>().expect("decodes")));
+            }
+        }
+        all
+    }
+
+    fn shutdown(mut self) -> Result<(), WorkerError> {
+        protocol::encode_shutdown(&mut self.frame);
+        self.send_frame();
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), WorkerError> {
+        self.to_worker.take();
+        self.worker
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("worker thread does not panic")
+    }
+}
+
+fn local_mailbox() -> &'static LocalMailbox {
+    Box::leak(Box::new(LocalMailbox::new()))
+}
+
+fn values<O>(outcomes: Vec<(u64, Result<O, TaskFailure>)>) -> Vec<(u64, O)> {
+    outcomes
+        .into_iter()
+        .map(|(index, outcome)| (index, outcome.expect("succeeds")))
+        .collect()
+}
+
+#[test]
+fn handshake_then_add_one_chunk_then_shutdown() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    let args: Vec<u64> = (0..100).collect();
+    worker.call::<builtin::add_one>(1, 1000, &args);
+    let got = values(worker.outcomes::<builtin::add_one>(1, 100));
+    let want: Vec<(u64, u64)> = (0..100).map(|i| (1000 + i, i + 1)).collect();
+    assert_eq!(got, want);
+
+    protocol::encode_ping(99, &mut worker.frame);
+    worker.send_frame();
+    assert!(matches!(
+        protocol::parse_from_worker(&worker.recv()),
+        Ok(FromWorker::Pong { nonce: 99 })
+    ));
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn unknown_task_fails_each_item_and_the_worker_goes_on() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    protocol::encode_call_batch::<builtin::add_one>(3, 0, &[1, 2, 3], &mut worker.frame)
+        .expect("encodes");
+    worker.frame[16..24].copy_from_slice(&0xdead_beef_u64.to_le_bytes());
+    worker.send_frame();
+    let frame = worker.recv();
+    let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(&frame) else {
+        panic!("expected outcomes");
+    };
+    assert_eq!(
+        (batch.chunk_id, batch.task_id, batch.len()),
+        (3, 0xdead_beef, 3)
+    );
+    for (_, outcome) in batch.iter() {
+        let protocol::RawOutcome::Failure(bytes) = outcome else {
+            panic!("expected a failure");
+        };
+        let failure = protocol::decode_failure(bytes).expect("decodes");
+        assert_eq!(failure.kind, FailureKind::UnknownTask);
+        assert!(failure.message.contains("00000000deadbeef"));
+    }
+    worker.call::<builtin::add_one>(4, 0, &[41]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::add_one>(4, 1)),
+        vec![(0, 42)]
+    );
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn panic_is_reported_with_message_and_location_and_the_next_item_succeeds() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    worker.call::<panic_on_two>(5, 0, &[1, 2, 3]);
+    let got = worker.outcomes::<panic_on_two>(5, 3);
+    assert_eq!(got[0], (0, Ok(1)));
+    assert_eq!(got[2], (2, Ok(3)));
+    let (index, Err(failure)) = &got[1] else {
+        panic!("item 1 should have panicked: {got:?}");
+    };
+    assert_eq!(*index, 1);
+    assert_eq!(failure.kind, FailureKind::Panicked);
+    assert!(failure.message.contains("two is bad"), "{failure:?}");
+    let location = failure.location.as_deref().expect("location");
+    assert!(location.contains("runtime/tests.rs"), "{location}");
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn err_return_becomes_failed_with_its_message() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    worker.call::<builtin::fail>(6, 0, &["nope".to_owned(), "again".to_owned()]);
+    let got = worker.outcomes::<builtin::fail>(6, 2);
+    assert_eq!(
+        got,
+        vec![
+            (0, Err(TaskFailure::new(FailureKind::Failed, "nope"))),
+            (1, Err(TaskFailure::new(FailureKind::Failed, "again"))),
+        ]
+    );
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn borrowed_arguments_reach_the_task() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    let payloads = vec![vec![], vec![1_u8, 2, 3], vec![7; 1000]];
+    worker.call::<builtin::echo_bytes>(7, 0, &payloads);
+    let got: Vec<Vec<u8>> = values(worker.outcomes::<builtin::echo_bytes>(7, 3))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(got, payloads);
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn initializer_state_is_visible_to_later_tasks() {
+    let mut worker = Harness::start(local_mailbox(), RunOptions::default());
+    let init = protocol::encode_initializer::<init_greeting>(&"hello, ".to_owned()).expect("ok");
+    worker.setup(Some(init));
+    protocol::check_hello(&worker.recv(), registry::fingerprint()).expect("hello");
+    assert!(matches!(
+        protocol::parse_from_worker(&worker.recv()),
+        Ok(FromWorker::Ready)
+    ));
+    worker.call::<greet>(8, 0, &["ada".to_owned()]);
+    assert_eq!(
+        values(worker.outcomes::<greet>(8, 1)),
+        vec![(0, Some("hello, ada".to_owned()))]
+    );
+    let info = crate::current_worker().expect("set by Setup");
+    assert_eq!(info.pid, std::process::id());
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn initializer_failure_is_reported_and_ends_the_worker() {
+    let mut worker = Harness::start(local_mailbox(), RunOptions::default());
+    let init = protocol::encode_initializer::<init_refuses>(&()).expect("ok");
+    worker.setup(Some(init));
+    protocol::check_hello(&worker.recv(), registry::fingerprint()).expect("hello");
+    let frame = worker.recv();
+    let Ok(FromWorker::InitFailed(failure)) = protocol::parse_from_worker(&frame) else {
+        panic!("expected InitFailed");
+    };
+    assert_eq!(failure, TaskFailure::new(FailureKind::Failed, "no config"));
+    assert!(matches!(worker.join(), Err(WorkerError::InitFailed(f)) if f == failure));
+}
+
+#[test]
+fn unknown_initializer_is_reported() {
+    let mut worker = Harness::start(local_mailbox(), RunOptions::default());
+    worker.setup(Some(InitializerCall {
+        task_id: 1,
+        args: Vec::new(),
+    }));
+    protocol::check_hello(&worker.recv(), registry::fingerprint()).expect("hello");
+    let Ok(FromWorker::InitFailed(failure)) = protocol::parse_from_worker(&worker.recv()) else {
+        panic!("expected InitFailed");
+    };
+    assert_eq!(failure.kind, FailureKind::UnknownTask);
+    assert!(matches!(worker.join(), Err(WorkerError::InitFailed(_))));
+}
+
+#[test]
+fn yield_mid_chunk_reports_the_next_index() {
+    let mailbox: &'static LocalMailbox = &YIELD_MAILBOX;
+    let mut worker = Harness::ready(mailbox, RunOptions::default());
+    let args: Vec<u64> = (0..10).collect();
+    worker.call::<yield_after_four>(YIELD_CHUNK, 100, &args);
+    let got = values(worker.outcomes::<yield_after_four>(YIELD_CHUNK, 5));
+    assert_eq!(got, (0..5).map(|i| (100 + i, i)).collect::<Vec<_>>());
+    assert!(matches!(
+        protocol::parse_from_worker(&worker.recv()),
+        Ok(FromWorker::Yielded {
+            chunk_id: YIELD_CHUNK,
+            next_index: 105
+        })
+    ));
+    assert_eq!(mailbox.load(word::YIELD), 0, "the request was consumed");
+    // The worker goes on with the next chunk.
+    worker.call::<builtin::add_one>(YIELD_CHUNK + 1, 0, &[1]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::add_one>(YIELD_CHUNK + 1, 1)),
+        vec![(0, 2)]
+    );
+    worker.shutdown().expect("clean exit");
+    // Word 0 is cleared after a chunk's last frame is sent; after exit the worker is idle.
+    assert_eq!(mailbox.load(word::RUNNING_CHUNK), 0);
+}
+
+#[test]
+fn a_long_chunk_streams_its_outcomes() {
+    let opts = RunOptions {
+        flush_interval: Duration::from_millis(1),
+        ..RunOptions::default()
+    };
+    let mut worker = Harness::ready(local_mailbox(), opts);
+    worker.call::<builtin::sleep_for>(9, 0, &[2, 2, 2]);
+    // Each item sleeps at least twice the flush interval, so each is flushed on its own.
+    for index in 0..3 {
+        let frame = worker.recv();
+        let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(&frame) else {
+            panic!("expected outcomes");
+        };
+        assert_eq!((batch.first_index, batch.len()), (index, 1));
+    }
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn bad_arguments_fail_each_item_and_the_worker_goes_on() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    protocol::encode_call_batch::<builtin::add_one>(10, 0, &[1, 2], &mut worker.frame)
+        .expect("encodes");
+    let len = worker.frame.len();
+    for byte in &mut worker.frame[protocol::HEADER_LEN..len] {
+        *byte = 0xff;
+    }
+    worker.send_frame();
+    let got = worker.outcomes::<builtin::add_one>(10, 2);
+    for (_, outcome) in got {
+        assert_eq!(outcome.expect_err("fails").kind, FailureKind::BadArguments);
+    }
+    worker.call::<builtin::add_one>(11, 0, &[1]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::add_one>(11, 1)),
+        vec![(0, 2)]
+    );
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn an_empty_chunk_gets_an_empty_outcomes_frame() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    worker.call::<builtin::add_one>(12, 5, &[]);
+    let frame = worker.recv();
+    let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(&frame) else {
+        panic!("expected outcomes");
+    };
+    assert_eq!((batch.chunk_id, batch.first_index, batch.len()), (12, 5, 0));
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
+fn parent_gone_ends_the_worker_with_disconnected() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    assert!(matches!(worker.join(), Err(WorkerError::Disconnected)));
+}
+
+#[test]
+fn a_garbage_frame_ends_the_worker_with_a_protocol_error() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    worker.frame = AlignedVec::new();
+    worker.frame.extend_from_slice(&[0xab; 40]);
+    worker.send_frame();
+    assert!(matches!(worker.join(), Err(WorkerError::Protocol(_))));
+}
+
+#[test]
+fn the_first_frame_must_be_setup() {
+    let mut worker = Harness::start(local_mailbox(), RunOptions::default());
+    worker.call::<builtin::add_one>(1, 0, &[1]);
+    assert!(matches!(worker.join(), Err(WorkerError::NoSetup)));
+}
