@@ -7,10 +7,13 @@ use std::os::unix::net::UnixStream;
 use procpool_ipc::{Endpoint, Handoff};
 
 use crate::process::{ENV_FORK_SERVER, ENV_PARENT_PID, ENV_WORKER_FDS};
-use crate::runtime::{RunOptions, run_worker};
+use crate::runtime::{RunOptions, WorkerError, run_worker};
 
-/// Exit code of a worker whose run loop ended cleanly (shutdown requested or channel closed).
+/// Exit code of a worker whose run loop ended normally: `Shutdown`, or the parent closed the
+/// channel (the usual end of a worker of a dropped pool).
 pub const WORKER_EXIT_OK: i32 = 0;
+/// Exit code of a worker whose initializer failed (it told the parent with `InitFailed` first).
+pub const WORKER_EXIT_INIT_FAILED: i32 = 78;
 /// Exit code of a process whose `PROCPOOL_*` variables were malformed or named closed fds.
 pub const WORKER_EXIT_BAD_ENV: i32 = 64;
 /// Exit code of a worker whose parent was already gone when it started.
@@ -33,7 +36,8 @@ pub(crate) const EXIT_RUNTIME_ERROR: i32 = WORKER_EXIT_RUNTIME_ERROR;
 /// processes a task starts do not misread them), exits at once with
 /// [`WORKER_EXIT_PARENT_GONE`] if the parent named by `PROCPOOL_PARENT_PID` is no longer its
 /// parent, ignores SIGINT, opens the channel from the inherited fds, runs the worker loop and
-/// exits with [`WORKER_EXIT_OK`], [`WORKER_EXIT_CHANNEL_ERROR`] or [`WORKER_EXIT_RUNTIME_ERROR`].
+/// exits with [`WORKER_EXIT_OK`], [`WORKER_EXIT_INIT_FAILED`], [`WORKER_EXIT_CHANNEL_ERROR`] or
+/// [`WORKER_EXIT_RUNTIME_ERROR`] (the last two after a message on stderr).
 /// With `PROCPOOL_FORK_SERVER` set it runs the fork server instead, which exits when its parent
 /// closes the socket.
 pub fn enter_worker_mode_if_requested() {
@@ -92,7 +96,8 @@ pub(crate) fn serve(handoff: Handoff) -> i32 {
         }
     };
     match run_worker(endpoint, RunOptions::default()) {
-        Ok(()) => WORKER_EXIT_OK,
+        Ok(()) | Err(WorkerError::Disconnected) => WORKER_EXIT_OK,
+        Err(WorkerError::InitFailed(_)) => WORKER_EXIT_INIT_FAILED,
         Err(err) => {
             eprintln!("procpool worker {pid}: {err}");
             WORKER_EXIT_RUNTIME_ERROR

@@ -57,8 +57,8 @@ pub use procpool_macros::task;
 // worker-process API.
 pub use crate::attach::{AcceptError, AttachError, BindError, Listener, attach};
 pub use crate::entry::{
-    WORKER_EXIT_BAD_ENV, WORKER_EXIT_CHANNEL_ERROR, WORKER_EXIT_OK, WORKER_EXIT_PARENT_GONE,
-    WORKER_EXIT_RUNTIME_ERROR, enter_worker_mode_if_requested,
+    WORKER_EXIT_BAD_ENV, WORKER_EXIT_CHANNEL_ERROR, WORKER_EXIT_INIT_FAILED, WORKER_EXIT_OK,
+    WORKER_EXIT_PARENT_GONE, WORKER_EXIT_RUNTIME_ERROR, enter_worker_mode_if_requested,
 };
 pub use crate::forkserver::ForkServer;
 pub use crate::process::{

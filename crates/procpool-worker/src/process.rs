@@ -283,7 +283,7 @@ impl WorkerSpawner {
     pub fn start(&self) -> Result<(), SpawnError> {
         match self.method {
             StartMethod::Spawn => Ok(()),
-            StartMethod::ForkServer => self.fork_server().map(drop),
+            StartMethod::ForkServer => self.running_fork_server().map(drop),
         }
     }
 
@@ -295,12 +295,25 @@ impl WorkerSpawner {
     pub fn spawn(&self, handoff: Handoff) -> Result<WorkerProcess, SpawnError> {
         match self.method {
             StartMethod::Spawn => spawn_process(&self.command, handoff_fds(handoff), Role::Worker),
-            StartMethod::ForkServer => self.fork_server()?.spawn_worker(handoff),
+            StartMethod::ForkServer => self.running_fork_server()?.spawn_worker(handoff),
+        }
+    }
+
+    /// The fork server of a [`StartMethod::ForkServer`] spawner, started (or restarted, if it
+    /// died) as needed; `None` for [`StartMethod::Spawn`].
+    ///
+    /// # Errors
+    ///
+    /// The server could not be started.
+    pub fn fork_server(&self) -> Result<Option<ForkServer>, SpawnError> {
+        match self.method {
+            StartMethod::Spawn => Ok(None),
+            StartMethod::ForkServer => self.running_fork_server().map(Some),
         }
     }
 
     /// The running fork server, started or restarted as needed.
-    fn fork_server(&self) -> Result<ForkServer, SpawnError> {
+    fn running_fork_server(&self) -> Result<ForkServer, SpawnError> {
         let mut guard = self
             .fork_server
             .lock()

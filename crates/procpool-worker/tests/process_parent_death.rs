@@ -1,0 +1,160 @@
+//! A parent killed with SIGKILL takes its workers (and its fork server) with it.
+//!
+//! The test re-runs this test binary as an intermediate "parent" process (selected by the
+//! `PROCPOOL_TEST_ROLE` variable). That parent starts real workers, completes their handshakes,
+//! prints their pids and waits. The test SIGKILLs it and then checks that every worker died.
+//!
+//! The test process makes itself a child subreaper first, so the orphaned workers are
+//! reparented to it: it can reap them and read *how* they died. SIGKILL means the
+//! parent-death signal got them, not the (slower) channel EOF, after which a worker exits
+//! with code 0.
+
+mod process_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use process_support::{spawner, start};
+use procpool_worker::StartMethod;
+
+const ROLE_VAR: &str = "PROCPOOL_TEST_ROLE";
+const N_WORKERS: usize = 3;
+/// A generous bound: the kernel delivers the parent-death signal at once; this only keeps a
+/// broken build from hanging the test.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Kills and reaps the intermediate parent if the test fails before it did.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The intermediate parent: not a test when run normally (the role variable is unset).
+#[test]
+fn role_parent() {
+    let method = match std::env::var(ROLE_VAR).as_deref() {
+        Ok("spawn") => StartMethod::Spawn,
+        Ok("forkserver") => StartMethod::ForkServer,
+        _ => return,
+    };
+    let spawner = spawner(method);
+    if let Some(server) = spawner.fork_server().expect("fork server") {
+        println!("@@pid {}", server.pid());
+    }
+    let mut workers = Vec::new();
+    for index in 0..N_WORKERS {
+        let (worker, mut driver) = start(&spawner);
+        driver.handshake(index as u32);
+        println!("@@pid {}", worker.pid());
+        workers.push((worker, driver));
+    }
+    println!("@@ready");
+    // Wait to be killed; the watchdog ends this process if the test never does.
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Starts the intermediate parent and returns it with the pids it printed.
+fn start_parent(method: &str) -> (KillOnDrop, Vec<u32>) {
+    let exe = std::env::current_exe().expect("current exe");
+    let child = Command::new(exe)
+        .args(["--exact", "role_parent", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, method)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the intermediate parent");
+    let mut parent = KillOnDrop(child);
+    let stdout = parent.0.stdout.take().expect("stdout");
+    let mut pids = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read the parent's stdout");
+        // libtest may print "test role_parent ... " in front of the first line.
+        if line.contains("@@ready") {
+            return (parent, pids);
+        }
+        if let Some((_, pid)) = line.split_once("@@pid ") {
+            pids.push(pid.trim().parse().expect("a pid"));
+        }
+    }
+    panic!("the intermediate parent ended before it was ready");
+}
+
+/// Becomes a child subreaper so orphaned descendants are reparented to this process.
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes how this process's orphaned
+    // descendants are reparented.
+    let res = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    assert_eq!(res, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// Reaps `pids` (now our children through the subreaper) and returns each raw wait status,
+/// failing if any is still running after [`DEADLINE`].
+fn reap_all(pids: &[u32], since: Instant) -> Vec<i32> {
+    let mut statuses = vec![None; pids.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (pid, slot) in pids.iter().zip(&mut statuses) {
+            if slot.is_some() {
+                continue;
+            }
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG on a pid and a pointer to a local.
+            let res = unsafe { libc::waitpid(*pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if res == *pid as libc::pid_t {
+                *slot = Some(status);
+            } else {
+                // Not reparented to us yet (res == -1, ECHILD) or still running (res == 0).
+                assert!(
+                    since.elapsed() < DEADLINE,
+                    "process {pid} still exists {DEADLINE:?} after its parent was killed",
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "all {} processes were gone {:?} after the parent was killed",
+        pids.len(),
+        since.elapsed()
+    );
+    statuses
+        .into_iter()
+        .map(|status| status.expect("reaped"))
+        .collect()
+}
+
+fn check_parent_death(method: &str, expected_processes: usize) {
+    become_subreaper();
+    let (mut parent, pids) = start_parent(method);
+    assert_eq!(
+        pids.len(),
+        expected_processes,
+        "{method}: pids printed: {pids:?}"
+    );
+    parent.0.kill().expect("SIGKILL the parent");
+    let killed_at = Instant::now();
+    parent.0.wait().expect("reap the parent");
+    let statuses = reap_all(&pids, killed_at);
+    for (pid, status) in pids.iter().zip(statuses) {
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "{method}: process {pid} died by the parent-death SIGKILL, not otherwise (status {status:#x})",
+        );
+    }
+}
+
+#[test]
+fn spawned_workers_die_with_their_parent() {
+    check_parent_death("spawn", N_WORKERS);
+}
+
+#[test]
+fn fork_server_and_its_workers_die_with_their_parent() {
+    // The server dies by its parent-death signal, then each worker by its own (armed on the
+    // server right after the fork).
+    check_parent_death("forkserver", N_WORKERS + 1);
+}
