@@ -57,14 +57,22 @@ pub struct Assignment {
     pub span: Span,
 }
 
-/// A proposed tail split: ask `worker` to give back the unstarted items of `chunk`, then
-/// report them with [`Scheduler::on_yielded`].
+/// A proposed tail split: ask `worker` to give back the items of `chunk` from `from` on.
+///
+/// The worker honours it at its next item boundary: it gives back `max(from, next)..end`,
+/// where `next` is the first item it has not started, and reports that point with
+/// [`Scheduler::on_yielded`]. It keeps the items before `from`, so a split of the running
+/// chunk always leaves the worker busy and every request lets work progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct YieldRequest {
     /// The worker holding the chunk.
     pub worker: WorkerId,
     /// The chunk to split.
     pub chunk: ChunkId,
+    /// The first item to give back: for a running chunk, the middle of its unstarted items
+    /// (the worker keeps the front half); for a chunk still queued behind another, its first
+    /// unreported item (the whole chunk comes back, since it may wait long).
+    pub from: u64,
 }
 
 /// Where a chunk stands after feedback.
@@ -179,6 +187,9 @@ struct Slot {
     reserved: u64,
     /// Chunks sent to this worker, in the order it runs them; the front one is running.
     in_flight: VecDeque<ChunkId>,
+    /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` go to the
+    /// least recently served worker, so given-back items move to a different worker.
+    last_assigned: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,6 +298,7 @@ impl Scheduler {
                     stealer,
                     reserved: 0,
                     in_flight: VecDeque::new(),
+                    last_assigned: 0,
                 });
                 self.slots.len() - 1
             }
@@ -555,17 +567,18 @@ impl Scheduler {
     }
 
     /// The next chunk for whichever live worker needs one most (fewest chunks in flight, then
-    /// lowest slot), or `None` if no worker can take one. Loop on it after every event.
+    /// least recently served), or `None` if no worker can take one. Loop on it after every
+    /// event.
     pub fn next_assignment(&mut self) -> Option<Assignment> {
         if !self.has_queued() {
             return None;
         }
-        let mut order: Vec<(usize, usize)> = (self.slots.iter().enumerate())
+        let mut order: Vec<(usize, u64, usize)> = (self.slots.iter().enumerate())
             .filter(|(_, slot)| slot.state == SlotState::Live)
-            .map(|(idx, slot)| (slot.in_flight.len(), idx))
+            .map(|(idx, slot)| (slot.in_flight.len(), slot.last_assigned, idx))
             .collect();
         order.sort_unstable();
-        for (_, idx) in order {
+        for (_, _, idx) in order {
             if !self.has_room(idx) {
                 continue;
             }
@@ -581,7 +594,7 @@ impl Scheduler {
     /// Only when a live worker is idle (holds no chunk), nothing is queued anywhere, and fewer
     /// splits are outstanding than workers idle. Picks the chunk whose unstarted items are
     /// estimated to take longest: for a worker's running chunk all items after the first
-    /// unreported one, for its queued chunks all unreported items. The chunk is marked so it
+    /// unreported one (which may be running), for its queued chunks all unreported items. The chunk is marked so it
     /// is not proposed twice; the worker answers with [`on_yielded`](Self::on_yielded), or
     /// simply finishes the chunk.
     pub fn yield_candidate(&mut self) -> Option<YieldRequest> {
@@ -595,7 +608,7 @@ impl Scheduler {
             return None;
         }
         let min_work = self.config.min_yield_work.as_nanos() as f64;
-        let mut best: Option<(f64, ChunkId)> = None;
+        let mut best: Option<(f64, ChunkId, u64)> = None;
         for slot in &self.slots {
             for (pos, chunk_id) in slot.in_flight.iter().enumerate() {
                 let chunk = &self.chunks[chunk_id];
@@ -611,12 +624,18 @@ impl Scheduler {
                 if work < min_work {
                     continue;
                 }
-                if best.is_none_or(|(best_work, _)| work > best_work) {
-                    best = Some((work, *chunk_id));
+                if best.is_none_or(|(best_work, ..)| work > best_work) {
+                    let lowest = chunk.items.start + chunk.done;
+                    let from = if pos == 0 {
+                        lowest + 1 + unstarted / 2
+                    } else {
+                        lowest
+                    };
+                    best = Some((work, *chunk_id, from));
                 }
             }
         }
-        let (_, chunk_id) = best?;
+        let (_, chunk_id, from) = best?;
         let chunk = self
             .chunks
             .get_mut(&chunk_id)
@@ -626,6 +645,7 @@ impl Scheduler {
         Some(YieldRequest {
             worker: chunk.worker,
             chunk: chunk_id,
+            from,
         })
     }
 
@@ -883,6 +903,7 @@ impl Scheduler {
             generation: slot.generation,
         };
         slot.in_flight.push_back(chunk);
+        slot.last_assigned = self.next_chunk;
         self.chunks.insert(
             chunk,
             InFlight {

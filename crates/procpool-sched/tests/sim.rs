@@ -1,0 +1,258 @@
+//! Property tests: random pools, workloads, policies, windows and worker deaths, run through
+//! the discrete-event simulation, must complete every item exactly once, in order when asked,
+//! within the input window, without deadlock, and deterministically.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::time::Duration;
+
+use procpool_sched::sim::{self, CostModel, Scenario, SimInput, SimJob};
+use procpool_sched::{AdaptiveConfig, ChunkPolicy, Order, SchedulerConfig, TaskKey};
+use proptest::prelude::*;
+
+fn policy() -> impl Strategy<Value = ChunkPolicy> {
+    prop_oneof![
+        (1u64..=20).prop_map(|n| ChunkPolicy::Fixed(NonZeroU64::new(n).unwrap())),
+        Just(ChunkPolicy::PythonLike),
+        Just(ChunkPolicy::default()),
+        // A tiny target so chunk sizes and prefetch decisions vary within small workloads.
+        (1u64..=200, 1u64..=8).prop_map(|(target_us, probe_max)| {
+            ChunkPolicy::Adaptive(AdaptiveConfig {
+                target_chunk: Duration::from_micros(target_us),
+                min_chunk: Duration::from_micros(target_us / 4),
+                probe_max_items: NonZeroU64::new(probe_max).unwrap(),
+                prefetch_horizon: Duration::from_micros(target_us * 2),
+                ..AdaptiveConfig::default()
+            })
+        }),
+    ]
+}
+
+fn durations() -> impl Strategy<Value = Vec<Duration>> {
+    let item = prop_oneof![
+        4 => 0u64..2_000,              // tiny: up to 2 µs
+        3 => 2_000u64..200_000,        // medium
+        1 => 1_000_000u64..5_000_000,  // heavy: 1-5 ms
+    ];
+    prop::collection::vec(item.prop_map(Duration::from_nanos), 0..120)
+}
+
+fn job() -> impl Strategy<Value = SimJob> {
+    (
+        0u64..3,
+        0u64..2_000,
+        durations(),
+        prop_oneof![Just(Order::Input), Just(Order::Completion)],
+        prop::option::of(1usize..24),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(task, submit_us, durations, order, window, known_len)| SimJob {
+                task: TaskKey(task),
+                submit_at: Duration::from_micros(submit_us),
+                durations,
+                input: SimInput {
+                    order,
+                    window: window.map(|w| NonZeroUsize::new(w).unwrap()),
+                    known_len,
+                },
+            },
+        )
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        (policy(), 1usize..=3, any::<bool>()),
+        (1u64..=200, 1usize..=6),
+        prop::collection::vec(job(), 1..=3),
+        prop::collection::vec((0u64..20_000, 0usize..6), 0..=4),
+        (0u64..2_000, any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (policy, in_flight, tail_split),
+                (report_us, workers),
+                jobs,
+                deaths,
+                (respawn_us, retry),
+            )| {
+                Scenario {
+                    config: SchedulerConfig {
+                        policy,
+                        in_flight: NonZeroUsize::new(in_flight).unwrap(),
+                        tail_split,
+                        ..SchedulerConfig::default()
+                    },
+                    model: CostModel {
+                        report_every: Duration::from_micros(report_us),
+                        ..CostModel::default()
+                    },
+                    workers,
+                    jobs,
+                    deaths: (deaths.into_iter())
+                        .map(|(at_us, slot)| (Duration::from_micros(at_us), slot))
+                        .collect(),
+                    respawn_after: Duration::from_micros(respawn_us),
+                    retry_started: retry,
+                }
+            },
+        )
+}
+
+/// Checks everything a run must satisfy; returns a description of the first failure.
+fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
+    let outcome = sim::run(scenario).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (job, (spec, result)) in scenario.jobs.iter().zip(&outcome.jobs).enumerate() {
+        let n = spec.durations.len();
+        for index in 0..n {
+            let (done, abandoned) = (result.done[index], result.abandoned[index]);
+            prop_assert_eq!(
+                done + abandoned,
+                1,
+                "job {} item {}: done {} abandoned {}",
+                job,
+                index,
+                done,
+                abandoned
+            );
+            prop_assert!(abandoned <= result.lost_started[index]);
+            // Tail splits and steals never run an item twice; only a retry after a loss may.
+            prop_assert!(
+                result.runs[index] <= 1 + result.lost_started[index],
+                "job {} item {} ran {} times, lost while started {} times",
+                job,
+                index,
+                result.runs[index],
+                result.lost_started[index]
+            );
+            if !scenario.retry_started {
+                prop_assert!(result.runs[index] <= 1);
+            }
+        }
+        match spec.input.order {
+            Order::Input => prop_assert!(result.output.iter().copied().eq(0..n as u64)),
+            Order::Completion => {
+                let mut sorted = result.output.clone();
+                sorted.sort_unstable();
+                prop_assert!(sorted.iter().copied().eq(0..n as u64));
+            }
+        }
+        if let Some(window) = spec.input.window {
+            prop_assert!(result.max_outstanding <= window.get() as u64);
+        }
+    }
+    if scenario.deaths.is_empty() {
+        prop_assert!(
+            outcome
+                .jobs
+                .iter()
+                .all(|job| job.runs.iter().all(|runs| *runs == 1))
+        );
+    }
+    let again = sim::run(scenario).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&outcome, &again, "not deterministic");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_item_completes_once_in_order_within_window(scenario in scenario()) {
+        check_scenario(&scenario)?;
+    }
+}
+
+fn one_job(workers: usize, durations: Vec<Duration>, policy: ChunkPolicy) -> Scenario {
+    Scenario {
+        config: SchedulerConfig {
+            policy,
+            ..SchedulerConfig::default()
+        },
+        model: CostModel::default(),
+        workers,
+        jobs: vec![SimJob {
+            task: TaskKey(0),
+            submit_at: Duration::ZERO,
+            durations,
+            input: SimInput {
+                order: Order::Input,
+                window: None,
+                known_len: true,
+            },
+        }],
+        deaths: vec![],
+        respawn_after: Duration::from_micros(100),
+        retry_started: true,
+    }
+}
+
+#[test]
+fn tail_split_frees_items_stuck_behind_a_long_one() {
+    // One chunk of 8 items; the first takes 10 ms, the rest 1 ms. Without splitting, worker 1
+    // would idle while worker 0 runs all of it: 17 ms. With splits at the middle of the
+    // unstarted items, worker 1 takes 4..8 at once and 2..4 when idle again: about 12 ms.
+    // (10 ms would need to know that item 0 is the long one.)
+    let mut durations = vec![Duration::from_millis(1); 8];
+    durations[0] = Duration::from_millis(10);
+    let scenario = one_job(
+        2,
+        durations,
+        ChunkPolicy::Fixed(NonZeroU64::new(8).unwrap()),
+    );
+    let outcome = sim::run(&scenario).unwrap();
+    assert!(outcome.yields >= 2);
+    assert!(
+        outcome.makespan < Duration::from_micros(12_200),
+        "{:?}",
+        outcome.makespan
+    );
+    check_scenario(&scenario).unwrap();
+
+    let mut no_split = scenario.clone();
+    no_split.config.tail_split = false;
+    let outcome = sim::run(&no_split).unwrap();
+    assert_eq!(outcome.yields, 0);
+    assert!(
+        outcome.makespan > Duration::from_millis(17),
+        "{:?}",
+        outcome.makespan
+    );
+}
+
+#[test]
+fn worker_death_reports_running_item_and_requeues_the_rest() {
+    let mut scenario = one_job(
+        2,
+        vec![Duration::from_millis(1); 20],
+        ChunkPolicy::Fixed(NonZeroU64::new(5).unwrap()),
+    );
+    scenario.deaths = vec![(Duration::from_micros(2_500), 0)];
+    let outcome = sim::run(&scenario).unwrap();
+    let job = &outcome.jobs[0];
+    assert_eq!(job.lost_started.iter().sum::<u32>(), 1);
+    let lost = job.lost_started.iter().position(|n| *n == 1).unwrap();
+    assert_eq!(job.runs[lost], 2, "the started item is retried");
+    check_scenario(&scenario).unwrap();
+    scenario.retry_started = false;
+    let outcome = sim::run(&scenario).unwrap();
+    assert_eq!(outcome.jobs[0].abandoned.iter().sum::<u32>(), 1);
+    check_scenario(&scenario).unwrap();
+}
+
+#[test]
+fn streaming_input_with_window_one_runs_everything() {
+    let mut scenario = one_job(
+        3,
+        vec![Duration::from_micros(50); 40],
+        ChunkPolicy::default(),
+    );
+    scenario.jobs[0].input = SimInput {
+        order: Order::Input,
+        window: Some(NonZeroUsize::new(1).unwrap()),
+        known_len: false,
+    };
+    let outcome = sim::run(&scenario).unwrap();
+    assert_eq!(outcome.jobs[0].max_outstanding, 1);
+    assert_eq!(outcome.chunks, 40);
+    check_scenario(&scenario).unwrap();
+}
