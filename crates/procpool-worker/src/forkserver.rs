@@ -8,7 +8,8 @@
 //!
 //! - server → parent, first: a `READY` report, once the server runs its loop;
 //! - parent → server: one handoff per worker to start (`procpool_ipc::send_handoff`,
-//!   region and socket fds over `SCM_RIGHTS`); the parent sends the next only after the reply;
+//!   region and socket fds over `SCM_RIGHTS`) whose payload is the worker's `RLIMIT_AS` as a
+//!   little-endian `u64` (0: none); the parent sends the next only after the reply;
 //! - server → parent, the reply: `SPAWNED { pid }` with a pidfd of the new worker attached over
 //!   `SCM_RIGHTS`, or `FORK_FAILED { errno }`;
 //! - server → parent, at any time: `EXITED { pid, wait status }` once the server reaped a worker.
@@ -74,6 +75,8 @@ pub struct ForkServer {
 pub(crate) struct ServerLink {
     /// The server's pid.
     server_pid: u32,
+    /// `RLIMIT_AS` of each forked worker, 0 for none; sent with every request.
+    memory_limit: u64,
     /// Everything that needs the socket, behind one lock: one request or one read at a time.
     state: Mutex<LinkState>,
 }
@@ -147,6 +150,7 @@ impl ForkServer {
         Ok(ForkServer {
             link: Arc::new(ServerLink {
                 server_pid,
+                memory_limit: command.memory_limit.unwrap_or(0),
                 state: Mutex::new(state),
             }),
         })
@@ -183,7 +187,8 @@ impl ForkServer {
                 io::ErrorKind::BrokenPipe,
             )));
         }
-        let sent = procpool_ipc::send_handoff(&state.socket, &handoff, &[]);
+        let limit = self.link.memory_limit.to_le_bytes();
+        let sent = procpool_ipc::send_handoff(&state.socket, &handoff, &limit);
         // The server holds its own copies now; ours must go so that channel EOF works.
         drop(handoff);
         if let Err(err) = sent {
@@ -447,8 +452,10 @@ pub(crate) fn run_server(socket: UnixStream) -> ! {
         if !socket_ready {
             continue;
         }
-        let handoff = match procpool_ipc::recv_handoff(link, &mut []) {
-            Ok((handoff, _)) => handoff,
+        let mut limit = [0u8; 8];
+        let (handoff, memory_limit) = match procpool_ipc::recv_handoff(link, &mut limit) {
+            Ok((handoff, 8)) => (handoff, u64::from_le_bytes(limit)),
+            Ok((handoff, _)) => (handoff, 0),
             // EOF (the parent closed the socket or died) or a broken request: stop.
             Err(_) => exit_server(&mut children),
         };
@@ -459,7 +466,7 @@ pub(crate) fn run_server(socket: UnixStream) -> ! {
                 // The child must not hold the parent's link or its siblings' pidfds.
                 drop(socket.take());
                 children.clear();
-                forked_child_main(server_pid, handoff);
+                forked_child_main(server_pid, handoff, memory_limit);
             }
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 drop(handoff);
@@ -561,7 +568,7 @@ fn exit_server(children: &mut Vec<ServerChild>) -> ! {
 }
 
 /// The body of a freshly forked worker; never returns into the server loop.
-fn forked_child_main(server_pid: libc::pid_t, handoff: Handoff) -> ! {
+fn forked_child_main(server_pid: libc::pid_t, handoff: Handoff, memory_limit: u64) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number changes only this process.
     let armed = unsafe {
         libc::prctl(
@@ -576,6 +583,9 @@ fn forked_child_main(server_pid: libc::pid_t, handoff: Handoff) -> ! {
     if !armed || unsafe { libc::getppid() } != server_pid {
         // The server died before the death signal was armed: nobody would ever stop us.
         exit_now(crate::entry::EXIT_PARENT_GONE);
+    }
+    if memory_limit != 0 && crate::process::set_memory_limit(memory_limit).is_err() {
+        exit_now(crate::entry::WORKER_EXIT_BAD_ENV);
     }
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::entry::serve(handoff)

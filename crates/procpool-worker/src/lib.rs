@@ -63,7 +63,7 @@ pub use crate::entry::{
 pub use crate::forkserver::ForkServer;
 pub use crate::process::{
     ENV_FORK_SERVER, ENV_PARENT_PID, ENV_WORKER_FDS, FIRST_INHERITED_FD, SpawnError, StartMethod,
-    WaitError, WorkerExit, WorkerProcess, WorkerSpawner,
+    WaitError, WorkerExit, WorkerKiller, WorkerProcess, WorkerSpawner,
 };
 pub use rkyv::util::AlignedVec;
 

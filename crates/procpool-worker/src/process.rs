@@ -162,6 +162,41 @@ enum Kind {
     Forked(Arc<ServerLink>),
 }
 
+/// Signals one worker process; see [`WorkerProcess::killer`].
+#[derive(Debug)]
+pub struct WorkerKiller {
+    /// The worker's pid (for messages).
+    pid: u32,
+    /// A pidfd of its own for the worker.
+    pidfd: OwnedFd,
+}
+
+impl WorkerKiller {
+    /// The worker's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the worker; one that has already exited is not an error.
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the signal (e.g. `EINVAL` for an invalid signal number).
+    pub fn kill(&self, signal: i32) -> io::Result<()> {
+        match pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            res => res,
+        }
+    }
+}
+
+impl AsFd for WorkerKiller {
+    /// The killer's own pidfd: it polls readable once the worker has exited.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
 /// Program, arguments and environment of the processes a spawner executes.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerCommand {
@@ -171,6 +206,8 @@ pub(crate) struct WorkerCommand {
     pub(crate) args: Vec<OsString>,
     /// Extra environment variables.
     pub(crate) envs: Vec<(OsString, OsString)>,
+    /// `RLIMIT_AS` for each worker (not for a fork server itself).
+    pub(crate) memory_limit: Option<u64>,
 }
 
 /// What a started process is told to be.
@@ -244,6 +281,7 @@ impl WorkerSpawner {
                 program: None,
                 args: Vec::new(),
                 envs: Vec::new(),
+                memory_limit: None,
             },
             fork_server: Mutex::new(None),
         }
@@ -266,6 +304,15 @@ impl WorkerSpawner {
         self.command
             .envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Limits each worker's address space to `bytes` (`RLIMIT_AS`, soft and hard), so a worker
+    /// that allocates more sees allocation failures (a Rust allocation failure aborts the
+    /// worker, `try_reserve` reports it) instead of pushing the machine into swap or the OOM
+    /// killer. A fork server itself is not limited; each worker it forks is.
+    pub fn memory_limit(mut self, bytes: u64) -> WorkerSpawner {
+        self.command.memory_limit = Some(bytes);
         self
     }
 
@@ -360,6 +407,7 @@ impl WorkerProcess {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            memory_limit: None,
         };
         spawn_process(&command, handoff_fds(handoff), Role::Worker)
     }
@@ -382,6 +430,21 @@ impl WorkerProcess {
     /// A pidfd for the worker: it polls readable (`POLLIN`) once the worker has exited.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+
+    /// A handle that can signal this worker from another thread while this one waits.
+    ///
+    /// It holds its own pidfd, so a signal sent after the worker was reaped fails harmlessly
+    /// (`ESRCH`, reported as success) instead of hitting a process that reused the pid.
+    ///
+    /// # Errors
+    ///
+    /// Duplicating the pidfd failed (e.g. `EMFILE`).
+    pub fn killer(&self) -> io::Result<WorkerKiller> {
+        Ok(WorkerKiller {
+            pid: self.pid,
+            pidfd: self.pidfd.try_clone()?,
+        })
     }
 
     /// How the worker was started.
@@ -618,11 +681,15 @@ fn spawn_here(
     }
     let n_fds = fds.len();
     let parent_pid = parent_pid as libc::pid_t;
+    let memory_limit = match role {
+        Role::Worker => command.memory_limit,
+        Role::ForkServer => None,
+    };
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (fcntl, dup2, prctl, getppid, signal) on plain integers it captured by value;
     // it allocates nothing, takes no lock and touches no state shared with other threads.
     unsafe {
-        cmd.pre_exec(move || child_setup(&sources[..n_fds], parent_pid));
+        cmd.pre_exec(move || child_setup(&sources[..n_fds], parent_pid, memory_limit));
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
         program: program.clone(),
@@ -648,7 +715,11 @@ fn spawn_here(
 /// signal, closes the race with a parent that died before that, and ignores SIGINT.
 ///
 /// Only async-signal-safe calls are allowed here (the parent may have other threads).
-fn child_setup(sources: &[RawFd], parent_pid: libc::pid_t) -> io::Result<()> {
+fn child_setup(
+    sources: &[RawFd],
+    parent_pid: libc::pid_t,
+    memory_limit: Option<u64>,
+) -> io::Result<()> {
     // First move every source above the target range, so that placing one fd cannot overwrite a
     // source that happens to sit at a target number. The copies are close-on-exec.
     let mut high = [-1 as RawFd; MAX_INHERITED_FDS];
@@ -695,6 +766,22 @@ fn child_setup(sources: &[RawFd], parent_pid: libc::pid_t) -> io::Result<()> {
     }
     // SAFETY: setting SIGINT to SIG_IGN installs no handler code; the disposition survives exec.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if let Some(bytes) = memory_limit {
+        set_memory_limit(bytes)?;
+    }
+    Ok(())
+}
+
+/// Sets `RLIMIT_AS` (soft and hard) of this process to `bytes`. Async-signal-safe.
+pub(crate) fn set_memory_limit(bytes: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads the struct we pass by pointer and changes only this process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

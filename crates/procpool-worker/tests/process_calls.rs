@@ -282,3 +282,76 @@ fn a_program_that_is_no_worker_is_refused_by_the_fork_server_start() {
     let message = err.to_string();
     assert!(message.contains("before it was ready"), "{message}");
 }
+
+/// The "Max address space" line of /proc/<pid>/limits, e.g. `536870912 536870912`.
+fn address_space_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max address space"))
+        .expect("an address-space line");
+    line.split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn memory_limit_makes_big_allocations_fail_in_the_worker_only() {
+    const LIMIT: u64 = 512 << 20;
+    for method in METHODS {
+        let spawner = spawner(method).memory_limit(LIMIT);
+        let (mut worker, mut driver) = start(&spawner);
+        driver.handshake(0);
+        assert_eq!(
+            address_space_limit(worker.pid()),
+            format!("{LIMIT} {LIMIT}"),
+            "{method:?}"
+        );
+        if let Some(server) = spawner.fork_server().expect("server") {
+            assert_eq!(
+                address_space_limit(server.pid()),
+                address_space_limit(std::process::id()),
+                "the server itself keeps its parent's limit"
+            );
+        }
+        let outcomes = driver.call::<builtin::allocate>(1, &[LIMIT * 2, 1 << 20]);
+        match &outcomes[0] {
+            Err(failure) => assert!(
+                failure.message.contains("cannot allocate"),
+                "{method:?}: {failure:?}"
+            ),
+            Ok(sum) => panic!("{method:?}: allocating twice the limit succeeded ({sum})"),
+        }
+        assert!(
+            outcomes[1].is_ok(),
+            "{method:?}: a small allocation still works: {:?}",
+            outcomes[1]
+        );
+        driver.shutdown();
+        assert_eq!(wait(&mut worker), WorkerExit::Code(0), "{method:?}");
+    }
+}
+
+#[test]
+fn a_killer_signals_the_worker_from_another_thread_while_the_handle_waits() {
+    for method in METHODS {
+        let spawner = spawner(method);
+        let (mut worker, mut driver) = start(&spawner);
+        driver.handshake(0);
+        driver.send_calls::<builtin::sleep_for>(1, &[60_000]);
+        let killer = worker.killer().expect("killer");
+        assert_eq!(killer.pid(), worker.pid());
+        let exit = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| wait(&mut worker));
+            std::thread::sleep(Duration::from_millis(50));
+            killer.kill(libc::SIGKILL).expect("kill");
+            waiter.join().expect("waiter")
+        });
+        assert_eq!(exit, WorkerExit::Signal(libc::SIGKILL), "{method:?}");
+        killer
+            .kill(libc::SIGKILL)
+            .expect("signalling a reaped worker is no error");
+    }
+}

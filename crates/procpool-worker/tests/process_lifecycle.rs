@@ -248,3 +248,13 @@ fn spawner_starts_workers_from_a_short_lived_thread_that_survive_it() {
         "the worker outlived the thread that started it"
     );
 }
+
+#[test]
+fn handles_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<WorkerProcess>();
+    assert_send_sync::<WorkerSpawner>();
+    assert_send_sync::<procpool_worker::ForkServer>();
+    assert_send_sync::<procpool_worker::WorkerKiller>();
+    assert_send_sync::<procpool_worker::Listener>();
+}

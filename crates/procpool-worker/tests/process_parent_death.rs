@@ -12,6 +12,7 @@
 mod process_support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,11 +59,13 @@ fn role_parent() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Starts the intermediate parent and returns it with the pids it printed.
+/// Starts the intermediate parent (in a process group of its own) and returns it with the pids
+/// it printed.
 fn start_parent(method: &str) -> (KillOnDrop, Vec<u32>) {
     let exe = std::env::current_exe().expect("current exe");
     let child = Command::new(exe)
         .args(["--exact", "role_parent", "--nocapture", "--test-threads=1"])
+        .process_group(0)
         .env(ROLE_VAR, method)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
@@ -127,7 +130,17 @@ fn reap_all(pids: &[u32], since: Instant) -> Vec<i32> {
         .collect()
 }
 
-fn check_parent_death(method: &str, expected_processes: usize) {
+/// How the intermediate parent is ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// SIGKILL to the parent alone.
+    Kill,
+    /// SIGINT to the parent's whole process group, as Ctrl-C in a terminal sends it: the
+    /// parent dies of it; the workers ignore it and die with the parent.
+    CtrlC,
+}
+
+fn check_parent_death(method: &str, expected_processes: usize, ending: Ending) {
     become_subreaper();
     let (mut parent, pids) = start_parent(method);
     assert_eq!(
@@ -135,26 +148,54 @@ fn check_parent_death(method: &str, expected_processes: usize) {
         expected_processes,
         "{method}: pids printed: {pids:?}"
     );
-    parent.0.kill().expect("SIGKILL the parent");
+    let parent_pid = parent.0.id() as libc::pid_t;
+    let signal = match ending {
+        Ending::Kill => {
+            parent.0.kill().expect("SIGKILL the parent");
+            libc::SIGKILL
+        }
+        Ending::CtrlC => {
+            // SAFETY: kill(2) with a negative pid signals the process group the parent leads.
+            let res = unsafe { libc::kill(-parent_pid, libc::SIGINT) };
+            assert_eq!(res, 0, "SIGINT to the group");
+            libc::SIGINT
+        }
+    };
     let killed_at = Instant::now();
-    parent.0.wait().expect("reap the parent");
+    let parent_status = parent.0.wait().expect("reap the parent");
+    assert_eq!(
+        parent_status.signal(),
+        Some(signal),
+        "{method} {ending:?}: how the parent died"
+    );
     let statuses = reap_all(&pids, killed_at);
     for (pid, status) in pids.iter().zip(statuses) {
         assert!(
             libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-            "{method}: process {pid} died by the parent-death SIGKILL, not otherwise (status {status:#x})",
+            "{method} {ending:?}: process {pid} died by the parent-death SIGKILL, not otherwise \
+             (status {status:#x})",
         );
     }
 }
 
 #[test]
 fn spawned_workers_die_with_their_parent() {
-    check_parent_death("spawn", N_WORKERS);
+    check_parent_death("spawn", N_WORKERS, Ending::Kill);
 }
 
 #[test]
 fn fork_server_and_its_workers_die_with_their_parent() {
     // The server dies by its parent-death signal, then each worker by its own (armed on the
     // server right after the fork).
-    check_parent_death("forkserver", N_WORKERS + 1);
+    check_parent_death("forkserver", N_WORKERS + 1, Ending::Kill);
+}
+
+#[test]
+fn ctrl_c_ends_the_parent_and_its_spawned_workers() {
+    check_parent_death("spawn", N_WORKERS, Ending::CtrlC);
+}
+
+#[test]
+fn ctrl_c_ends_the_parent_its_fork_server_and_their_workers() {
+    check_parent_death("forkserver", N_WORKERS + 1, Ending::CtrlC);
 }
