@@ -1,7 +1,53 @@
 //! Shared-memory transport between a procpool parent and its worker processes.
 //!
-//! This crate owns bytes and frames: memfd-backed regions, single-producer
-//! single-consumer rings of variable-length frames, the futex doorbell used to
-//! park and wake, and handing file descriptors to another process.
-//! It must not know about tasks, chunks, scheduling or how payloads are serialized.
+//! This crate owns bytes and frames. It must not know about tasks, chunks, scheduling
+//! or how payloads are serialized.
+//!
+//! A *channel* connects exactly two processes. Its [`Endpoint::create`] side (the parent)
+//! makes one memfd *region*, sealed so it can never change size, holding two rings: a
+//! submission ring it produces into and a completion ring it consumes. The other side
+//! gets a [`Handoff`] (the region's fd and one end of a Unix socket pair), by inheriting
+//! it or through [`send_handoff`], and calls [`Endpoint::open`], which validates the
+//! region header (magic, layout version, sizes) before trusting anything in it.
+//!
+//! Each ring is single-producer single-consumer and carries variable-length frames whose
+//! payloads start 16-byte aligned. A [`Sender`] copies a frame in ([`Sender::send`]) or
+//! lends out ring space to write in place ([`Sender::reserve`]); frames are staged and
+//! then made visible in batches by one index store ([`Sender::publish`]). A [`Receiver`]
+//! lends out each [`Frame`] in place and releases it on drop. Frames too large for the
+//! ring travel out of band: in their own sealed memfd, passed over the socket pair.
+//!
+//! Blocked calls spin for a configurable while ([`WaitStrategy`]) and then park on a futex
+//! in the shared region; the other side rings it only when a sleeper announced itself.
+//! Closing is explicit (drop, [`Sender::close`], [`Closer`]) or observed: a process that
+//! dies closes its socket end, which the survivor polls between park slices.
+//!
+//! The peer is never trusted: every index and length read from shared memory is checked,
+//! and a violation is a [`Corruption`] error that poisons the channel, never UB, a panic
+//! or a hang. The protocol is written up in `src/ring/README.md`.
 #![deny(missing_docs)]
+
+mod doorbell;
+mod ring;
+mod sync;
+mod wire;
+
+#[cfg(not(procpool_loom))]
+mod channel;
+#[cfg(not(procpool_loom))]
+mod error;
+#[cfg(not(procpool_loom))]
+mod fdpass;
+#[cfg(not(procpool_loom))]
+mod mailbox;
+#[cfg(not(procpool_loom))]
+mod segment;
+
+#[cfg(not(procpool_loom))]
+pub use crate::{
+    channel::{ChannelConfig, Closer, Endpoint, Frame, Grant, Handoff, Receiver, Sender},
+    error::{CreateError, HandoffError, OpenError, RecvError, SendError},
+    fdpass::{recv_handoff, send_handoff},
+    mailbox::{MAILBOX_WORDS, Mailbox},
+};
+pub use crate::{doorbell::WaitStrategy, ring::Corruption};

@@ -1,0 +1,282 @@
+//! Memfd-backed shared memory: the only module that creates memfds or maps memory.
+//!
+//! A [`Region`] is the shared segment of one channel: a memfd created with
+//! `MFD_CLOEXEC | MFD_ALLOW_SEALING` (never a name under `/dev/shm`, so nothing can leak
+//! and nobody else can open it), sized with `ftruncate`, sealed against growing and
+//! shrinking (so the peer cannot make our mapping fault with `SIGBUS`), and mapped shared
+//! with memmap2. [`OobWriter`] and [`OobReader`] are the out-of-band buffers of LARGE frames:
+//! one memfd per frame, sealed read-only before it is handed over.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use memmap2::{Mmap, MmapMut, MmapOptions, MmapRaw};
+
+/// Seals a region must carry before we map it: its size can never change under us.
+pub(crate) const REGION_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+/// Seals an out-of-band payload must carry before we map it: its bytes can never change.
+pub(crate) const OOB_SEALS: libc::c_int =
+    libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+
+/// A memfd mapped read-write and shared; both sides of a channel map the same one.
+#[derive(Debug)]
+pub(crate) struct Region {
+    file: File,
+    map: MmapRaw,
+}
+
+/// Why [`Region::open`] refused a memfd.
+#[derive(Debug)]
+pub(crate) enum RegionOpenError {
+    /// The fd lacks `F_SEAL_GROW | F_SEAL_SHRINK` (or is not a memfd at all).
+    NotSealed { seals: i32 },
+    /// A syscall failed.
+    Io(io::Error),
+}
+
+fn memfd(name: &std::ffi::CStr) -> io::Result<File> {
+    // SAFETY: `name` is a valid NUL-terminated string; the flags are plain constants.
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd to us and nothing else owns it.
+    Ok(File::from(unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw)
+    }))
+}
+
+fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> io::Result<()> {
+    // SAFETY: F_ADD_SEALS takes an int argument and touches no memory of ours.
+    let res = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::F_ADD_SEALS,
+            seals,
+        )
+    };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The seals currently on `fd` (`EINVAL` for an fd that is not a memfd or shmem file).
+pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory of ours.
+    let res = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_GET_SEALS) };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+impl Region {
+    /// Creates, sizes, seals and maps a fresh zero-filled region of `len` bytes.
+    pub(crate) fn create(len: usize) -> io::Result<Region> {
+        let file = memfd(c"procpool-region")?;
+        file.set_len(len as u64)?;
+        add_seals(file.as_fd(), REGION_SEALS | libc::F_SEAL_SEAL)?;
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(Region { file, map })
+    }
+
+    /// Maps a region received from the creator after checking its seals.
+    /// The caller still validates the header (see `channel`).
+    pub(crate) fn open(fd: OwnedFd) -> Result<Region, RegionOpenError> {
+        let seals = match get_seals(fd.as_fd()) {
+            Ok(seals) => seals,
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(RegionOpenError::NotSealed { seals: 0 });
+            }
+            Err(err) => return Err(RegionOpenError::Io(err)),
+        };
+        if seals & REGION_SEALS != REGION_SEALS {
+            return Err(RegionOpenError::NotSealed { seals });
+        }
+        let file = File::from(fd);
+        let len = file.metadata().map_err(RegionOpenError::Io)?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| RegionOpenError::Io(io::ErrorKind::InvalidData.into()))?;
+        if len == 0 {
+            return Err(RegionOpenError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty region",
+            )));
+        }
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(RegionOpenError::Io)?;
+        Ok(Region { file, map })
+    }
+
+    /// Start of the mapping. Valid for `len()` bytes as long as `self` lives; the size is
+    /// sealed, so the peer cannot truncate it from under us.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A new fd for the same memfd (close-on-exec), to hand to the peer.
+    pub(crate) fn dup_fd(&self) -> io::Result<OwnedFd> {
+        self.file.as_fd().try_clone_to_owned()
+    }
+}
+
+/// Out-of-band payload under construction: a memfd the producer writes, then seals.
+#[derive(Debug)]
+pub(crate) struct OobWriter {
+    file: File,
+    map: Option<MmapMut>,
+    len: usize,
+}
+
+impl OobWriter {
+    /// A writable buffer of `len` bytes (`len > 0`) in its own memfd.
+    pub(crate) fn create(len: usize) -> io::Result<OobWriter> {
+        let file = memfd(c"procpool-large")?;
+        file.set_len(len as u64)?;
+        Ok(OobWriter {
+            file,
+            map: None,
+            len,
+        })
+    }
+
+    /// Writes `bytes` at offset 0 with `write(2)` (one copy, no page-fault storm).
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (&self.file).write_all(bytes)
+    }
+
+    /// The buffer mapped writable, for zero-copy reservations.
+    pub(crate) fn map_mut(&mut self) -> io::Result<&mut [u8]> {
+        if self.map.is_none() {
+            // SAFETY: the memfd is ours alone until `seal` hands it over; nobody else can
+            // write it or change its size while this mapping lives.
+            self.map = Some(unsafe { MmapOptions::new().len(self.len).map_mut(&self.file)? });
+        }
+        Ok(self.map.as_mut().map(|map| &mut map[..]).unwrap_or(&mut []))
+    }
+
+    /// Shrinks to `used` bytes (`0 < used <= len`), unmaps, seals read-only and returns the fd.
+    pub(crate) fn seal(mut self, used: usize) -> io::Result<OwnedFd> {
+        // F_SEAL_WRITE fails with EBUSY while a writable shared mapping exists.
+        self.map = None;
+        if used != self.len {
+            self.file.set_len(used as u64)?;
+        }
+        add_seals(self.file.as_fd(), OOB_SEALS)?;
+        Ok(OwnedFd::from(self.file))
+    }
+}
+
+/// A received out-of-band payload, mapped read-only.
+#[derive(Debug)]
+pub(crate) struct OobReader {
+    map: Mmap,
+}
+
+/// Why an out-of-band fd was refused.
+#[derive(Debug)]
+pub(crate) enum OobOpenError {
+    /// Missing `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK`.
+    NotSealed,
+    /// Its size differs from the length in the LARGE frame.
+    SizeMismatch { expected: u64, found: u64 },
+    /// A syscall failed.
+    Io(io::Error),
+}
+
+impl OobReader {
+    /// Checks seals and size, then maps the payload read-only.
+    pub(crate) fn open(fd: OwnedFd, expected_len: u64) -> Result<OobReader, OobOpenError> {
+        let seals = get_seals(fd.as_fd()).map_err(|_| OobOpenError::NotSealed)?;
+        let needed = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+        if seals & needed != needed {
+            return Err(OobOpenError::NotSealed);
+        }
+        let file = File::from(fd);
+        let found = file.metadata().map_err(OobOpenError::Io)?.len();
+        if found != expected_len || found == 0 {
+            return Err(OobOpenError::SizeMismatch {
+                expected: expected_len,
+                found,
+            });
+        }
+        let len = usize::try_from(found).map_err(|_| OobOpenError::SizeMismatch {
+            expected: expected_len,
+            found,
+        })?;
+        // SAFETY: the memfd carries F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK (checked
+        // above), so no process can change its bytes or its size while we map it: the
+        // `&[u8]` that `Mmap` hands out really is immutable.
+        let map = unsafe { MmapOptions::new().len(len).populate().map(&file) }
+            .map_err(OobOpenError::Io)?;
+        Ok(OobReader { map })
+    }
+
+    /// The payload.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_is_sealed_and_zeroed() {
+        let region = Region::create(8192).expect("create");
+        assert_eq!(region.len(), 8192);
+        let fd = region.dup_fd().expect("dup");
+        let seals = get_seals(fd.as_fd()).expect("seals");
+        assert_eq!(seals & REGION_SEALS, REGION_SEALS);
+        let file = File::from(fd);
+        assert!(file.set_len(16384).is_err(), "grow must be refused");
+        let reopened = Region::open(region.dup_fd().expect("dup")).expect("open");
+        assert_eq!(reopened.len(), 8192);
+    }
+
+    #[test]
+    fn unsealed_fd_is_refused() {
+        let file = memfd(c"unsealed").expect("memfd");
+        file.set_len(4096).expect("len");
+        match Region::open(OwnedFd::from(file)) {
+            Err(RegionOpenError::NotSealed { .. }) => {}
+            other => panic!("expected NotSealed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oob_round_trip_and_checks() {
+        let mut writer = OobWriter::create(100).expect("create");
+        writer.map_mut().expect("map")[..5].copy_from_slice(b"hello");
+        let fd = writer.seal(5).expect("seal");
+        let dup = fd.try_clone().expect("dup");
+        let reader = OobReader::open(fd, 5).expect("open");
+        assert_eq!(reader.bytes(), b"hello");
+        assert!(matches!(
+            OobReader::open(dup, 6),
+            Err(OobOpenError::SizeMismatch {
+                expected: 6,
+                found: 5
+            })
+        ));
+        let unsealed = memfd(c"unsealed").expect("memfd");
+        unsealed.set_len(5).expect("len");
+        assert!(matches!(
+            OobReader::open(OwnedFd::from(unsealed), 5),
+            Err(OobOpenError::NotSealed)
+        ));
+    }
+}
