@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::BenchError;
 use crate::collect::{Lang, Row};
@@ -118,13 +119,16 @@ pub fn bar_chart(path: &Path, title: &str, unit: &str, bars: &[Bar]) -> Result<(
     let root = SVGBackend::new(path, (900, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let n = bars.len();
+    // An integer range is inclusive in plotters: `0..n - 1` holds n bands. A single bar gets
+    // an empty band above it, because plotters draws no label on a one-value range.
+    let top = (n - 1).max(1);
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(250)
-        .build_cartesian_2d(x0..x1, (0..n).into_segmented())
+        .build_cartesian_2d(x0..x1, (0..top).into_segmented())
         .map_err(|e| err(e.to_string()))?;
     let x_desc = if log {
         format!("{unit} (log scale)")
@@ -182,7 +186,7 @@ pub fn bar_chart(path: &Path, title: &str, unit: &str, bars: &[Bar]) -> Result<(
             Text::new(
                 format!(" {}", fmt_value(bar.value)),
                 (to_x(bar.max.max(bar.value)), SegmentValue::CenterOf(idx)),
-                ("sans-serif", 13).into_font(),
+                TextStyle::from(("sans-serif", 13)).pos(Pos::new(HPos::Left, VPos::Center)),
             )
         }))
         .map_err(|e| err(e.to_string()))?;
@@ -259,12 +263,14 @@ mod tests {
         for (name, values) in [
             ("linear.svg", vec![1.0, 2.0, 3.0]),
             ("log.svg", vec![4e3, 1e8]),
+            ("one.svg", vec![5.0]),
         ] {
             let path = dir.path().join(name);
             bar_chart(&path, "title", "items/s", &bars(&values)).unwrap();
             let svg = std::fs::read_to_string(&path).unwrap();
             assert!(svg.starts_with("<svg"), "{name}");
-            assert!(svg.contains("system 1"), "{name}: labels drawn");
+            let last = format!("system {}", values.len() - 1);
+            assert!(svg.contains(&last), "{name}: every label drawn");
         }
         assert!(bar_chart(&dir.path().join("empty.svg"), "t", "u", &[]).is_err());
     }

@@ -41,6 +41,9 @@ pub fn fmt_value(value: f64) -> String {
     if !value.is_finite() {
         return "n/a".into();
     }
+    if value == 0.0 {
+        return "0".into();
+    }
     let (scaled, suffix) = match value.abs() {
         v if v >= 1e9 => (value / 1e9, " G"),
         v if v >= 1e6 => (value / 1e6, " M"),
