@@ -16,6 +16,7 @@ pub mod python;
 pub mod report;
 pub mod runner;
 pub mod systems;
+pub mod tasks;
 pub mod workload;
 
 /// Why a benchmark step could not produce a figure.

@@ -42,6 +42,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // A pool starts its workers by running this program again: here they turn into workers.
+    procpool::init();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,20 @@
+//! The tasks the benchmarks run in procpool workers (the trivial ones are procpool's built-ins).
+//!
+//! They are registered by `#[procpool::task]` in this library, so any binary that links it
+//! and calls `procpool::init()` first (the runner, the criterion benches) can be its own
+//! worker program.
+
+use crate::busy::spin;
+use crate::digest::sha512_file;
+
+/// Busy CPU work: `iters` steps of the benchmark LCG (see [`crate::busy`]).
+#[procpool::task]
+pub fn busy_loops(iters: u64) -> u64 {
+    spin(iters)
+}
+
+/// SHA-512 of the whole file at `path`, read at once (as the serial, rayon and Python sides do).
+#[procpool::task]
+pub fn sha512_path(path: &str) -> Result<[u8; 64], String> {
+    sha512_file(std::path::Path::new(path)).map_err(|err| format!("{path}: {err}"))
+}
