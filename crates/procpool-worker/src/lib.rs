@@ -50,7 +50,7 @@ pub use crate::registry::{
     DuplicateTaskId, Task, TaskEntry, TaskId, TaskListing, Wire, describe_all, duplicates, entries,
     fingerprint, lookup,
 };
-pub use crate::runtime::{RunOptions, WorkerError, run_worker};
+pub use crate::runtime::{LocalRunner, RunOptions, WorkerError, run_worker};
 pub use crate::state::{WorkerInfo, current_worker, worker_state};
 pub use procpool_macros::task;
 
@@ -65,7 +65,8 @@ pub use crate::process::{
     ENV_FORK_SERVER, ENV_PARENT_PID, ENV_WORKER_FDS, FIRST_INHERITED_FD, SpawnError, StartMethod,
     WaitError, WorkerExit, WorkerKiller, WorkerProcess, WorkerSpawner,
 };
-pub use rkyv::util::AlignedVec;
+/// A 16-byte-aligned byte buffer: what frames are encoded into.
+pub type AlignedVec = rkyv::util::AlignedVec<16>;
 
 /// What the `#[task]` macro expands to; not a public API.
 #[doc(hidden)]

@@ -33,9 +33,11 @@
 //!   (body = archived [`TaskFailure`]).
 //! - `Outcomes`: the outcomes of items `first_index .. first_index + count` of one chunk.
 //!   A long chunk is answered by several `Outcomes` frames. Body layout:
-//!   `data` (independent archives, each starting 16-aligned), then a table of `count` entries of
-//!   16 bytes `{status: u32, offset: u32, len: u32, reserved: u32}`, offsets relative to the body.
-//!   `status` 0: the bytes are an archive of `T::Output`; 1: an archive of [`TaskFailure`].
+//!   `data` (one independent archive per item, back to back; rkyv pads each as its types need,
+//!   relative to the 16-aligned body), then padding to 8, then a table of `count` entries of
+//!   8 bytes `{offset: u32, len_and_status: u32}`: the item's bytes are `data[offset..][..len]`
+//!   with `len = len_and_status & 0x7fff_ffff`; bit 31 clear means an archive of `T::Output`,
+//!   set means an archive of [`TaskFailure`].
 //! - `Yielded`: the worker stopped this chunk on request; `first_index` is the first item it
 //!   did not start. Every item before it has been answered in earlier `Outcomes` frames.
 //! - `Pong`: answers `Ping`.
@@ -47,7 +49,7 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::rancor::{self, Fallible};
 use rkyv::ser::allocator::{Arena, ArenaHandle};
 use rkyv::ser::sharing::Share;
-use rkyv::ser::{Allocator, Serializer, Writer, WriterExt};
+use rkyv::ser::{Allocator, Serializer, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{Archive, Archived, Deserialize, Place, Serialize};
@@ -64,7 +66,7 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 32;
 
 /// Size of one entry of an `Outcomes` table.
-const OUTCOME_ENTRY_LEN: usize = 16;
+const OUTCOME_ENTRY_LEN: usize = 8;
 
 /// Alignment of every archive inside a frame body.
 const ARCHIVE_ALIGN: usize = 16;
@@ -318,11 +320,11 @@ impl<'a> OutcomeBatch<'a> {
     /// If `pos >= self.len()`.
     pub fn get(&self, pos: usize) -> RawOutcome<'a> {
         let entry = &self.table[pos * OUTCOME_ENTRY_LEN..][..OUTCOME_ENTRY_LEN];
-        let status = read_u32(entry, 0);
-        let offset = read_u32(entry, 4) as usize;
-        let len = read_u32(entry, 8) as usize;
+        let offset = read_u32(entry, 0) as usize;
+        let len_and_status = read_u32(entry, 4);
+        let len = (len_and_status & !FAILURE_BIT) as usize;
         let bytes = &self.data[offset..offset + len];
-        if status == STATUS_VALUE {
+        if len_and_status & FAILURE_BIT == 0 {
             RawOutcome::Value(bytes)
         } else {
             RawOutcome::Failure(bytes)
@@ -388,8 +390,8 @@ pub enum ToWorker<'a> {
     },
 }
 
-const STATUS_VALUE: u32 = 0;
-const STATUS_FAILURE: u32 = 1;
+/// Bit 31 of an outcome entry's second word: the item is a failure.
+const FAILURE_BIT: u32 = 1 << 31;
 
 /// Message kinds (header offset 0).
 mod kind {
@@ -731,14 +733,10 @@ fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a
     let (data, table) = body.split_at(body.len() - table_len);
     for index in 0..count {
         let entry = &table[index * OUTCOME_ENTRY_LEN..][..OUTCOME_ENTRY_LEN];
-        let status = read_u32(entry, 0);
-        let offset = read_u32(entry, 4) as usize;
-        let len = read_u32(entry, 8) as usize;
+        let offset = read_u32(entry, 0) as usize;
+        let len = (read_u32(entry, 4) & !FAILURE_BIT) as usize;
         let fits = offset.checked_add(len).is_some_and(|end| end <= data.len());
-        if !fits
-            || offset % ARCHIVE_ALIGN != 0
-            || (status != STATUS_VALUE && status != STATUS_FAILURE)
-        {
+        if !fits {
             return Err(ProtocolError::BadOutcomeEntry { index });
         }
     }
@@ -896,11 +894,18 @@ pub(crate) fn encode_pong(nonce: u64, out: &mut AlignedVec) {
 pub(crate) struct OutcomeEncoder<'arena> {
     /// Writer holds header + data area; the allocator is the worker's reused arena.
     serializer: Serializer<AlignedVec, ArenaHandle<'arena>, Share>,
-    /// Entries for the items written since the last `finish`.
-    table: Vec<[u32; 4]>,
+    /// The encoded table entries for the items written since the last reset.
+    table: Vec<u8>,
     chunk_id: u64,
     task_id: TaskId,
     first_index: u64,
+}
+
+/// Where an [`OutcomeEncoder`] can be rolled back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    data: usize,
+    table: usize,
 }
 
 impl<'arena> OutcomeEncoder<'arena> {
@@ -917,10 +922,15 @@ impl<'arena> OutcomeEncoder<'arena> {
         encoder
     }
 
+    /// Gives the buffer back for reuse.
+    pub(crate) fn into_buffer(self) -> AlignedVec {
+        self.serializer.into_writer()
+    }
+
     /// Starts a new frame for items of `chunk_id` from `first_index` on.
     pub(crate) fn reset(&mut self, chunk_id: u64, task_id: TaskId, first_index: u64) {
         self.serializer.writer.clear();
-        self.serializer.writer.resize(HEADER_LEN, 0);
+        self.serializer.writer.extend_from_slice(&[0; HEADER_LEN]);
         self.table.clear();
         self.chunk_id = chunk_id;
         self.task_id = task_id;
@@ -929,7 +939,7 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// Number of outcomes since the last reset.
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() / OUTCOME_ENTRY_LEN
     }
 
     /// Bytes of data written since the last reset.
@@ -939,64 +949,73 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// The first item index the next `reset` should use to continue this chunk.
     pub(crate) fn next_index(&self) -> u64 {
-        self.first_index + self.table.len() as u64
+        self.first_index + self.len() as u64
     }
 
     /// A point to roll back to if the next item panics half-way through serialization.
-    pub(crate) fn mark(&self) -> (usize, usize) {
-        (self.serializer.writer.len(), self.table.len())
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            data: self.serializer.writer.len(),
+            table: self.table.len(),
+        }
     }
 
     /// Forgets everything written after `mark`.
-    pub(crate) fn rollback(&mut self, mark: (usize, usize)) {
-        self.serializer.writer.resize(mark.0, 0);
-        self.table.truncate(mark.1);
+    pub(crate) fn rollback(&mut self, mark: Mark) {
+        self.serializer.writer.resize(mark.data, 0);
+        self.table.truncate(mark.table);
         self.serializer.sharing = Share::new();
     }
 
     /// Appends a value outcome; if it cannot be serialized, a `BadOutput` failure instead.
+    #[inline]
     pub(crate) fn push_value<V>(&mut self, value: &V)
     where
         V: for<'a> Serialize<WireSerializer<'a>>,
     {
-        if let Err(error) = self.push_archive(STATUS_VALUE, value) {
+        if let Err(error) = self.push_archive(0, value) {
             self.push_failure(&TaskFailure::new(FailureKind::BadOutput, error.to_string()));
         }
     }
 
     /// Appends a failure outcome.
     pub(crate) fn push_failure(&mut self, failure: &TaskFailure) {
-        if self.push_archive(STATUS_FAILURE, failure).is_err() {
+        if self.push_archive(FAILURE_BIT, failure).is_err() {
             // A `TaskFailure` of plain strings always serializes into a growable vector;
             // should that ever change, the item still gets a well-formed (empty-message) failure.
             let fallback = TaskFailure::new(failure.kind, String::new());
-            let _ = self.push_archive(STATUS_FAILURE, &fallback);
+            let _ = self.push_archive(FAILURE_BIT, &fallback);
         }
     }
 
+    #[inline]
     fn push_archive<V>(&mut self, status: u32, value: &V) -> Result<(), rancor::Error>
     where
         V: for<'a> Serialize<WireSerializer<'a>>,
     {
-        let start = self.serializer.writer.len();
-        let res = (|| {
-            self.serializer.align(ARCHIVE_ALIGN)?;
-            let begin = self.serializer.writer.len();
-            rkyv::api::serialize_using::<_, rancor::Error>(value, &mut self.serializer)?;
-            Ok(begin)
-        })();
+        let begin = self.serializer.writer.len();
+        let res = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut self.serializer);
         // Sharing must never span items: each archive stands alone.
         self.serializer.sharing = Share::new();
-        match res {
-            Ok(begin) => {
-                let end = self.serializer.writer.len();
-                self.table
-                    .push([status, (begin - HEADER_LEN) as u32, (end - begin) as u32, 0]);
+        let end = self.serializer.writer.len();
+        let len = u32::try_from(end - begin)
+            .ok()
+            .filter(|len| len & FAILURE_BIT == 0);
+        match (res, len) {
+            (Ok(_), Some(len)) => {
+                let mut entry = [0; OUTCOME_ENTRY_LEN];
+                // The data area is bounded by the length check above, times the item count.
+                let offset = (begin - HEADER_LEN) as u32;
+                entry[..4].copy_from_slice(&offset.to_le_bytes());
+                entry[4..].copy_from_slice(&(len | status).to_le_bytes());
+                self.table.extend_from_slice(&entry);
                 Ok(())
             }
-            Err(error) => {
-                self.serializer.writer.resize(start, 0);
-                Err(error)
+            (res, _) => {
+                self.serializer.writer.resize(begin, 0);
+                Err(res.err().unwrap_or_else(|| {
+                    <rancor::Error as rancor::Source>::new(OutcomeTooLarge(end - begin))
+                }))
             }
         }
     }
@@ -1007,30 +1026,29 @@ impl<'arena> OutcomeEncoder<'arena> {
         let header = Header {
             kind: kind::OUTCOMES,
             version: PROTOCOL_VERSION,
-            count: self.table.len() as u32,
+            count: self.len() as u32,
             chunk_id: self.chunk_id,
             task_id: self.task_id,
             first_index: self.first_index,
         };
         let writer = &mut self.serializer.writer;
-        let pad = (ARCHIVE_ALIGN - writer.len() % ARCHIVE_ALIGN) % ARCHIVE_ALIGN;
-        writer.resize(writer.len() + pad, 0);
-        for entry in &self.table {
-            for word in entry {
-                writer.extend_from_slice(&word.to_le_bytes());
-            }
-        }
+        writer.extend_from_slice(&self.table);
         header.write_to(&mut writer[..HEADER_LEN]);
         writer.as_slice()
     }
 }
+
+/// One outcome's archive does not fit the 31-bit length of a table entry.
+#[derive(Debug, thiserror::Error)]
+#[error("outcome of {0} bytes exceeds the 2 GiB limit of one item")]
+struct OutcomeTooLarge(usize);
 
 impl fmt::Debug for OutcomeEncoder<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutcomeEncoder")
             .field("chunk_id", &self.chunk_id)
             .field("first_index", &self.first_index)
-            .field("len", &self.table.len())
+            .field("len", &self.len())
             .finish()
     }
 }

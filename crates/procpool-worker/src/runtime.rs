@@ -90,15 +90,43 @@ pub(crate) mod word {
     pub(crate) const YIELD: usize = 2;
 }
 
-/// The mailbox as the runtime sees it; implemented over `procpool_ipc::Mailbox` and, in tests
-/// and benches, over local atomics.
-pub(crate) trait MailboxWords {
+/// The mailbox as the runtime sees it: the channel's shared words, or (in tests, benches and
+/// [`LocalRunner`]) words local to this process. An enum rather than a trait object so the
+/// two accesses per item inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MailboxWords<'a> {
+    /// The channel's shared mailbox.
+    Shared(&'a procpool_ipc::Mailbox),
+    /// Words in this process only.
+    Local(&'a LocalMailbox),
+}
+
+impl MailboxWords<'_> {
     /// Reads word `i` (Acquire).
-    fn load(&self, i: usize) -> u64;
+    #[inline]
+    fn load(self, i: usize) -> u64 {
+        match self {
+            MailboxWords::Shared(mailbox) => mailbox.load(i),
+            MailboxWords::Local(mailbox) => mailbox.load(i),
+        }
+    }
+
     /// Writes word `i` (Release).
-    fn store(&self, i: usize, value: u64);
+    #[inline]
+    fn store(self, i: usize, value: u64) {
+        match self {
+            MailboxWords::Shared(mailbox) => mailbox.store(i, value),
+            MailboxWords::Local(mailbox) => mailbox.store(i, value),
+        }
+    }
+
     /// Replaces word `i` if it holds `current`.
-    fn compare_exchange(&self, i: usize, current: u64, new: u64) -> bool;
+    fn compare_exchange(self, i: usize, current: u64, new: u64) -> bool {
+        match self {
+            MailboxWords::Shared(mailbox) => mailbox.compare_exchange(i, current, new).is_ok(),
+            MailboxWords::Local(mailbox) => mailbox.compare_exchange(i, current, new),
+        }
+    }
 }
 
 /// Receiving end of the transport.
@@ -129,18 +157,140 @@ pub(crate) trait Outbox {
 /// initializer, [`WorkerError::Protocol`] for a frame that does not parse,
 /// [`WorkerError::Transport`] when the channel broke.
 pub fn run_worker(endpoint: procpool_ipc::Endpoint, opts: RunOptions) -> Result<(), WorkerError> {
-    // FIXME(worker-core): switch to the shared `Endpoint::mailbox()` once ipc exposes it; until
-    // then yield requests and the running-item words are local to the worker.
-    let mailbox = LocalMailbox::default();
+    let mailbox = endpoint.mailbox();
     let (mut sender, mut receiver) = endpoint.split();
-    run_loop(&mut receiver, &mut sender, &mailbox, &opts)
+    run_loop(
+        &mut receiver,
+        &mut sender,
+        MailboxWords::Shared(&mailbox),
+        &opts,
+    )
+}
+
+/// Runs call frames in this process, without a transport: exactly a worker's per-chunk work
+/// (validate, look up, call each item under `catch_unwind`, encode outcomes).
+///
+/// For benchmarks, tests and in-process debugging. Buffers are reused across calls.
+///
+/// # Examples
+///
+/// ```
+/// use procpool_worker::{builtin, protocol, AlignedVec, LocalRunner};
+/// use procpool_worker::protocol::FromWorker;
+///
+/// let mut frame = AlignedVec::new();
+/// protocol::encode_call_batch::<builtin::add_one>(1, 0, &[1, 2], &mut frame)?;
+/// let mut runner = LocalRunner::new();
+/// let mut outputs = Vec::new();
+/// runner.run(&frame, |out| {
+///     if let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(out) {
+///         for (_, outcome) in batch.iter() {
+///             outputs.push(outcome.decode::<builtin::add_one>().unwrap().unwrap());
+///         }
+///     }
+/// })?;
+/// assert_eq!(outputs, [2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct LocalRunner {
+    arena: Arena,
+    buffer: AlignedVec,
+    mailbox: LocalMailbox,
+    opts: RunOptions,
+}
+
+impl std::fmt::Debug for LocalRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRunner")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalRunner {
+    /// A runner with default options.
+    pub fn new() -> Self {
+        install_panic_hook();
+        Self {
+            arena: Arena::new(),
+            buffer: AlignedVec::new(),
+            mailbox: LocalMailbox::new(),
+            opts: RunOptions::default(),
+        }
+    }
+
+    /// Runs one `CallBatch` frame; `on_frame` receives each `Outcomes` frame produced (valid
+    /// only during the call). `Ping` is answered with `Pong`; other frames are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError::Protocol`] when the frame does not parse or is not a call batch.
+    pub fn run(&mut self, frame: &[u8], on_frame: impl FnMut(&[u8])) -> Result<(), WorkerError> {
+        let mut outbox = FnOutbox(on_frame);
+        match protocol::parse_to_worker(frame)? {
+            ToWorker::CallBatch {
+                chunk_id,
+                task_id,
+                first_index,
+                count,
+                args,
+            } => {
+                let mut encoder =
+                    OutcomeEncoder::new(std::mem::take(&mut self.buffer), self.arena.acquire());
+                let mut run = BatchRun {
+                    chunk_id,
+                    task_id,
+                    first_index,
+                    count,
+                    args,
+                    encoder: &mut encoder,
+                    outbox: &mut outbox,
+                    mailbox: MailboxWords::Local(&self.mailbox),
+                    opts: &self.opts,
+                    pacer: Pacer::new(),
+                    error: None,
+                };
+                match registry::lookup(task_id) {
+                    Some(entry) => (entry.run_batch)(&mut run),
+                    None => run.fail_all(&unknown_task(task_id)),
+                }
+                let error = run.error.take();
+                self.buffer = encoder.into_buffer();
+                error.map_or(Ok(()), Err)
+            }
+            ToWorker::Ping { nonce } => {
+                let mut control = AlignedVec::new();
+                protocol::encode_pong(nonce, &mut control);
+                outbox.send(&control)
+            }
+            ToWorker::Setup(_) | ToWorker::Shutdown => {
+                Err(ProtocolError::UnexpectedKind(u16::from_le_bytes([frame[0], frame[1]])).into())
+            }
+        }
+    }
+}
+
+/// An [`Outbox`] that hands each frame to a closure.
+struct FnOutbox<F>(F);
+
+impl<F: FnMut(&[u8])> Outbox for FnOutbox<F> {
+    fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
+        (self.0)(frame);
+        Ok(())
+    }
 }
 
 /// Runs the worker protocol until `Shutdown` (Ok) or until the channel fails.
 pub(crate) fn run_loop<I: Inbox, O: Outbox>(
     inbox: &mut I,
     outbox: &mut O,
-    mailbox: &dyn MailboxWords,
+    mailbox: MailboxWords<'_>,
     opts: &RunOptions,
 ) -> Result<(), WorkerError> {
     install_panic_hook();
@@ -243,7 +393,7 @@ pub struct BatchRun<'a, 'arena> {
     args: &'a [u8],
     encoder: &'a mut OutcomeEncoder<'arena>,
     outbox: &'a mut dyn OutboxDyn,
-    mailbox: &'a dyn MailboxWords,
+    mailbox: MailboxWords<'a>,
     opts: &'a RunOptions,
     pacer: Pacer,
     /// Set when the transport failed; the loop ends with it.
@@ -309,11 +459,17 @@ impl Pacer {
     }
 
     /// Whether the pending batch is due, reading the clock only every `stride` items.
+    #[inline]
     fn due(&mut self, interval: Duration) -> bool {
         self.since_read += 1;
         if self.since_read < self.stride {
             return false;
         }
+        self.read_clock(interval)
+    }
+
+    #[cold]
+    fn read_clock(&mut self, interval: Duration) -> bool {
         self.since_read = 0;
         let now = Instant::now();
         let since_last = now - self.last_read;
@@ -340,30 +496,36 @@ impl BatchRun<'_, '_> {
     }
 
     /// Called before item `offset`: publishes it, honours a yield request and flushes when due.
+    #[inline]
     fn before_item(&mut self, offset: u32) -> Step {
         if self.error.is_some() {
             return Step::Stop;
         }
-        if offset > 0 {
-            let due = self.encoder.len() >= FLUSH_ITEMS
+        if offset > 0
+            && (self.encoder.len() >= FLUSH_ITEMS
                 || self.encoder.data_len() >= self.opts.flush_bytes
-                || self.pacer.due(self.opts.flush_interval);
-            if due {
-                self.flush();
-            }
-        }
-        let wanted = self.chunk_id.wrapping_add(1);
-        if self.mailbox.load(word::YIELD) == wanted {
-            self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+                || self.pacer.due(self.opts.flush_interval))
+        {
             self.flush();
-            let next_index = self.first_index + u64::from(offset);
-            let mut frame = AlignedVec::new();
-            protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
-            self.send(&frame);
+        }
+        if self.mailbox.load(word::YIELD) == self.chunk_id.wrapping_add(1) {
+            self.yield_at(offset);
             return Step::Stop;
         }
         self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
         Step::Run
+    }
+
+    /// Stops the chunk before item `offset`: flushes, then reports `Yielded`.
+    #[cold]
+    fn yield_at(&mut self, offset: u32) {
+        let wanted = self.chunk_id.wrapping_add(1);
+        self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+        self.flush();
+        let next_index = self.first_index + u64::from(offset);
+        let mut frame = AlignedVec::new();
+        protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
+        self.send(&frame);
     }
 
     fn flush(&mut self) {

@@ -340,7 +340,7 @@ fn bad_outcome_tables_are_refused() {
     let mut frame = aligned(&frames[0]);
     let len = frame.len();
     // The last table entry's offset points past the data.
-    frame[len - 12..len - 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    frame[len - 8..len - 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         parse_from_worker(&frame),
         Err(ProtocolError::BadOutcomeEntry { index: 1 })

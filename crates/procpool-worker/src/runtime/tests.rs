@@ -81,7 +81,9 @@ impl Harness {
     fn start(mailbox: &'static LocalMailbox, opts: RunOptions) -> Self {
         let (to_worker, mut inbox) = mpsc::channel();
         let (mut outbox, from_worker) = mpsc::channel();
-        let worker = thread::spawn(move || run_loop(&mut inbox, &mut outbox, mailbox, &opts));
+        let worker = thread::spawn(move || {
+            run_loop(&mut inbox, &mut outbox, MailboxWords::Local(mailbox), &opts)
+        });
         Self {
             to_worker: Some(to_worker),
             from_worker,

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Inbox, MailboxWords, Outbox, WorkerError};
+use super::{Inbox, Outbox, WorkerError};
 
 impl Inbox for procpool_ipc::Receiver {
     type Frame<'a> = procpool_ipc::Frame<'a>;
@@ -39,18 +39,21 @@ impl LocalMailbox {
     }
 }
 
-impl MailboxWords for LocalMailbox {
-    fn load(&self, i: usize) -> u64 {
+impl LocalMailbox {
+    /// Reads word `i`.
+    pub(crate) fn load(&self, i: usize) -> u64 {
         // Acquire pairs with the Release in `store`, as the shared mailbox does.
         self.words[i].load(Ordering::Acquire)
     }
 
-    fn store(&self, i: usize, value: u64) {
+    /// Writes word `i`.
+    pub(crate) fn store(&self, i: usize, value: u64) {
         // Release pairs with the Acquire in `load`.
         self.words[i].store(value, Ordering::Release);
     }
 
-    fn compare_exchange(&self, i: usize, current: u64, new: u64) -> bool {
+    /// Replaces word `i` if it holds `current`.
+    pub(crate) fn compare_exchange(&self, i: usize, current: u64, new: u64) -> bool {
         // AcqRel: a successful exchange both observes the writer's request and publishes ours.
         self.words[i]
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
