@@ -1,1 +1,89 @@
-//! Cross-crate, multi-process integration tests live in `it/`.
+//! Tasks for the multi-process integration tests in `it/`, shared by the test binary (the
+//! parent) and `test-worker` (the worker program): both link this library, so both have the
+//! same task table and pass the handshake's fingerprint check.
+
+use std::time::Duration;
+
+/// `x * x`.
+#[procpool::task]
+pub fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The pid of the worker running the call.
+#[procpool::task]
+pub fn worker_pid(tag: u64) -> u32 {
+    let _ = tag;
+    std::process::id()
+}
+
+/// Sleeps `millis` ms and returns the worker's pid.
+#[procpool::task]
+pub fn sleep_then_pid(millis: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(millis));
+    std::process::id()
+}
+
+/// Sleeps `millis` ms and returns `millis`.
+#[procpool::task]
+pub fn nap(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+/// Fails for odd numbers, returns the number for even ones.
+#[procpool::task]
+pub fn even_only(x: u64) -> Result<u64, String> {
+    if x % 2 == 0 {
+        Ok(x)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+/// Panics with a message naming `x`.
+#[procpool::task]
+pub fn panics(x: u64) -> u64 {
+    panic!("task {x} panics on purpose")
+}
+
+/// An initializer: the offset every `add_offset` call adds.
+#[procpool::task]
+pub fn set_offset(offset: u64) -> Offset {
+    Offset(offset)
+}
+
+/// An initializer that fails.
+#[procpool::task]
+pub fn failing_init(why: &str) -> Result<Offset, String> {
+    Err(why.to_owned())
+}
+
+/// `x` plus the worker's offset (from the initializer), or an error without one.
+#[procpool::task]
+pub fn add_offset(x: u64) -> Result<u64, String> {
+    let offset =
+        procpool::worker_state::<Offset>().ok_or("no offset: the initializer did not run")?;
+    Ok(x + offset.0)
+}
+
+/// Worker state set by [`set_offset`].
+#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Offset(pub u64);
+
+/// Touches every task so the linker keeps them all in every binary linking this library
+/// (the task table is a link-time slice; an unreferenced object file could be dropped).
+pub fn keep_tasks() -> usize {
+    let tasks: [*const (); 9] = [
+        nap::call as *const (),
+        square::call as *const (),
+        worker_pid::call as *const (),
+        sleep_then_pid::call as *const (),
+        even_only::call as *const (),
+        panics::call as *const (),
+        set_offset::call as *const (),
+        failing_init::call as *const (),
+        add_offset::call as *const (),
+    ];
+    std::hint::black_box(tasks).len()
+}

@@ -29,7 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handles: Vec<_> = naps.iter().map(|&ms| pool.submit(nap, ms)).collect();
     let (done, pending) = procpool::wait(&handles, procpool::Wait::FirstCompleted, None);
     println!("wait(FirstCompleted): done {done:?}, still pending {pending:?}");
-    let (done, _) = procpool::wait(&handles, procpool::Wait::AllCompleted, Some(Duration::from_secs(10)));
+    let (done, _) = procpool::wait(
+        &handles,
+        procpool::Wait::AllCompleted,
+        Some(Duration::from_secs(10)),
+    );
     println!("wait(AllCompleted): {} done", done.len());
     Ok(())
 }

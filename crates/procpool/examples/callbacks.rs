@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The number of primes below `n`, counted the slow way.
 #[procpool::task]
 fn count_primes(n: u64) -> u64 {
-    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
+    (2..n)
+        .filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0))
+        .count() as u64
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

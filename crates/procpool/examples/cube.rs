@@ -14,14 +14,21 @@ fn cube(x: u64) -> u64 {
 #[procpool::task]
 fn whoami(tag: u32) -> String {
     let worker = procpool::current_worker().expect("runs in a worker");
-    format!("call {tag} ran in worker {} (pid {})", worker.index, worker.pid)
+    format!(
+        "call {tag} ran in worker {} (pid {})",
+        worker.index, worker.pid
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     procpool::init(); // a worker process stops here and serves the pool
     let start = Instant::now();
     let pool = procpool::Pool::new()?;
-    println!("started {} workers in {:?}", pool.workers(), start.elapsed());
+    println!(
+        "started {} workers in {:?}",
+        pool.workers(),
+        start.elapsed()
+    );
 
     println!("cube(3) = {}", pool.call(cube, 3)?);
     for tag in 0..2 {
@@ -38,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let stats = pool.stats();
     for worker in &stats.workers {
-        println!("worker {} (pid {}) ran {} items", worker.index, worker.pid, worker.tasks_done);
+        println!(
+            "worker {} (pid {}) ran {} items",
+            worker.index, worker.pid, worker.tasks_done
+        );
     }
     Ok(())
 }

@@ -17,7 +17,9 @@ fn digest_file(path: &str) -> Result<(u64, [u8; 64]), String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     procpool::init();
-    let dir = std::env::args_os().nth(1).map_or_else(|| PathBuf::from("/usr/share"), PathBuf::from);
+    let dir = std::env::args_os()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("/usr/share"), PathBuf::from);
     let files: Vec<String> = walkdir::WalkDir::new(&dir)
         .into_iter()
         .filter_map(Result::ok)
@@ -55,7 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut serial_fold = [0u8; 64];
     for path in &files {
         if let Ok((_, digest)) = digest_file::call(path) {
-            serial_fold.iter_mut().zip(digest).for_each(|(acc, b)| *acc ^= b);
+            serial_fold
+                .iter_mut()
+                .zip(digest)
+                .for_each(|(acc, b)| *acc ^= b);
         }
     }
     let serial = start.elapsed();

@@ -8,7 +8,9 @@ use procpool::TaskError;
 /// Parses a number, failing on bad input.
 #[procpool::task]
 fn parse(text: &str) -> Result<i64, String> {
-    text.trim().parse().map_err(|err| format!("{text:?} is not a number: {err}"))
+    text.trim()
+        .parse()
+        .map_err(|err| format!("{text:?} is not a number: {err}"))
 }
 
 /// Divides, panicking on division by zero.
@@ -30,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     match pool.call(divide, (1, 0)) {
         Err(TaskError::Panicked { message, location }) => {
-            println!("divide(1, 0) panicked: {message} (at {})", location.as_deref().unwrap_or("?"));
+            println!(
+                "divide(1, 0) panicked: {message} (at {})",
+                location.as_deref().unwrap_or("?")
+            );
         }
         other => println!("divide(1, 0) gave {other:?}"),
     }
@@ -43,7 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (text, outcome) in inputs.clone().iter().zip(pool.map(parse, inputs)) {
         println!("map: {text:?} -> {outcome:?}");
     }
-    println!("the pool still works: 84 / 2 = {}", pool.call(divide, (84, 2))?);
+    println!(
+        "the pool still works: 84 / 2 = {}",
+        pool.call(divide, (84, 2))?
+    );
     println!("workers replaced so far: {}", pool.stats().restarts);
     Ok(())
 }

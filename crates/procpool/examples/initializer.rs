@@ -42,7 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .workers(2)
         .initializer(build_table, 10_000_000)
         .build()?;
-    let ranges: Vec<(u64, u64)> = (0..10).map(|i| (i * 1_000_000, (i + 1) * 1_000_000)).collect();
+    let ranges: Vec<(u64, u64)> = (0..10)
+        .map(|i| (i * 1_000_000, (i + 1) * 1_000_000))
+        .collect();
     for ((lo, hi), count) in ranges.iter().zip(pool.map(primes_between, ranges.clone())) {
         println!("primes in {lo:>8}..{hi:>8}: {}", count?);
     }

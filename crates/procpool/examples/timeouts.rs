@@ -30,7 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             timeout.into_handle()
         }
     };
-    println!("waiting again: {:?}", handle.result_timeout(Duration::from_secs(5)).map_err(|_| "still not done")?);
+    println!(
+        "waiting again: {:?}",
+        handle
+            .result_timeout(Duration::from_secs(5))
+            .map_err(|_| "still not done")?
+    );
 
     // 2. A per-call limit: the worker running it is killed and replaced.
     let limited = pool.task(nap).timeout(Duration::from_millis(100));

@@ -1,23 +1,232 @@
-//! The process backend of the link seam (shared-memory channels and worker processes).
-//!
-//! FIXME(facade): waiting for procpool-worker to export its process handle
-//! (`WorkerSpawner`, `WorkerProcess`, `StartMethod`, `WorkerExit`); until then building a
-//! process pool fails with a clear error.
+//! The shared-memory backend of the link seam: a `procpool_ipc` channel per worker and a
+//! `procpool_worker` process handle (spawned, or forked by a fork server).
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, ErrorKind};
-use crate::link::Launcher;
+use procpool_ipc::{ChannelConfig, Closer, Endpoint, Receiver, RecvError, SendError, Sender};
+use procpool_worker::{WorkerProcess, WorkerSpawner};
+
+use crate::error::{Error, ErrorKind, WorkerExit};
+use crate::link::{
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+};
 use crate::pool::StartMethod;
 
 /// The launcher for a pool of local worker processes.
 pub(crate) fn launcher(
-    _method: StartMethod,
-    _program: Option<PathBuf>,
-    _args: Vec<std::ffi::OsString>,
+    method: StartMethod,
+    program: Option<PathBuf>,
+    args: Vec<std::ffi::OsString>,
 ) -> Result<Box<dyn Launcher>, Error> {
-    Err(Error::new(
-        ErrorKind::Spawn,
-        "worker processes are not available in this build yet",
-    ))
+    let worker_method = match method {
+        StartMethod::Spawn => procpool_worker::StartMethod::Spawn,
+        StartMethod::ForkServer => procpool_worker::StartMethod::ForkServer,
+    };
+    let description = program.as_ref().map_or_else(
+        || "this program".to_owned(),
+        |path| format!("`{}`", path.display()),
+    );
+    let mut spawner = WorkerSpawner::new(worker_method);
+    if let Some(program) = program {
+        spawner = spawner.program(program);
+    }
+    for arg in args {
+        spawner = spawner.arg(arg);
+    }
+    spawner.start().map_err(|err| {
+        Error::with_source(
+            ErrorKind::Spawn,
+            format!("cannot start the fork server for {description}"),
+            err,
+        )
+    })?;
+    Ok(Box::new(IpcLauncher {
+        spawner,
+        channel: ChannelConfig::new(),
+        description,
+    }))
+}
+
+struct IpcLauncher {
+    spawner: WorkerSpawner,
+    channel: ChannelConfig,
+    description: String,
+}
+
+impl Launcher for IpcLauncher {
+    fn launch(&self) -> Result<Link, Error> {
+        let (endpoint, handoff) = Endpoint::create(&self.channel).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Io,
+                "cannot create the shared-memory channel for a worker",
+                err,
+            )
+        })?;
+        let closer = endpoint.closer();
+        let process = self.spawner.spawn(handoff).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Spawn,
+                format!("cannot start a worker process from {}", self.description),
+                err,
+            )
+        })?;
+        let pid = process.pid();
+        let pidfd = process.as_fd().try_clone_to_owned().map_err(|err| {
+            Error::with_source(ErrorKind::Io, "cannot duplicate a worker's pidfd", err)
+        })?;
+        let (sender, receiver) = endpoint.split();
+        let process = Arc::new(Mutex::new(process));
+        Ok(Link {
+            sender: Box::new(IpcSender { sender }),
+            receiver: Box::new(IpcReceiver { receiver }),
+            control: Arc::new(IpcControl {
+                pid,
+                closer,
+                process: Arc::clone(&process),
+            }),
+            process: Box::new(IpcProcess { process, pidfd }),
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+struct IpcSender {
+    sender: Sender,
+}
+
+fn send_error(err: SendError) -> LinkError {
+    match err {
+        SendError::Timeout => LinkError::Timeout,
+        SendError::TooLarge { len, max } => LinkError::TooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+        },
+        SendError::Corrupt(why) => LinkError::Corrupt(why.to_string()),
+        _ => LinkError::Disconnected,
+    }
+}
+
+impl FrameSender for IpcSender {
+    fn try_send(&mut self, frame: &[u8]) -> Result<bool, LinkError> {
+        match self.sender.send_timeout(frame, Duration::ZERO) {
+            Ok(()) => Ok(true),
+            Err(SendError::Timeout) => Ok(false),
+            Err(err) => Err(send_error(err)),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        // The channel's default cap (4 GiB) is far above anything a chunk should be.
+        u32::MAX as usize
+    }
+
+    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        self.sender.send_timeout(frame, timeout).map_err(send_error)
+    }
+}
+
+struct IpcReceiver {
+    receiver: Receiver,
+}
+
+impl FrameReceiver for IpcReceiver {
+    fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), LinkError> {
+        let frame = match timeout {
+            None => self.receiver.recv(),
+            Some(timeout) => self.receiver.recv_timeout(timeout),
+        };
+        match frame {
+            Ok(frame) => {
+                on_frame(&frame);
+                Ok(())
+            }
+            Err(RecvError::Timeout) => Err(LinkError::Timeout),
+            Err(RecvError::Corrupt(why)) => Err(LinkError::Corrupt(why.to_string())),
+            Err(_) => Err(LinkError::Disconnected),
+        }
+    }
+}
+
+struct IpcControl {
+    pid: u32,
+    closer: Closer,
+    process: Arc<Mutex<WorkerProcess>>,
+}
+
+fn lock(process: &Mutex<WorkerProcess>) -> MutexGuard<'_, WorkerProcess> {
+    process.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WorkerControl for IpcControl {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn running(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    fn request_yield(&self, _chunk_id: u64) {}
+
+    fn close(&self) {
+        self.closer.close();
+    }
+
+    fn kill(&self) {
+        // The handle signals through its pidfd, so a reaped and reused pid is never hit.
+        let _ = lock(&self.process).kill(libc_signal::SIGKILL);
+        self.closer.close();
+    }
+
+    fn terminate(&self) {
+        let _ = lock(&self.process).kill(libc_signal::SIGTERM);
+    }
+}
+
+/// Signal numbers (Linux), so the facade needs no libc dependency for two constants.
+mod libc_signal {
+    pub(super) const SIGKILL: i32 = 9;
+    pub(super) const SIGTERM: i32 = 15;
+}
+
+struct IpcProcess {
+    process: Arc<Mutex<WorkerProcess>>,
+    /// A duplicate of the process's pidfd, polled without holding the handle's lock.
+    pidfd: OwnedFd,
+}
+
+impl WorkerProcessHandle for IpcProcess {
+    fn wait_exit(&mut self, timeout: Duration) -> Option<WorkerExit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [nix::poll::PollFd::new(
+                self.pidfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis));
+            if let Ok(Some(exit)) = lock(&self.process).try_wait() {
+                return Some(match exit {
+                    procpool_worker::WorkerExit::Code(code) => WorkerExit::Code(code),
+                    procpool_worker::WorkerExit::Signal(signal) => WorkerExit::Signal(signal),
+                    #[allow(unreachable_patterns)]
+                    _ => WorkerExit::Unknown,
+                });
+            }
+            if left.is_zero() || ready.is_err() && Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
 }

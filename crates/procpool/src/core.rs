@@ -40,7 +40,7 @@ use procpool_worker::{AlignedVec, Task};
 
 use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
 use crate::handle::{TaskHandle, task_pair};
-use crate::job::{Job, MapJob, SubmitJob, TaskOptions};
+use crate::job::{Job, MapJob, SubmitStream, TaskOptions};
 use crate::link::{
     FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
 };
@@ -89,6 +89,8 @@ struct Core {
     /// Set when no worker is left and none can be started; new work fails with it.
     broken: Option<String>,
     jobs: HashMap<JobId, JobEntry>,
+    /// The open submit stream of each task and option set (a `SubmitStream<T>` behind `Any`).
+    streams: HashMap<(u64, TaskOptions), (JobId, Arc<dyn std::any::Any + Send + Sync>)>,
     /// Chunks in flight, by wire id (`ChunkId::get`).
     chunks: HashMap<u64, ChunkInfo>,
     workers: HashMap<WorkerId, WorkerEntry>,
@@ -192,6 +194,7 @@ impl Shared {
                 phase: Phase::Open,
                 broken: None,
                 jobs: HashMap::new(),
+                streams: HashMap::new(),
                 chunks: HashMap::new(),
                 workers: HashMap::new(),
                 readers: Vec::new(),
@@ -518,6 +521,24 @@ impl Shared {
                 continue;
             };
             let job = Arc::clone(&entry.job);
+            // Items cancelled before they started are skipped here, never sent.
+            let claimed = job.claim(items.clone());
+            let skipped = claimed.start - items.start;
+            if skipped > 0 {
+                let _ =
+                    core.sched
+                        .on_items_done(worker_id, assignment.chunk, skipped, Duration::ZERO);
+            }
+            if claimed.is_empty() {
+                self.check_job(core, job_id);
+                continue;
+            }
+            if claimed.end < items.end {
+                let _ = core
+                    .sched
+                    .on_yielded(worker_id, assignment.chunk, claimed.end);
+            }
+            items = claimed;
             // Recycling: never give a worker more items than it has left.
             if let Some(worker) = core.workers.get_mut(&worker_id)
                 && let Some(budget) = worker.budget
@@ -525,26 +546,13 @@ impl Shared {
                 if budget < items_len(&items) {
                     let cut = items.start + budget;
                     let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
+                    job.unstart(cut..items.end);
                     items.end = cut;
                 }
                 worker.budget = Some(budget - items_len(&items));
                 if worker.budget == Some(0) {
                     let _ = core.sched.retire_worker(worker_id);
                 }
-            }
-            if items.is_empty() {
-                continue;
-            }
-            if !job.start(items.clone()) {
-                // Cancelled, or nobody listens any more: do not run it.
-                let _ = core.sched.on_items_done(
-                    worker_id,
-                    assignment.chunk,
-                    items_len(&items),
-                    Duration::ZERO,
-                );
-                self.check_job(core, job_id);
-                continue;
             }
             let wire_id = assignment.chunk.get();
             let mut frame = std::mem::take(&mut core.frame);
@@ -774,6 +782,17 @@ impl Shared {
     ) -> Result<JobId, TaskError> {
         let mut core = self.lock();
         Self::accepting(&core)?;
+        Ok(self.register_job(&mut core, key, len, job))
+    }
+
+    /// Registers a job with the scheduler and the job table (the pool accepts work).
+    fn register_job(
+        self: &Arc<Self>,
+        core: &mut Core,
+        key: u64,
+        len: InputLen,
+        job: Arc<dyn Job>,
+    ) -> JobId {
         let timed = job.options().timeout.is_some();
         let job_id = core.sched.submit(TaskKey(key), len);
         core.jobs.insert(
@@ -794,7 +813,7 @@ impl Shared {
                     .ok();
             }
         }
-        Ok(job_id)
+        job_id
     }
 
     /// Makes `n` more items of a job schedulable and dispatches them.
@@ -838,22 +857,50 @@ impl Shared {
         self.check_job(core, job_id);
     }
 
-    /// Submits one call.
+    /// Submits one call: one more item of the task's submit stream.
     pub(crate) fn submit<T: Task>(
         self: &Arc<Self>,
         args: T::Args,
         options: TaskOptions,
     ) -> TaskHandle<T::Output> {
         let (handle, completer) = task_pair();
-        let job: Arc<dyn Job> = Arc::new(SubmitJob::<T>::new(args, completer, options));
-        match self.add_job(T::ID, InputLen::Known(1), Arc::clone(&job)) {
-            Ok(job_id) => {
-                if let Err(err) = self.add_items(job_id, 1, false) {
-                    job.fail(0..1, err);
-                }
-            }
-            Err(err) => job.fail(0..1, err),
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        if let Err(err) = Self::accepting(core) {
+            drop(guard);
+            completer.complete(Err(err));
+            return handle;
         }
+        let key = (T::ID, options);
+        let existing = core.streams.get(&key).map(|(job_id, stream)| {
+            let stream = Arc::clone(stream)
+                .downcast::<SubmitStream<T>>()
+                .expect("streams are keyed by task id");
+            (*job_id, stream)
+        });
+        let (job_id, stream) = match existing {
+            Some(found) => found,
+            None => {
+                let stream = Arc::new(SubmitStream::<T>::new(options));
+                let job: Arc<dyn Job> = Arc::clone(&stream) as Arc<dyn Job>;
+                let job_id = self.register_job(core, T::ID, InputLen::Unknown, job);
+                let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&stream) as _;
+                core.streams.insert(key, (job_id, any));
+                (job_id, stream)
+            }
+        };
+        let index = stream.push(args, completer);
+        let added = core.sched.add_items(job_id, 1);
+        debug_assert_eq!(added.as_ref().ok().map(|range| range.start), Some(index));
+        let mut deferred = self.dispatch(core);
+        if let Err(err) = added {
+            tracing::error!("the scheduler refused a submitted call: {err}");
+            deferred
+                .failures
+                .push((stream, index..index + 1, TaskError::PoolClosed));
+        }
+        drop(guard);
+        deferred.run();
         handle
     }
 
@@ -871,6 +918,7 @@ impl Shared {
         let mut core = self.lock();
         if core.phase == Phase::Open {
             core.phase = Phase::Draining;
+            core.streams.clear();
             let job_ids: Vec<JobId> = core.jobs.keys().copied().collect();
             for job_id in job_ids {
                 let _ = core.sched.close_input(job_id);
@@ -891,6 +939,7 @@ impl Shared {
         let mut core = self.lock();
         if core.phase == Phase::Open {
             core.phase = Phase::Draining;
+            core.streams.clear();
         }
         let mut deferred = Deferred::default();
         let job_ids: Vec<JobId> = core.jobs.keys().copied().collect();
@@ -1100,6 +1149,7 @@ impl Shared {
 /// Fails every item of every job with `error`; the jobs are dropped from the scheduler.
 fn fail_all_jobs(core: &mut Core, error: &TaskError) -> Deferred {
     let mut deferred = Deferred::default();
+    core.streams.clear();
     for (job_id, entry) in core.jobs.drain() {
         if !entry.detached {
             let _ = core.sched.remove_job(job_id);

@@ -35,7 +35,7 @@ use crate::wait::Notifier;
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```no_run
 /// # #[procpool::task] fn cube(x: u64) -> u64 { x * x * x }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # procpool::init();
@@ -309,11 +309,6 @@ impl<T> Completer<T> {
         if state.phase == Phase::Running {
             state.phase = Phase::Pending;
         }
-    }
-
-    /// Whether the task is already finished (e.g. cancelled), so running it is pointless.
-    pub(crate) fn is_finished(&self) -> bool {
-        matches!(self.slot.lock().phase, Phase::Completing | Phase::Done)
     }
 
     /// Finishes the task with `outcome`; returns `false` if it was already finished.

@@ -19,7 +19,7 @@ use crate::error::TaskError;
 use crate::handle::Completer;
 
 /// Per-call options: [`crate::TaskCall`] and the map builders set them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(crate) struct TaskOptions {
     /// Kill the worker and fail the item with `TimedOut` if one item runs longer.
     pub(crate) timeout: Option<Duration>,
@@ -33,9 +33,12 @@ pub(crate) trait Job: Send + Sync {
     fn task_name(&self) -> &'static str;
     /// The call's options.
     fn options(&self) -> TaskOptions;
-    /// Marks `items` as handed to a worker; `false` if the job no longer wants them run
-    /// (cancelled, or nobody is listening), in which case they are not sent.
-    fn start(&self, items: Range<u64>) -> bool;
+    /// Claims items of `items` for sending to a worker and returns the ones claimed: from the
+    /// first item still wanted up to (not including) the next unwanted one. Unwanted items
+    /// (cancelled, or nobody listens any more) before the returned range are forgotten and
+    /// never run; those after it stay for a later claim. `items.end..items.end` if none is
+    /// wanted.
+    fn claim(&self, items: Range<u64>) -> Range<u64>;
     /// Marks `items` as not handed out any more (their worker was lost before starting them).
     fn unstart(&self, items: Range<u64>);
     /// Encodes `items` as one call-batch frame for `chunk_id`.
@@ -113,21 +116,18 @@ impl<A> ArgWindow<A> {
 
     /// Removes the arguments of `index`; `true` if the item had none removed before.
     fn finish(&mut self, index: u64) -> bool {
-        let Some(pos) = index.checked_sub(self.base) else {
-            return false;
-        };
-        let Some(slot) = usize::try_from(pos)
-            .ok()
-            .and_then(|pos| self.slots.get_mut(pos))
-        else {
-            return false;
-        };
-        let had = slot.take().is_some();
+        self.take(index).is_some()
+    }
+
+    /// Removes and returns the arguments of `index`, if still there.
+    fn take(&mut self, index: u64) -> Option<A> {
+        let pos = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        let value = self.slots.get_mut(pos)?.take();
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
             self.base += 1;
         }
-        had
+        value
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
@@ -146,35 +146,47 @@ impl<A> ArgWindow<A> {
     }
 }
 
-/// A single `submit`: one item, index 0.
-pub(crate) struct SubmitJob<T: Task> {
-    args: Mutex<Option<T::Args>>,
+/// One submitted call waiting in a [`SubmitStream`].
+struct SubmitItem<T: Task> {
+    args: T::Args,
     completer: Completer<T::Output>,
-    options: TaskOptions,
-    deaths: Mutex<u32>,
 }
 
-impl<T: Task> SubmitJob<T> {
-    pub(crate) fn new(
-        args: T::Args,
-        completer: Completer<T::Output>,
-        options: TaskOptions,
-    ) -> Self {
-        SubmitJob {
-            args: Mutex::new(Some(args)),
-            completer,
+/// Every `submit` of one task with one set of options: a job whose input never closes while
+/// the pool is open, one item per call. Calls queued together travel in one chunk.
+pub(crate) struct SubmitStream<T: Task> {
+    items: Mutex<ArgWindow<SubmitItem<T>>>,
+    options: TaskOptions,
+    deaths: Mutex<HashMap<u64, u32>>,
+}
+
+impl<T: Task> SubmitStream<T> {
+    pub(crate) fn new(options: TaskOptions) -> Self {
+        SubmitStream {
+            items: Mutex::new(ArgWindow::new()),
             options,
-            deaths: Mutex::new(0),
+            deaths: Mutex::new(HashMap::new()),
         }
     }
 
-    fn finish(&self, outcome: Result<T::Output, TaskError>) {
-        lock(&self.args).take();
-        self.completer.complete(outcome);
+    /// Appends one call; returns its index.
+    pub(crate) fn push(&self, args: T::Args, completer: Completer<T::Output>) -> u64 {
+        let mut items = lock(&self.items);
+        let index = items.end();
+        items.slots.push_back(Some(SubmitItem { args, completer }));
+        index
+    }
+
+    fn finish(&self, index: u64, outcome: Result<T::Output, TaskError>) {
+        let item = lock(&self.items).take(index);
+        if let Some(item) = item {
+            lock(&self.deaths).remove(&index);
+            item.completer.complete(outcome);
+        }
     }
 }
 
-impl<T: Task> Job for SubmitJob<T> {
+impl<T: Task> Job for SubmitStream<T> {
     fn task_name(&self) -> &'static str {
         T::NAME
     }
@@ -183,12 +195,36 @@ impl<T: Task> Job for SubmitJob<T> {
         self.options
     }
 
-    fn start(&self, _items: Range<u64>) -> bool {
-        self.completer.start()
+    fn claim(&self, items: Range<u64>) -> Range<u64> {
+        let mut window = lock(&self.items);
+        // Skip leading items that are cancelled (forget them: their handle has its outcome)
+        // or already finished. `Completer::start` is the atomic point against `cancel`.
+        let mut start = items.start;
+        while start < items.end {
+            match window.get(start) {
+                Some(item) if item.completer.start() => break,
+                Some(_) => drop(window.take(start)),
+                None => {}
+            }
+            start += 1;
+        }
+        if start == items.end {
+            return items.end..items.end;
+        }
+        let mut end = start + 1;
+        while end < items.end && window.get(end).is_some_and(|item| item.completer.start()) {
+            end += 1;
+        }
+        start..end
     }
 
-    fn unstart(&self, _items: Range<u64>) {
-        self.completer.unstart();
+    fn unstart(&self, items: Range<u64>) {
+        let window = lock(&self.items);
+        for index in items {
+            if let Some(item) = window.get(index) {
+                item.completer.unstart();
+            }
+        }
     }
 
     fn encode(
@@ -197,44 +233,39 @@ impl<T: Task> Job for SubmitJob<T> {
         items: Range<u64>,
         out: &mut AlignedVec,
     ) -> Result<(), TaskError> {
-        debug_assert_eq!(items, 0..1);
-        let args = lock(&self.args);
-        let args = args.as_ref().ok_or_else(|| {
-            TaskError::Protocol("internal: the arguments of a finished task were asked for".into())
+        let window = lock(&self.items);
+        let args: Option<Vec<&T::Args>> = items
+            .clone()
+            .map(|index| window.get(index).map(|item| &item.args))
+            .collect();
+        let args = args.ok_or_else(|| {
+            TaskError::Protocol("internal: the arguments of a finished call were asked for".into())
         })?;
-        protocol::encode_call_batch::<T>(chunk_id, 0, std::slice::from_ref(args), out)
+        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args.iter().copied(), out)
             .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
         for (index, raw) in batch.iter() {
-            if index == 0 {
-                self.finish(decode::<T>(raw));
-            }
+            self.finish(index, decode::<T>(raw));
         }
     }
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
-        if items.contains(&0) {
-            self.finish(Err(error));
+        for index in items {
+            self.finish(index, Err(error.clone()));
         }
     }
 
-    // A one-item range is meant: the job's only item.
-    #[allow(clippy::single_range_in_vec_init)]
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
-        let unfinished = lock(&self.args).is_some() && !self.completer.is_finished();
-        if unfinished && !in_flight.iter().any(|range| range.contains(&0)) {
-            Vec::from([0..1])
-        } else {
-            Vec::new()
-        }
+        lock(&self.items).unfinished_outside(in_flight)
     }
 
-    fn note_death(&self, _index: u64) -> u32 {
+    fn note_death(&self, index: u64) -> u32 {
         let mut deaths = lock(&self.deaths);
-        *deaths += 1;
-        *deaths
+        let count = deaths.entry(index).or_insert(0);
+        *count += 1;
+        *count
     }
 }
 
@@ -398,8 +429,12 @@ impl<T: Task> Job for MapJob<T> {
         self.options
     }
 
-    fn start(&self, _items: Range<u64>) -> bool {
-        !lock(&self.state.inner).abandoned
+    fn claim(&self, items: Range<u64>) -> Range<u64> {
+        if lock(&self.state.inner).abandoned {
+            items.end..items.end
+        } else {
+            items
+        }
     }
 
     fn unstart(&self, _items: Range<u64>) {}

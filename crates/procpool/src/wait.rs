@@ -82,7 +82,7 @@ impl Notifier {
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```no_run
 /// # #[procpool::task] fn cube(x: u64) -> u64 { x * x * x }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # procpool::init();
@@ -141,7 +141,7 @@ pub fn wait<T>(
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```no_run
 /// # #[procpool::task] fn cube(x: u64) -> u64 { x * x * x }
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # procpool::init();

@@ -1,0 +1,186 @@
+//! Building, shutting down, recycling and concurrent use of real process pools.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use procpool::{ErrorKind, Pool, TaskError};
+use procpool_tests::{add_offset, failing_init, set_offset, sleep_then_pid, square, worker_pid};
+
+use crate::util::{builder, pool, wait_running, watchdog};
+
+#[test]
+fn submit_after_shutdown_is_an_error() {
+    let _watchdog = watchdog("submit_after_shutdown_is_an_error");
+    let pool = pool(1);
+    assert_eq!(pool.call(square, 2), Ok(4));
+    pool.shutdown();
+    assert!(!pool.is_open());
+    assert_eq!(pool.submit(square, 2).result(), Err(TaskError::PoolClosed));
+    assert_eq!(
+        pool.map(square, 0..3).next(),
+        Some(Err(TaskError::PoolClosed))
+    );
+}
+
+#[test]
+fn shutdown_finishes_queued_work() {
+    let _watchdog = watchdog("shutdown_finishes_queued_work");
+    let pool = pool(2);
+    let handles: Vec<_> = (0..1_000).map(|x| pool.submit(square, x)).collect();
+    pool.shutdown();
+    for (x, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.result(), Ok((x * x) as u64));
+    }
+}
+
+#[test]
+fn shutdown_now_cancels_queued_and_lets_running_finish() {
+    let _watchdog = watchdog("shutdown_now_cancels_queued_and_lets_running_finish");
+    let pool = pool(1);
+    let running = pool.submit(sleep_then_pid, 300);
+    let queued: Vec<_> = (0..20).map(|_| pool.submit(sleep_then_pid, 300)).collect();
+    wait_running(&running);
+    pool.shutdown_now();
+    assert!(running.result().is_ok(), "the running task finishes");
+    let outcomes: Vec<_> = queued.into_iter().map(|h| h.result()).collect();
+    let cancelled = outcomes
+        .iter()
+        .filter(|o| **o == Err(TaskError::Cancelled))
+        .count();
+    let finished = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(
+        cancelled + finished,
+        20,
+        "every task ends cancelled or finished: {outcomes:?}"
+    );
+    // At most the one chunk prefetched into the worker ran; the rest was cancelled.
+    assert!(
+        cancelled >= 19,
+        "only {cancelled} of 20 queued tasks were cancelled"
+    );
+}
+
+#[test]
+fn eight_threads_submitting_concurrently_lose_nothing() {
+    let _watchdog = watchdog("eight_threads_submitting_concurrently_lose_nothing");
+    let pool = Arc::new(pool(2));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                let handles: Vec<_> = (0..2_000u64)
+                    .map(|i| (i, pool.submit(square, t * 10_000 + i)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter(|(i, handle)| handle_value(handle) != Some((t * 10_000 + i).pow(2)))
+                    .count()
+            })
+        })
+        .collect();
+    let lost: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(lost, 0);
+    assert_eq!(pool.stats().tasks_done, 16_000);
+}
+
+fn handle_value(handle: &procpool::TaskHandle<u64>) -> Option<u64> {
+    handle.wait();
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.on_done(move |outcome| tx.send(outcome.clone().ok()).unwrap());
+    rx.recv().unwrap()
+}
+
+#[test]
+fn max_tasks_per_child_one_gives_a_new_pid_per_task() {
+    let _watchdog = watchdog("max_tasks_per_child_one_gives_a_new_pid_per_task");
+    let pool = builder(2).max_tasks_per_child(1).build().unwrap();
+    let pids: Vec<u32> = pool
+        .map(worker_pid, 0..10)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let unique: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(unique.len(), 10, "pids: {pids:?}");
+    assert!(!unique.contains(&std::process::id()));
+}
+
+#[test]
+fn initializer_runs_in_every_worker() {
+    let _watchdog = watchdog("initializer_runs_in_every_worker");
+    let pool = builder(2).initializer(set_offset, 1_000).build().unwrap();
+    let got: Vec<u64> = pool
+        .map(add_offset, 0..100)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, (1_000..1_100).collect::<Vec<u64>>());
+}
+
+#[test]
+fn failing_initializer_fails_build() {
+    let _watchdog = watchdog("failing_initializer_fails_build");
+    let err = builder(2)
+        .initializer(failing_init, "no database".to_owned())
+        .build()
+        .expect_err("the initializer fails");
+    assert_eq!(err.kind(), ErrorKind::InitializerFailed);
+    assert!(err.to_string().contains("no database"), "{err}");
+}
+
+#[test]
+fn missing_worker_program_fails_build() {
+    let _watchdog = watchdog("missing_worker_program_fails_build");
+    let err = Pool::builder()
+        .workers(1)
+        .program("/nonexistent/procpool-worker")
+        .build()
+        .expect_err("the program does not exist");
+    assert_eq!(err.kind(), ErrorKind::Spawn, "{err}");
+}
+
+#[test]
+fn worker_program_without_init_fails_build() {
+    let _watchdog = watchdog("worker_program_without_init_fails_build");
+    let err = Pool::builder()
+        .workers(1)
+        .program("/bin/true")
+        .start_timeout(Duration::from_secs(20))
+        .build()
+        .expect_err("/bin/true is no worker");
+    assert!(
+        matches!(err.kind(), ErrorKind::Spawn | ErrorKind::Handshake),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn zero_workers_is_invalid() {
+    let err = builder(0).build().expect_err("zero workers");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}
+
+#[test]
+fn stats_report_workers_and_work() {
+    let _watchdog = watchdog("stats_report_workers_and_work");
+    let pool = pool(2);
+    let pids: HashSet<u32> = pool.map(worker_pid, 0..200).map(Result::unwrap).collect();
+    let stats = pool.stats();
+    assert_eq!(stats.workers.len(), 2);
+    assert_eq!(stats.tasks_done, 200);
+    let worker_pids: HashSet<u32> = stats.workers.iter().map(|w| w.pid).collect();
+    assert!(pids.is_subset(&worker_pids), "{pids:?} vs {worker_pids:?}");
+    assert_eq!(stats.deaths, 0);
+}
+
+#[test]
+fn fork_server_pool_runs_tasks() {
+    let _watchdog = watchdog("fork_server_pool_runs_tasks");
+    let pool = builder(2)
+        .start_method(procpool::StartMethod::ForkServer)
+        .build()
+        .unwrap();
+    let got: Vec<u64> = pool
+        .map(square, 0..1_000)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got[999], 999 * 999);
+}

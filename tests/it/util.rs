@@ -1,0 +1,67 @@
+//! Helpers: building test pools and the watchdog.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use procpool::Pool;
+
+/// How long any single test may take before the watchdog ends the test process.
+pub(crate) const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Ends the whole test process if it is still alive after [`WATCHDOG`]; disarmed on drop.
+#[must_use]
+pub(crate) struct Watchdog {
+    disarm: Option<mpsc::Sender<()>>,
+}
+
+/// Arms a watchdog for the current test.
+pub(crate) fn watchdog(name: &'static str) -> Watchdog {
+    let (disarm, disarmed) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(WATCHDOG) {
+            eprintln!("watchdog: test `{name}` hung for {WATCHDOG:?}; ending the test process");
+            std::process::exit(99);
+        }
+    });
+    Watchdog {
+        disarm: Some(disarm),
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(disarm) = self.disarm.take() {
+            let _ = disarm.send(());
+        }
+    }
+}
+
+/// A builder for a pool of `test-worker` processes.
+pub(crate) fn builder(workers: usize) -> procpool::PoolBuilder {
+    procpool_tests::keep_tasks();
+    Pool::builder()
+        .workers(workers)
+        .program(env!("CARGO_BIN_EXE_test-worker"))
+}
+
+/// A started pool of `test-worker` processes.
+pub(crate) fn pool(workers: usize) -> Pool {
+    builder(workers).build().expect("the test pool starts")
+}
+
+/// Sends `signal` to process `pid`.
+pub(crate) fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    nix::sys::signal::kill(pid, signal).expect("the worker exists");
+}
+
+/// Waits until `handle` is running at a worker.
+pub(crate) fn wait_running<T>(handle: &procpool::TaskHandle<T>) {
+    while !handle.running() {
+        assert!(
+            !handle.done(),
+            "the task finished before it was seen running"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
