@@ -225,7 +225,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
         FnArg::Receiver(_) => None,
     });
     let output = &sig.output;
-    let block = &function.block;
+    let body_stmts = &function.block.stmts;
     let const_token = &sig.constness;
     let entry_static = format_ident!("__PROCPOOL_TASK_{}", name_str.to_uppercase());
     let linkme_path = quote!(#krate::__private::linkme);
@@ -243,7 +243,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
             #[allow(clippy::too_many_arguments, unused_mut)]
             #vis #const_token fn call(#(#call_inputs),*) #output {
                 #(#mut_bindings)*
-                #block
+                #(#body_stmts)*
             }
         }
 
