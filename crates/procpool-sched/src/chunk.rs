@@ -59,6 +59,11 @@ pub struct AdaptiveConfig {
     /// Guided self-scheduling factor `k`: a chunk holds at most `remaining / (k * workers)`
     /// items, so the last chunks of a known-length input are small.
     pub guided_factor: NonZeroU32,
+    /// Parent time to send one chunk. The parent sends serially, so with many workers chunks
+    /// are lengthened until sending one to every worker takes at most a quarter of
+    /// `target_chunk` (and the whole of `min_chunk`): `target >= 4 * workers * dispatch_cost`,
+    /// `min >= workers * dispatch_cost`.
+    pub dispatch_cost: Duration,
     /// Size of the first chunk of a task whose cost is unknown.
     pub probe_items: NonZeroU64,
     /// While the cost is still unknown, each further chunk doubles in size up to this.
@@ -78,8 +83,9 @@ impl Default for AdaptiveConfig {
             target_chunk: Duration::from_micros(300),
             min_chunk: Duration::from_micros(20),
             guided_factor: NonZeroU32::new(2).unwrap(),
+            dispatch_cost: Duration::from_micros(2),
             probe_items: NonZeroU64::new(1).unwrap(),
-            probe_max_items: NonZeroU64::new(64).unwrap(),
+            probe_max_items: NonZeroU64::new(1 << 16).unwrap(),
             prefetch_horizon: Duration::from_millis(1),
             smoothing: NonZeroU32::new(4).unwrap(),
         }
@@ -132,8 +138,11 @@ fn adaptive_size(config: &AdaptiveConfig, input: &SizeInput, n_workers: u64) -> 
         return probe.min(guided).max(1);
     };
     let per_item_ns = per_item.as_nanos().max(1);
-    let target_items = (config.target_chunk.as_nanos() / per_item_ns).max(1);
-    let min_items = (config.min_chunk.as_nanos() / per_item_ns).clamp(1, target_items);
+    let round_ns = config.dispatch_cost.as_nanos() * u128::from(n_workers);
+    let target_ns = config.target_chunk.as_nanos().max(4 * round_ns);
+    let min_ns = config.min_chunk.as_nanos().max(round_ns);
+    let target_items = (target_ns / per_item_ns).max(1);
+    let min_items = (min_ns / per_item_ns).clamp(1, target_items);
     let size = u128::from(guided).clamp(min_items, target_items);
     u64::try_from(size).unwrap_or(u64::MAX)
 }

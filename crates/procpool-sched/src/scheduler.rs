@@ -57,22 +57,43 @@ pub struct Assignment {
     pub span: Span,
 }
 
-/// A proposed tail split: ask `worker` to give back the items of `chunk` from `from` on.
+/// A proposed tail split: ask `worker` to give back some unstarted items of `chunk`.
 ///
-/// The worker honours it at its next item boundary: it gives back `max(from, next)..end`,
-/// where `next` is the first item it has not started, and reports that point with
-/// [`Scheduler::on_yielded`]. It keeps the items before `from`, so a split of the running
-/// chunk always leaves the worker busy and every request lets work progress.
+/// The worker honours it at its next item boundary, where it knows its true position (the
+/// scheduler only knows what was reported), and reports the first item it gave back with
+/// [`Scheduler::on_yielded`]; everything from there to the chunk's end comes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct YieldRequest {
     /// The worker holding the chunk.
     pub worker: WorkerId,
     /// The chunk to split.
     pub chunk: ChunkId,
-    /// The first item to give back: for a running chunk, the middle of its unstarted items
-    /// (the worker keeps the front half); for a chunk still queued behind another, its first
-    /// unreported item (the whole chunk comes back, since it may wait long).
-    pub from: u64,
+    /// How much to give back.
+    pub split: Split,
+}
+
+/// How much of a chunk a [`YieldRequest`] asks back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// The later half of the items not started yet, rounded down: with `next` the first
+    /// unstarted item, give back from `next + (end - next).div_ceil(2)`. For the running
+    /// chunk: the worker stays busy with the other half, so every split makes progress.
+    Half,
+    /// All items not started yet: for a chunk queued behind the running one, which may wait
+    /// for as long as the running item takes.
+    All,
+}
+
+impl Split {
+    /// The first item to give back, for a chunk ending at `end` whose first unstarted item is
+    /// `next`: a helper for worker runtimes.
+    pub fn first_returned(self, next: u64, end: u64) -> u64 {
+        match self {
+            Split::Half => next + end.saturating_sub(next).div_ceil(2),
+            Split::All => next,
+        }
+        .min(end)
+    }
 }
 
 /// Where a chunk stands after feedback.
@@ -608,7 +629,7 @@ impl Scheduler {
             return None;
         }
         let min_work = self.config.min_yield_work.as_nanos() as f64;
-        let mut best: Option<(f64, ChunkId, u64)> = None;
+        let mut best: Option<(f64, ChunkId, Split)> = None;
         for slot in &self.slots {
             for (pos, chunk_id) in slot.in_flight.iter().enumerate() {
                 let chunk = &self.chunks[chunk_id];
@@ -625,17 +646,12 @@ impl Scheduler {
                     continue;
                 }
                 if best.is_none_or(|(best_work, ..)| work > best_work) {
-                    let lowest = chunk.items.start + chunk.done;
-                    let from = if pos == 0 {
-                        lowest + 1 + unstarted / 2
-                    } else {
-                        lowest
-                    };
-                    best = Some((work, *chunk_id, from));
+                    let split = if pos == 0 { Split::Half } else { Split::All };
+                    best = Some((work, *chunk_id, split));
                 }
             }
         }
-        let (_, chunk_id, from) = best?;
+        let (_, chunk_id, split) = best?;
         let chunk = self
             .chunks
             .get_mut(&chunk_id)
@@ -645,7 +661,7 @@ impl Scheduler {
         Some(YieldRequest {
             worker: chunk.worker,
             chunk: chunk_id,
-            from,
+            split,
         })
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::{
     ChunkId, ChunkStatus, InputLen, ItemRef, JobId, Order, Reorder, Scheduler, SchedulerConfig,
-    TaskKey, WorkerId,
+    Split, TaskKey, WorkerId,
 };
 
 /// Fixed costs of the simulated machinery.
@@ -218,7 +218,7 @@ struct SimWorker {
     id: Option<WorkerId>,
     ring: VecDeque<RingChunk>,
     /// Pending yield requests: chunk and the first item to give back.
-    flags: BTreeMap<ChunkId, u64>,
+    flags: BTreeMap<ChunkId, Split>,
     state: WorkerState,
     version: u64,
 }
@@ -236,8 +236,9 @@ struct RingChunk {
 
 #[derive(Debug, Clone)]
 enum WorkerState {
+    /// Without work; from `parks_at` on it is parked and pays the wake-up.
     Idle {
-        since: u64,
+        parks_at: u64,
     },
     Waking,
     /// Running items `first..first + n` of the front chunk from `start` (after per-chunk
@@ -392,10 +393,13 @@ impl<'a> Sim<'a> {
                     next: start,
                     started: false,
                 });
-                if let WorkerState::Idle { since } = sim_worker.state {
-                    let model = &self.scenario.model;
-                    let parked = self.now.saturating_sub(since) >= ns(model.spin);
-                    let wake = if parked { ns(model.wake_up) } else { 0 };
+                if let WorkerState::Idle { parks_at } = sim_worker.state {
+                    let parked = self.now >= parks_at;
+                    let wake = if parked {
+                        ns(self.scenario.model.wake_up)
+                    } else {
+                        0
+                    };
                     sim_worker.state = WorkerState::Waking;
                     sim_worker.version += 1;
                     let event = Event::Step {
@@ -428,7 +432,7 @@ impl<'a> Sim<'a> {
             ring: VecDeque::new(),
             flags: BTreeMap::new(),
             // Freshly started workers are parked until their first chunk.
-            state: WorkerState::Idle { since: 0 },
+            state: WorkerState::Idle { parks_at: 0 },
             version: 0,
         };
         if id.slot() == self.workers.len() {
@@ -436,9 +440,6 @@ impl<'a> Sim<'a> {
         } else {
             let version = self.workers[id.slot()].version + 1;
             self.workers[id.slot()] = SimWorker { version, ..worker };
-        }
-        if let WorkerState::Idle { since } = &mut self.workers[id.slot()].state {
-            *since = self.now.saturating_sub(ns(self.scenario.model.spin));
         }
     }
 
@@ -522,8 +523,8 @@ impl<'a> Sim<'a> {
         let id = worker.id.expect("live");
         let mut yields = Vec::new();
         for ring_chunk in worker.ring.iter_mut() {
-            if let Some(from) = worker.flags.remove(&ring_chunk.chunk) {
-                let first_returned = from.max(ring_chunk.next).min(ring_chunk.end);
+            if let Some(split) = worker.flags.remove(&ring_chunk.chunk) {
+                let first_returned = split.first_returned(ring_chunk.next, ring_chunk.end);
                 yields.push((
                     ring_chunk.chunk,
                     first_returned,
@@ -548,7 +549,9 @@ impl<'a> Sim<'a> {
         let model = &self.scenario.model;
         let worker = &mut self.workers[slot];
         let Some(front) = worker.ring.front_mut() else {
-            worker.state = WorkerState::Idle { since: self.now };
+            worker.state = WorkerState::Idle {
+                parks_at: self.now + ns(model.spin),
+            };
             return Ok(());
         };
         let mut start = self.now;
@@ -709,7 +712,7 @@ impl<'a> Sim<'a> {
         while let Some(request) = self.sched.yield_candidate() {
             self.yields += 1;
             let worker = &mut self.workers[request.worker.slot()];
-            worker.flags.insert(request.chunk, request.from);
+            worker.flags.insert(request.chunk, request.split);
             // A running batch stops at the first item boundary after now.
             if let WorkerState::Running {
                 start,

@@ -94,13 +94,24 @@ fn adaptive_shrinks_toward_the_end() {
 }
 
 #[test]
+fn adaptive_lengthens_chunks_when_the_parent_is_the_bottleneck() {
+    // 64 workers * 2 µs per send: target at least 512 µs, tail at least 128 µs.
+    check("adaptive", "cost=50ns left=100000000 workers=64", 10_240);
+    check("adaptive", "cost=50ns left=1000000 len=1000000 workers=64", 7_813);
+    check("adaptive", "cost=50ns left=100000 workers=64", 2_560);
+    check("adaptive", "cost=1us left=1000000 workers=16", 300);
+    check("adaptive", "cost=1us left=1000 workers=16", 32);
+}
+
+#[test]
 fn adaptive_probes_while_cost_unknown() {
     check("adaptive", "left=1000000 len=1000000", 1);
     check("adaptive", "left=1000000 probes=1", 2);
     check("adaptive", "left=1000000 probes=3", 8);
     check("adaptive", "left=1000000 probes=6", 64);
-    check("adaptive", "left=1000000 probes=60", 64);
-    check("adaptive", "left=1000000 probes=200", 64);
+    check("adaptive", "left=1000000 probes=16", 65_536);
+    check("adaptive", "left=1000000 probes=200", 65_536);
+    check("adaptive", "left=1000000 probes=60 workers=64", 7_813);
     check("adaptive", "left=20 probes=5 workers=2", 5);
     check("adaptive", "left=0 workers=2", 1);
 }
