@@ -401,6 +401,7 @@ fn child_hostile(scenario: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     // SAFETY: as in `child_endpoint`.
     let region = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(3)) };
+    // SAFETY: as in `child_endpoint`; held so the parent does not see EOF early.
     let _socket = unsafe { OwnedFd::from_raw_fd(4) };
     // SAFETY: the region is a sealed memfd (cannot shrink); we only write through raw
     // pointers and atomics, as a misbehaving peer would.
