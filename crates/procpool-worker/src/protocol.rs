@@ -787,6 +787,36 @@ pub fn decode_output<T: Task>(bytes: &[u8]) -> Result<T::Output, ProtocolError> 
     deserialize::<T::Output>(archived)
 }
 
+/// Decodes every outcome of `batch` as task `T`'s: `(item index, outcome)` per item, where a
+/// malformed item is a [`ProtocolError`] for that item only.
+///
+/// # Examples
+///
+/// ```
+/// use procpool_worker::protocol::{self, FromWorker};
+/// use procpool_worker::{builtin, AlignedVec, LocalRunner};
+///
+/// let mut calls = AlignedVec::new();
+/// protocol::encode_call_batch::<builtin::add_one>(1, 10, &[1, 2], &mut calls)?;
+/// let mut got = Vec::new();
+/// LocalRunner::new().run(&calls, |frame| {
+///     let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(frame) else { return };
+///     for (index, outcome) in protocol::decode_outputs::<builtin::add_one>(&batch) {
+///         got.push((index, outcome.unwrap().unwrap()));
+///     }
+/// })?;
+/// assert_eq!(got, [(10, 2), (11, 3)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_outputs<'b, T: Task>(
+    batch: &'b OutcomeBatch<'_>,
+) -> impl ExactSizeIterator<Item = (u64, Result<Result<T::Output, TaskFailure>, ProtocolError>)> + 'b
+{
+    batch
+        .iter()
+        .map(|(index, outcome)| (index, outcome.decode::<T>()))
+}
+
 /// Decodes an item's failure bytes.
 ///
 /// # Errors
