@@ -27,6 +27,9 @@ use crate::wire::{
     REGION_MAGIC, RING_CONTROL_SIZE, RegionHeader, RingControl,
 };
 
+#[cfg(test)]
+mod tests;
+
 /// Sizes and limits of a channel, chosen by the creator and recorded in the region header
 /// (the opener adopts them). Builder-style: each setter returns the changed config.
 ///

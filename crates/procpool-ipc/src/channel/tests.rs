@@ -1,0 +1,308 @@
+//! In-process tests of the channel API (both ends in this process) and of `open`'s checks.
+
+use std::os::unix::net::UnixStream;
+
+use super::*;
+use crate::{HandoffError, recv_handoff, send_handoff};
+
+fn pair(config: &ChannelConfig) -> (Endpoint, Endpoint) {
+    let (creator, handoff) = Endpoint::create(config).expect("create");
+    let opener = Endpoint::open(handoff).expect("open");
+    (creator, opener)
+}
+
+fn quick() -> ChannelConfig {
+    ChannelConfig::new()
+        .submission_capacity(4096)
+        .completion_capacity(4096)
+        .spin(Duration::from_micros(5))
+}
+
+#[test]
+fn frames_travel_both_ways_aligned() {
+    let (mut parent, mut child) = pair(&quick());
+    parent.sender().send(b"ping").expect("send");
+    let frame = child.receiver().recv().expect("recv");
+    assert_eq!(&*frame, b"ping");
+    assert_eq!(frame.as_ptr() as usize % 16, 0);
+    assert!(!frame.is_out_of_band());
+    drop(frame);
+    child.sender().send(b"pong").expect("send");
+    assert_eq!(&*parent.receiver().recv().expect("recv"), b"pong");
+}
+
+#[test]
+fn committed_frames_are_invisible_until_publish() {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    for idx in 0..3u8 {
+        let mut grant = sender.reserve(10, None).expect("reserve");
+        assert_eq!(grant.len(), 10);
+        assert_eq!(grant.as_ptr() as usize % 16, 0);
+        grant[..3].copy_from_slice(&[idx; 3]);
+        grant.commit(3).expect("commit");
+    }
+    assert!(receiver.try_recv().expect("try").is_none());
+    sender.publish();
+    for idx in 0..3u8 {
+        assert_eq!(
+            &*receiver.try_recv().expect("try").expect("frame"),
+            &[idx; 3]
+        );
+    }
+    assert!(receiver.try_recv().expect("try").is_none());
+}
+
+#[test]
+fn abandoned_grant_sends_nothing_and_overlong_commit_is_refused() {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    drop(sender.reserve(100, None).expect("reserve"));
+    let grant = sender.reserve(8, None).expect("reserve");
+    assert!(matches!(
+        grant.commit(9),
+        Err(SendError::TooLarge { len: 9, max: 8 })
+    ));
+    sender.send(b"only").expect("send");
+    assert_eq!(&*receiver.recv().expect("recv"), b"only");
+    assert!(receiver.try_recv().expect("try").is_none());
+}
+
+#[test]
+fn frames_over_max_frame_are_refused() {
+    let (parent, _child) = pair(&quick().max_frame(100));
+    let (mut sender, _keep) = parent.split();
+    assert!(matches!(
+        sender.send(&[0; 101]),
+        Err(SendError::TooLarge { len: 101, max: 100 })
+    ));
+    assert!(matches!(
+        sender.reserve(101, None),
+        Err(SendError::TooLarge { len: 101, max: 100 })
+    ));
+}
+
+#[test]
+fn large_frames_go_out_of_band_in_order() {
+    let (parent, child) = pair(&quick().large_threshold(64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    let big: Vec<u8> = (0..10_000u32).map(|idx| idx as u8).collect();
+    sender.send(&big).expect("send big");
+    sender.send(b"small").expect("send small");
+    let mut grant = sender.reserve(5000, None).expect("reserve big");
+    grant.fill(9);
+    grant.commit(4000).expect("commit");
+    let empty = sender.reserve(65, None).expect("reserve big");
+    empty.commit(0).expect("commit empty");
+    sender.publish();
+    let frame = receiver.recv().expect("big");
+    assert!(frame.is_out_of_band());
+    assert_eq!(&*frame, &big[..]);
+    drop(frame);
+    assert_eq!(&*receiver.recv().expect("small"), b"small");
+    let frame = receiver.recv().expect("granted");
+    assert!(frame.is_out_of_band());
+    assert_eq!(&*frame, &[9; 4000][..]);
+    drop(frame);
+    assert_eq!(receiver.recv().expect("empty").len(), 0);
+}
+
+#[test]
+fn timeouts_and_try_recv() {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    assert!(matches!(
+        receiver.recv_timeout(Duration::from_millis(10)),
+        Err(RecvError::Timeout)
+    ));
+    assert!(receiver.try_recv().expect("try").is_none());
+    // Fill the 4 KiB ring; the next send times out.
+    let mut res = Ok(());
+    for _ in 0..100 {
+        res = sender.send_timeout(&[0; 1000], Duration::from_millis(10));
+        if res.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(res, Err(SendError::Timeout)), "{res:?}");
+}
+
+#[test]
+fn dropping_the_sender_drains_then_disconnects() {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    sender.send(b"last words").expect("send");
+    drop(sender);
+    assert_eq!(&*receiver.recv().expect("drained first"), b"last words");
+    assert!(matches!(receiver.recv(), Err(RecvError::Disconnected)));
+    assert!(matches!(receiver.try_recv(), Err(RecvError::Disconnected)));
+}
+
+#[test]
+fn dropping_the_receiver_fails_the_sender() {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    drop(child);
+    assert!(matches!(
+        sender.send(b"anyone?"),
+        Err(SendError::Disconnected)
+    ));
+}
+
+#[test]
+fn closer_wakes_both_sides() {
+    let (parent, child) = pair(&quick().spin(Duration::ZERO));
+    let closer = parent.closer();
+    let (_sender, mut receiver) = parent.split();
+    let (mut child_sender, mut child_receiver) = child.split();
+    let waiter = std::thread::spawn(move || {
+        let res = child_receiver
+            .recv_timeout(Duration::from_secs(60))
+            .map(|frame| frame.len());
+        (res, child_receiver)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    closer.close();
+    let (res, _child_receiver) = waiter.join().expect("waiter");
+    assert!(matches!(res, Err(RecvError::Disconnected)), "{res:?}");
+    assert!(matches!(
+        receiver.recv_timeout(Duration::from_secs(60)),
+        Err(RecvError::Disconnected)
+    ));
+    assert!(matches!(
+        child_sender.send(b"x"),
+        Err(SendError::Disconnected)
+    ));
+}
+
+#[test]
+fn handoff_travels_over_a_unix_stream() {
+    let (mut parent, handoff) = Endpoint::create(&quick()).expect("create");
+    let (left, right) = UnixStream::pair().expect("pair");
+    send_handoff(&left, &handoff, b"hello worker").expect("send handoff");
+    drop(handoff);
+    let mut buf = [0u8; 64];
+    let (received, len) = recv_handoff(&right, &mut buf).expect("recv handoff");
+    assert_eq!(&buf[..len], b"hello worker");
+    let mut child = Endpoint::open(received).expect("open");
+    parent.sender().send(b"over SCM_RIGHTS").expect("send");
+    assert_eq!(&*child.receiver().recv().expect("recv"), b"over SCM_RIGHTS");
+
+    send_handoff(
+        &left,
+        &Endpoint::create(&quick()).expect("create").1,
+        &[0; 65],
+    )
+    .expect("send");
+    assert!(matches!(
+        recv_handoff(&right, &mut buf),
+        Err(HandoffError::PayloadTooLarge {
+            len: 65,
+            capacity: 64
+        })
+    ));
+}
+
+/// A region with a valid header for `quick()`, then `edit` applied to its header copy.
+fn open_edited(edit: impl FnOnce(&mut RegionHeader)) -> Result<Endpoint, OpenError> {
+    let layout = Layout::for_config(&quick()).expect("layout");
+    let region = Region::create(layout.region_len).expect("region");
+    let mut header = layout.header();
+    edit(&mut header);
+    // SAFETY: fresh region, page aligned, at least a header long; only we map it.
+    unsafe { std::ptr::write_volatile(region.base() as *mut RegionHeader, header) };
+    let (_mine, theirs) = socket_pair().expect("socketpair");
+    Endpoint::open(Handoff::new(region.dup_fd().expect("dup"), theirs))
+}
+
+#[test]
+fn open_accepts_a_valid_header() {
+    assert!(open_edited(|_| {}).is_ok());
+}
+
+#[test]
+fn open_rejects_bad_magic() {
+    let res = open_edited(|header| header.magic = 0x1122_3344);
+    assert!(
+        matches!(res, Err(OpenError::BadMagic { found: 0x1122_3344 })),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn open_rejects_other_layout_versions() {
+    let res = open_edited(|header| header.layout_version = LAYOUT_VERSION + 1);
+    assert!(
+        matches!(res, Err(OpenError::VersionMismatch { expected: LAYOUT_VERSION, found }) if found == LAYOUT_VERSION + 1),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn open_rejects_size_and_layout_lies() {
+    let res = open_edited(|header| header.region_len += 4096);
+    assert!(
+        matches!(res, Err(OpenError::SizeMismatch { .. })),
+        "{res:?}"
+    );
+    let res = open_edited(|header| header.ring_capacity[1] = 3000);
+    assert!(
+        matches!(res, Err(OpenError::BadLayout("ring capacity"))),
+        "{res:?}"
+    );
+    let res = open_edited(|header| header.ring_capacity[1] = 1 << 20);
+    assert!(
+        matches!(res, Err(OpenError::BadLayout("ring beyond the region"))),
+        "{res:?}"
+    );
+    let res = open_edited(|header| header.ring_offset[1] = header.ring_offset[0]);
+    assert!(
+        matches!(res, Err(OpenError::BadLayout("ring offset"))),
+        "{res:?}"
+    );
+    let res = open_edited(|header| header.large_threshold[0] = 1 << 40);
+    assert!(
+        matches!(res, Err(OpenError::BadLayout("large threshold"))),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn open_rejects_unsealed_regions_and_wrong_sockets() {
+    let file = {
+        // SAFETY: valid C string; we own the returned fd.
+        let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh fd from memfd_create.
+        std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    file.set_len(1 << 16).expect("len");
+    let (_mine, theirs) = socket_pair().expect("socketpair");
+    let res = Endpoint::open(Handoff::new(file.into(), theirs));
+    assert!(matches!(res, Err(OpenError::NotSealed { .. })), "{res:?}");
+
+    let (_parent, handoff) = Endpoint::create(&quick()).expect("create");
+    let (region, _socket) = handoff.into_fds();
+    let (stream, _other) = UnixStream::pair().expect("pair");
+    let res = Endpoint::open(Handoff::new(region, stream.into()));
+    assert!(matches!(res, Err(OpenError::BadSocket)), "{res:?}");
+}
+
+#[test]
+fn config_is_validated() {
+    let res = Endpoint::create(&ChannelConfig::new().submission_capacity(1000));
+    assert!(matches!(res, Err(CreateError::InvalidConfig(_))), "{res:?}");
+    let res = Endpoint::create(&ChannelConfig::new().max_frame(0));
+    assert!(matches!(res, Err(CreateError::InvalidConfig(_))), "{res:?}");
+    let (parent, _handoff) =
+        Endpoint::create(&ChannelConfig::new().completion_capacity(4096)).expect("create");
+    let (sender, receiver) = parent.split();
+    assert_eq!(sender.capacity(), 1 << 20);
+    assert_eq!(sender.large_threshold(), 1 << 18);
+    assert_eq!(receiver.capacity(), 4096);
+}
