@@ -10,6 +10,23 @@
 //! the pending batch is old (about 1 ms, checked with an adaptive stride so fast items do not
 //! pay for a clock read each) or large, so results of long chunks stream back.
 //!
+//! # Mailbox words and what a parent knows after a crash
+//!
+//! | word | written by | meaning |
+//! |------|------------|---------|
+//! | 0 | worker | `chunk_id + 1` of the chunk being run, 0 when idle; set when the chunk starts, cleared after its last frame was sent |
+//! | 1 | worker | offset within that chunk of the item now running, stored (Release) before the item starts |
+//! | 2 | parent | yield request: `chunk_id + 1`; the worker checks it before each item and clears it when it yields |
+//!
+//! The completion ring is shared memory, so after a worker dies the parent can still drain every
+//! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
+//! items before the first one without a received outcome finished and were reported;
+//! items from there up to word 1 (exclusive) finished but their outcomes were still batched in
+//! the worker (at most one flush window: about 1 ms of work, 4096 items or 256 KiB);
+//! the item at word 1 was running; items after it never started.
+//! With `RunOptions::flush_interval` zero every outcome is sent before the next item starts,
+//! and a death loses at most the running item.
+//!
 //! # Quiet panics
 //!
 //! A panic inside a task is not printed by the worker: a panic hook (installed once, chaining
@@ -45,7 +62,8 @@ pub(crate) use transport::LocalMailbox;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RunOptions {
-    /// Flush pending outcomes of a running chunk once the oldest is about this old.
+    /// Flush pending outcomes of a running chunk once the oldest is about this old
+    /// (default 1 ms). Zero sends every outcome before the next item starts.
     pub flush_interval: Duration,
     /// Flush pending outcomes of a running chunk once they take this many bytes.
     pub flush_bytes: usize,

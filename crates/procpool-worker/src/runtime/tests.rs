@@ -430,3 +430,21 @@ fn the_first_frame_must_be_setup() {
     worker.call::<builtin::add_one>(1, 0, &[1]);
     assert!(matches!(worker.join(), Err(WorkerError::NoSetup)));
 }
+
+#[test]
+fn a_zero_flush_interval_sends_every_outcome_before_the_next_item() {
+    let opts = RunOptions {
+        flush_interval: Duration::ZERO,
+        ..RunOptions::default()
+    };
+    let mut worker = Harness::ready(local_mailbox(), opts);
+    worker.call::<builtin::add_one>(13, 0, &[1, 2, 3]);
+    for index in 0..3 {
+        let frame = worker.recv();
+        let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(&frame) else {
+            panic!("expected outcomes");
+        };
+        assert_eq!((batch.first_index, batch.len()), (index, 1));
+    }
+    worker.shutdown().expect("clean exit");
+}
