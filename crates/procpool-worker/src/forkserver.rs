@@ -42,8 +42,8 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use procpool_ipc::Handoff;
 
 use crate::process::{
-    Role, SpawnError, WaitError, WorkerCommand, WorkerExit, WorkerProcess, pidfd_open,
-    poll_readable, spawn_process,
+    Role, SpawnError, WorkerCommand, WorkerExit, WorkerProcess, pidfd_open, poll_readable,
+    spawn_process,
 };
 
 /// How long a freshly exec'd server may take to report `READY`. Only a watchdog: a program that
@@ -253,15 +253,16 @@ impl ServerLink {
     }
 
     /// The exit status of the forked worker `pid`, which the caller knows has exited (its pidfd
-    /// polled readable): waits for the server's report.
-    pub(crate) fn wait_exit(&self, pid: u32) -> Result<WorkerExit, WaitError> {
+    /// polled readable): waits for the server's report. [`WorkerExit::Unknown`] if the server
+    /// is gone without having reported it.
+    pub(crate) fn wait_exit(&self, pid: u32) -> WorkerExit {
         let mut state = self.lock();
         loop {
             if let Some(exit) = state.exits.remove(&pid) {
-                return Ok(exit);
+                return exit;
             }
             if state.gone {
-                return Err(WaitError::ForkServerGone { pid });
+                return WorkerExit::Unknown;
             }
             // Any error marks the link gone; the next turn reports it.
             let _ = state.read_report();

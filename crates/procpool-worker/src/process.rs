@@ -66,6 +66,9 @@ pub enum WorkerExit {
     Code(i32),
     /// It was killed by this signal.
     Signal(i32),
+    /// It has exited, but how is unknown: it was forked by a fork server that died before
+    /// reporting (the worker then died by its parent-death signal, SIGKILL, in all likelihood).
+    Unknown,
 }
 
 /// Starting a worker process failed.
@@ -113,13 +116,6 @@ pub enum WaitError {
         /// Why it failed.
         #[source]
         source: io::Error,
-    },
-    /// The worker was forked by a fork server that is gone, so nobody can report its exit status.
-    /// The worker itself is dead: it dies with its fork server (`PR_SET_PDEATHSIG`).
-    #[error("the fork server of worker process {pid} is gone; its exit status is unknown")]
-    ForkServerGone {
-        /// The worker's pid.
-        pid: u32,
     },
 }
 
@@ -267,6 +263,7 @@ impl fmt::Display for WorkerExit {
                 }
                 Ok(())
             }
+            WorkerExit::Unknown => write!(f, "an unknown exit status (its fork server is gone)"),
         }
     }
 }
@@ -513,7 +510,7 @@ impl WorkerProcess {
                 })? {
                     return Ok(None);
                 }
-                Some(link.wait_exit(self.pid)?)
+                Some(link.wait_exit(self.pid))
             }
         };
         self.exit = exit;
@@ -541,7 +538,7 @@ impl WorkerProcess {
                     pid: self.pid,
                     source,
                 })?;
-                link.wait_exit(self.pid)?
+                link.wait_exit(self.pid)
             }
         };
         self.exit = Some(exit);
