@@ -244,6 +244,13 @@ fn dropping_the_spawner_and_its_workers_stops_the_fork_server() {
 
 #[test]
 fn a_killed_fork_server_is_replaced_on_the_next_spawn() {
+    // The worker of the killed server is orphaned: have it reparented to this process rather
+    // than to init, which may not reap in a container.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes where orphans are reparented.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) },
+        0
+    );
     let spawner = spawner(StartMethod::ForkServer);
     let (mut orphan, mut driver) = start(&spawner);
     driver.handshake(0);
@@ -256,6 +263,19 @@ fn a_killed_fork_server_is_replaced_on_the_next_spawn() {
     .expect("kill the server");
     // Its worker dies with it (parent-death signal); nobody is left to report how.
     assert_eq!(wait(&mut orphan), WorkerExit::Unknown);
+    // As a child subreaper this process inherited the orphan: reap it, and see how it died.
+    let mut status = 0;
+    // SAFETY: waitpid on a pid with a pointer to a local.
+    let reaped = unsafe { libc::waitpid(orphan.pid() as libc::pid_t, &mut status, 0) };
+    assert_eq!(
+        reaped,
+        orphan.pid() as libc::pid_t,
+        "the orphan was reparented to the test"
+    );
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the orphan died by its parent-death signal (status {status:#x})"
+    );
     let deadline = std::time::Instant::now() + process_support::WATCHDOG;
     while first.is_alive() {
         assert!(
