@@ -1,0 +1,175 @@
+//! Round trip of a 64-byte message between two real processes.
+//!
+//! Scenarios (all in one run, so the baselines share the machine's state):
+//! - `ipc_spinning`: both sides spin for up to 10 ms before parking, so neither ever parks;
+//! - `ipc_default_reply_after_20us`: default 50 µs spin; the peer busy-waits 20 µs before
+//!   replying (compare with `baseline_reply_after_20us_spinning` to read the overhead);
+//! - `ipc_parked`: spin zero on both sides, every message is a futex wake-up;
+//! - `baseline_futex`: a raw futex ping-pong on a shared word (parked), `baseline_socketpair`
+//!   and `baseline_pipe`: blocking 64-byte write/read.
+//!
+//! Run: `cargo bench -p procpool-ipc --bench roundtrip` (add `-- --quick` for a fast look).
+
+mod peer;
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use procpool_ipc::{ChannelConfig, Endpoint, WaitStrategy};
+
+const MSG: [u8; 64] = [0x5a; 64];
+const SPIN_FOREVER: Duration = Duration::from_millis(10);
+
+fn peer_main(role: &str) {
+    match role {
+        "ipc_spinning" => peer::ipc_echo(SPIN_FOREVER, Duration::ZERO),
+        "ipc_default_20us" => peer::ipc_echo(WaitStrategy::DEFAULT_SPIN, Duration::from_micros(20)),
+        "ipc_spinning_20us" => peer::ipc_echo(SPIN_FOREVER, Duration::from_micros(20)),
+        "ipc_parked" => peer::ipc_echo(Duration::ZERO, Duration::ZERO),
+        "futex" => peer::futex_echo(),
+        "stream" => {
+            let mut stream = UnixStream::from(peer::inherited(3));
+            let mut buf = [0u8; 64];
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        }
+        "pipe" => {
+            let mut input = std::fs::File::from(peer::inherited(3));
+            let mut output = std::fs::File::from(peer::inherited(4));
+            let mut buf = [0u8; 64];
+            while input.read_exact(&mut buf).is_ok() {
+                if output.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        }
+        other => panic!("unknown peer role {other}"),
+    }
+}
+
+fn ipc(c: &mut Criterion, name: &str, role: &str, spin: Duration) {
+    let (endpoint, handoff) = Endpoint::create(&ChannelConfig::new().spin(spin)).expect("create");
+    let (region, socket) = handoff.into_fds();
+    let _peer = peer::spawn(role, vec![region, socket]);
+    let (mut sender, mut receiver) = endpoint.split();
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                sender.send(&MSG).expect("send");
+                let frame = receiver.recv().expect("recv");
+                assert_eq!(frame.len(), 64);
+            }
+            start.elapsed()
+        })
+    });
+    drop(sender);
+}
+
+fn roundtrip(c: &mut Criterion) {
+    ipc(
+        c,
+        "roundtrip_64B/ipc_spinning",
+        "ipc_spinning",
+        SPIN_FOREVER,
+    );
+    ipc(
+        c,
+        "roundtrip_64B/baseline_reply_after_20us_spinning",
+        "ipc_spinning_20us",
+        SPIN_FOREVER,
+    );
+    ipc(
+        c,
+        "roundtrip_64B/ipc_default_reply_after_20us",
+        "ipc_default_20us",
+        WaitStrategy::DEFAULT_SPIN,
+    );
+    ipc(c, "roundtrip_64B/ipc_parked", "ipc_parked", Duration::ZERO);
+
+    {
+        let (page, fd) = peer::SharedPage::create();
+        let _peer = peer::spawn("futex", vec![fd]);
+        let (ping, pong) = (page.word(0), page.word(32));
+        let mut counter = 0u32;
+        c.bench_function("roundtrip_64B/baseline_futex", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    counter = counter.wrapping_add(1).max(1) % (u32::MAX - 1);
+                    ping.store(counter, Ordering::Release);
+                    peer::futex_wake(ping);
+                    loop {
+                        let value = pong.load(Ordering::Acquire);
+                        if value == counter {
+                            break;
+                        }
+                        peer::futex_wait(pong, value);
+                    }
+                }
+                start.elapsed()
+            })
+        });
+        ping.store(u32::MAX, Ordering::Release);
+        peer::futex_wake(ping);
+    }
+
+    {
+        let (mut mine, theirs) = UnixStream::pair().expect("pair");
+        let _peer = peer::spawn("stream", vec![OwnedFd::from(theirs)]);
+        let mut buf = [0u8; 64];
+        c.bench_function("roundtrip_64B/baseline_socketpair", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    mine.write_all(&MSG).expect("write");
+                    mine.read_exact(&mut buf).expect("read");
+                }
+                start.elapsed()
+            })
+        });
+    }
+
+    {
+        let (to_read, to_write) = peer::pipe();
+        let (from_read, from_write) = peer::pipe();
+        let _peer = peer::spawn("pipe", vec![to_read, from_write]);
+        let (mut output, mut input) = (
+            std::fs::File::from(to_write),
+            std::fs::File::from(from_read),
+        );
+        let mut buf = [0u8; 64];
+        c.bench_function("roundtrip_64B/baseline_pipe", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    output.write_all(&MSG).expect("write");
+                    input.read_exact(&mut buf).expect("read");
+                }
+                start.elapsed()
+            })
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = roundtrip
+}
+
+fn main() {
+    if let Ok(role) = std::env::var(peer::ROLE_ENV) {
+        peer_main(&role);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
