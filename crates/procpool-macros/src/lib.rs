@@ -227,7 +227,6 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
     let output = &sig.output;
     let body_stmts = &function.block.stmts;
     let const_token = &sig.constness;
-    let entry_static = format_ident!("__PROCPOOL_TASK_{}", name_str.to_uppercase());
     let linkme_path = quote!(#krate::__private::linkme);
 
     Ok(quote! {
@@ -268,11 +267,12 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
             }
         }
 
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        #[#private::linkme::distributed_slice(#private::TASKS)]
-        #[linkme(crate = #linkme_path)]
-        static #entry_static: #private::TaskEntry = #private::TaskEntry::new::<#name>();
+        // In an anonymous const so two tasks never clash on the static's name.
+        const _: () = {
+            #[#private::linkme::distributed_slice(#private::TASKS)]
+            #[linkme(crate = #linkme_path)]
+            static ENTRY: #private::TaskEntry = #private::TaskEntry::new::<#name>();
+        };
     })
 }
 
