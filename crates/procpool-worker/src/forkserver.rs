@@ -419,6 +419,9 @@ pub(crate) fn run_server(socket: UnixStream) -> ! {
     let server_pid = unsafe { libc::getpid() };
     let mut socket = Some(socket);
     let mut children: Vec<ServerChild> = Vec::new();
+    // Build the task table once here, so every forked worker inherits it instead of building
+    // its own.
+    let _ = crate::registry::fingerprint();
     if send_report(
         socket.as_ref().expect("socket"),
         Report {
