@@ -198,10 +198,15 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
         .iter()
         .filter(|a| a.path().is_ident("doc"))
         .collect();
+    let cfgs: Vec<_> = function
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
     let other_attrs: Vec<_> = function
         .attrs
         .iter()
-        .filter(|a| !a.path().is_ident("doc"))
+        .filter(|a| !a.path().is_ident("doc") && !a.path().is_ident("cfg"))
         .collect();
     let default_doc = if docs.is_empty() {
         let text = format!(" The `{name_str}` task.");
@@ -230,12 +235,14 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
     let linkme_path = quote!(#krate::__private::linkme);
 
     Ok(quote! {
+        #(#cfgs)*
         #(#docs)*
         #default_doc
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug, Default)]
         #vis struct #name;
 
+        #(#cfgs)*
         impl #name {
             /// Calls the task's function directly, in this process.
             #(#other_attrs)*
@@ -246,6 +253,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
             }
         }
 
+        #(#cfgs)*
         impl #private::Task for #name {
             type Args = #args_ty;
             type Output = #output_ty;
@@ -255,6 +263,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
             const SIGNATURE: &'static str = #signature;
         }
 
+        #(#cfgs)*
         impl #private::Invoke for #name {
             #[inline]
             fn invoke(
@@ -268,6 +277,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
         }
 
         // In an anonymous const so two tasks never clash on the static's name.
+        #(#cfgs)*
         const _: () = {
             #[#private::linkme::distributed_slice(#private::TASKS)]
             #[linkme(crate = #linkme_path)]
