@@ -305,51 +305,61 @@ impl<O> MapState<O> {
         }
     }
 
-    fn put(&self, index: u64, outcome: Result<O, TaskError>) {
+    /// Stores outcomes (each item at most once, which the job guarantees) and wakes the consumer.
+    fn put_many(&self, outcomes: impl IntoIterator<Item = (u64, Result<O, TaskError>)>) {
         let mut inner = lock(&self.inner);
         if inner.abandoned {
             return;
         }
-        inner.received += 1;
-        if inner.ordered {
-            let Some(pos) = index
-                .checked_sub(inner.base)
-                .and_then(|pos| usize::try_from(pos).ok())
-            else {
-                return;
-            };
-            if inner.slots.len() <= pos {
-                inner.slots.resize_with(pos + 1, || None);
+        let mut wake = false;
+        for (index, outcome) in outcomes {
+            inner.received += 1;
+            if inner.ordered {
+                let Some(pos) = index
+                    .checked_sub(inner.base)
+                    .and_then(|pos| usize::try_from(pos).ok())
+                else {
+                    continue;
+                };
+                if inner.slots.len() <= pos {
+                    inner.slots.resize_with(pos + 1, || None);
+                }
+                inner.slots[pos] = Some(outcome);
+                wake |= pos == 0;
+            } else {
+                inner.arrived.push_back((index, outcome));
+                wake = true;
             }
-            inner.slots[pos] = Some(outcome);
-            if pos == 0 {
-                self.cond.notify_all();
-            }
-        } else {
-            inner.arrived.push_back((index, outcome));
+        }
+        drop(inner);
+        if wake {
             self.cond.notify_all();
         }
     }
 
-    /// Waits for the next outcome to yield, for at most `timeout`; `None` on timeout.
-    ///
-    /// Ordered: the outcome of the next index. Unordered: the oldest arrival.
-    pub(crate) fn next_timeout(
+    /// Waits (at most `timeout`) until outcomes can be yielded, then moves all of them to
+    /// `out`: ordered, the run of consecutive outcomes from the next index; unordered, every
+    /// arrival. Returns `false` on timeout.
+    pub(crate) fn take_ready(
         &self,
+        out: &mut VecDeque<(u64, Result<O, TaskError>)>,
         timeout: Option<Duration>,
-    ) -> Option<(u64, Result<O, TaskError>)> {
+    ) -> bool {
         let deadline = timeout.and_then(|timeout| std::time::Instant::now().checked_add(timeout));
         let mut inner = lock(&self.inner);
         loop {
             if inner.ordered {
-                if matches!(inner.slots.front(), Some(Some(_))) {
+                while matches!(inner.slots.front(), Some(Some(_))) {
                     let outcome = inner.slots.pop_front().flatten().expect("checked above");
                     let index = inner.base;
                     inner.base += 1;
-                    return Some((index, outcome));
+                    out.push_back((index, outcome));
                 }
-            } else if let Some(arrived) = inner.arrived.pop_front() {
-                return Some(arrived);
+            } else {
+                out.extend(inner.arrived.drain(..));
+            }
+            if !out.is_empty() {
+                return true;
             }
             inner = match deadline {
                 None => self
@@ -359,7 +369,7 @@ impl<O> MapState<O> {
                 Some(deadline) => {
                     let now = std::time::Instant::now();
                     if now >= deadline {
-                        return None;
+                        return false;
                     }
                     self.cond
                         .wait_timeout(inner, deadline - now)
@@ -413,10 +423,15 @@ impl<T: Task> MapJob<T> {
         }
     }
 
-    fn finish(&self, index: u64, outcome: Result<T::Output, TaskError>) {
-        if lock(&self.args).finish(index) {
-            self.state.put(index, outcome);
-        }
+    /// Delivers outcomes of items that have none yet (one lock for the batch).
+    fn finish_many(&self, outcomes: Vec<(u64, Result<T::Output, TaskError>)>) {
+        let mut args = lock(&self.args);
+        let fresh: Vec<_> = outcomes
+            .into_iter()
+            .filter(|(index, _)| args.finish(*index))
+            .collect();
+        drop(args);
+        self.state.put_many(fresh);
     }
 }
 
@@ -457,15 +472,15 @@ impl<T: Task> Job for MapJob<T> {
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
-        for (index, raw) in batch.iter() {
-            self.finish(index, decode::<T>(raw));
-        }
+        let outcomes = batch
+            .iter()
+            .map(|(index, raw)| (index, decode::<T>(raw)))
+            .collect();
+        self.finish_many(outcomes);
     }
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
-        for index in items {
-            self.finish(index, Err(error.clone()));
-        }
+        self.finish_many(items.map(|index| (index, Err(error.clone()))).collect());
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
@@ -503,23 +518,32 @@ mod tests {
 
     #[test]
     fn map_state_orders_or_not() {
+        let mut out = VecDeque::new();
         let ordered = MapState::<u32>::new(true);
-        ordered.put(1, Ok(10));
-        assert_eq!(ordered.next_timeout(Some(Duration::from_millis(5))), None);
-        ordered.put(0, Ok(0));
-        assert_eq!(ordered.next_timeout(None), Some((0, Ok(0))));
-        assert_eq!(ordered.next_timeout(None), Some((1, Ok(10))));
+        ordered.put_many([(1, Ok(10)), (3, Ok(30))]);
+        assert!(!ordered.take_ready(&mut out, Some(Duration::from_millis(5))));
+        ordered.put_many([(0, Ok(0))]);
+        assert!(ordered.take_ready(&mut out, None));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![(0, Ok(0)), (1, Ok(10))]
+        );
+        ordered.put_many([(2, Ok(20))]);
+        assert!(ordered.take_ready(&mut out, None));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![(2, Ok(20)), (3, Ok(30))]
+        );
 
         let unordered = MapState::<u32>::new(false);
-        unordered.put(1, Ok(10));
-        unordered.put(0, Err(TaskError::Cancelled));
-        assert_eq!(unordered.next_timeout(None), Some((1, Ok(10))));
+        unordered.put_many([(1, Ok(10)), (0, Err(TaskError::Cancelled))]);
+        assert!(unordered.take_ready(&mut out, None));
         assert_eq!(
-            unordered.next_timeout(None),
-            Some((0, Err(TaskError::Cancelled)))
+            out.drain(..).collect::<Vec<_>>(),
+            vec![(1, Ok(10)), (0, Err(TaskError::Cancelled))]
         );
         unordered.abandon();
-        unordered.put(2, Ok(2));
-        assert_eq!(unordered.next_timeout(Some(Duration::from_millis(1))), None);
+        unordered.put_many([(2, Ok(2))]);
+        assert!(!unordered.take_ready(&mut out, Some(Duration::from_millis(1))));
     }
 }

@@ -47,6 +47,8 @@ struct MapRun<'p, T: Task, I> {
     window: usize,
     /// The job, once the first `next` started it.
     job: Option<StartedMap<T>>,
+    /// Outcomes taken from the job's state, not yet yielded.
+    ready: std::collections::VecDeque<(u64, Result<T::Output, TaskError>)>,
     /// Nothing more will be pulled from `input`.
     input_done: bool,
     /// Nothing more will be yielded.
@@ -66,6 +68,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             options,
             window: DEFAULT_WINDOW,
             job: None,
+            ready: std::collections::VecDeque::new(),
             input_done: false,
             finished: false,
             pulled: 0,
@@ -99,8 +102,11 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             self.finish();
             return None;
         }
-        let started = self.job.as_ref().expect("started above");
-        let outcome = started.state.next_timeout(None);
+        if self.ready.is_empty() {
+            let started = self.job.as_ref().expect("started above");
+            started.state.take_ready(&mut self.ready, None);
+        }
+        let outcome = self.ready.pop_front();
         if outcome.is_some() {
             self.yielded += 1;
             #[cfg(feature = "progress")]
