@@ -247,10 +247,8 @@ fn a_killed_fork_server_is_replaced_on_the_next_spawn() {
     // The worker of the killed server is orphaned: have it reparented to this process rather
     // than to init, which may not reap in a container.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes where orphans are reparented.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) },
-        0
-    );
+    let res = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    assert_eq!(res, 0, "PR_SET_CHILD_SUBREAPER");
     let spawner = spawner(StartMethod::ForkServer);
     let (mut orphan, mut driver) = start(&spawner);
     driver.handshake(0);
