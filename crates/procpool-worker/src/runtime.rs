@@ -575,6 +575,12 @@ impl BatchRun<'_, '_> {
                 self.error.get_or_insert(error);
             }
         }
+        // A yield request that came too late (after the last item started) is dropped: the
+        // parent sees the chunk complete instead of `Yielded`.
+        let wanted = self.chunk_id.wrapping_add(1);
+        if self.mailbox.load(word::YIELD) == wanted {
+            self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+        }
         self.mailbox.store(word::RUNNING_CHUNK, 0);
     }
 

@@ -448,3 +448,113 @@ fn a_zero_flush_interval_sends_every_outcome_before_the_next_item() {
     }
     worker.shutdown().expect("clean exit");
 }
+
+/// Mailbox and chunk id of `scripted_chunks_match_the_model` (its task requests yields).
+static SCRIPT_MAILBOX: LocalMailbox = LocalMailbox::new();
+static SCRIPT_CHUNK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `v % 7 == 3` panics, `v % 7 == 5` fails, `v >= 1000` asks to yield after itself.
+#[task(crate = crate)]
+fn scripted(v: u64) -> Result<u64, String> {
+    if v >= 1000 {
+        let chunk = SCRIPT_CHUNK.load(std::sync::atomic::Ordering::Relaxed);
+        SCRIPT_MAILBOX.store(word::YIELD, chunk + 1);
+    }
+    match v % 7 {
+        3 => panic!("p{v}"),
+        5 => Err(format!("e{v}")),
+        _ => Ok(v * 2),
+    }
+}
+
+fn model(values: &[u64], first_index: u64) -> (Vec<(u64, Result<u64, String>)>, Option<u64>) {
+    let mut outcomes = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let index = first_index + i as u64;
+        let outcome = match v % 7 {
+            3 => Err(format!("panic p{v}")),
+            5 => Err(format!("failed e{v}")),
+            _ => Ok(v * 2),
+        };
+        outcomes.push((index, outcome));
+        if v >= 1000 && i + 1 < values.len() {
+            return (outcomes, Some(index + 1));
+        }
+    }
+    (outcomes, None)
+}
+
+proptest::proptest! {
+    #[test]
+    fn scripted_chunks_match_the_model(
+        values in proptest::collection::vec(
+            proptest::prop_oneof![9 => 0_u64..100, 1 => 1000_u64..1100], 0..40),
+        first_index in 0_u64..1000,
+        chunk_id in 1_u64..1_000_000,
+        flush_bytes in 1_usize..300,
+    ) {
+        install_panic_hook();
+        SCRIPT_CHUNK.store(chunk_id, std::sync::atomic::Ordering::Relaxed);
+        let opts = RunOptions { flush_interval: Duration::from_secs(3600), flush_bytes };
+        let mut arena = Arena::new();
+        let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+        let mut frames: Vec<AlignedVec> = Vec::new();
+        let mut outbox = FnOutbox(|frame: &[u8]| {
+            let mut copy = AlignedVec::new();
+            copy.extend_from_slice(frame);
+            frames.push(copy);
+        });
+        let mut calls = AlignedVec::new();
+        protocol::encode_call_batch::<scripted>(chunk_id, first_index, &values, &mut calls).unwrap();
+        let Ok(ToWorker::CallBatch { args, count, .. }) = protocol::parse_to_worker(&calls) else {
+            panic!("call batch");
+        };
+        let mut run = BatchRun {
+            chunk_id,
+            task_id: <scripted as Task>::ID,
+            first_index,
+            count,
+            args,
+            encoder: &mut encoder,
+            outbox: &mut outbox,
+            mailbox: MailboxWords::Local(&SCRIPT_MAILBOX),
+            opts: &opts,
+            pacer: Pacer::new(),
+            error: None,
+        };
+        run_batch::<scripted>(&mut run);
+        proptest::prop_assert!(run.error.is_none());
+
+        let (want, want_yield) = model(&values, first_index);
+        let mut got = Vec::new();
+        let mut got_yield = None;
+        for frame in &frames {
+            match protocol::parse_from_worker(frame).unwrap() {
+                FromWorker::Outcomes(batch) => {
+                    proptest::prop_assert!(got_yield.is_none(), "outcomes after Yielded");
+                    proptest::prop_assert_eq!(batch.first_index, first_index + got.len() as u64);
+                    for (index, outcome) in batch.iter() {
+                        let outcome = outcome.decode::<scripted>().unwrap().map_err(|f| match f.kind {
+                            FailureKind::Panicked => format!("panic {}", f.message),
+                            FailureKind::Failed => format!("failed {}", f.message),
+                            other => format!("{other:?}"),
+                        });
+                        got.push((index, outcome));
+                    }
+                }
+                FromWorker::Yielded { chunk_id: yielded, next_index } => {
+                    proptest::prop_assert_eq!(yielded, chunk_id);
+                    got_yield = Some(next_index);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(got_yield, want_yield);
+        proptest::prop_assert_eq!(SCRIPT_MAILBOX.load(word::YIELD), 0, "request consumed or dropped");
+        proptest::prop_assert_eq!(SCRIPT_MAILBOX.load(word::RUNNING_CHUNK), 0);
+        if values.is_empty() {
+            proptest::prop_assert_eq!(frames.len(), 1, "an empty chunk is answered");
+        }
+    }
+}
