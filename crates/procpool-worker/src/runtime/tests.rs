@@ -467,7 +467,11 @@ fn scripted(v: u64) -> Result<u64, String> {
     }
 }
 
-fn model(values: &[u64], first_index: u64) -> (Vec<(u64, Result<u64, String>)>, Option<u64>) {
+/// Per item: index and value or failure text.
+type ModelOutcomes = Vec<(u64, Result<u64, String>)>;
+
+/// What the worker must report for `values`: outcomes, and the yield point if any.
+fn model(values: &[u64], first_index: u64) -> (ModelOutcomes, Option<u64>) {
     let mut outcomes = Vec::new();
     for (i, &v) in values.iter().enumerate() {
         let index = first_index + i as u64;
