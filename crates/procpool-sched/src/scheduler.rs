@@ -182,9 +182,10 @@ pub struct Scheduler {
     /// Every chunk handed out and not yet finished or lost. Never iterated, so a hash map
     /// keeps the scheduler deterministic.
     chunks: HashMap<ChunkId, InFlight>,
-    /// Items given back (tail splits, lost workers, retries, retired workers' deques).
-    /// Served before `fresh`, since they are older input and block ordered output.
-    returned: Injector<Piece>,
+    /// Items given back (tail splits, lost workers, retries, retired workers' deques), keyed
+    /// by job and first index; adjacent pieces are merged. Served before `fresh` and lowest
+    /// index first, since they are the oldest input and hold up ordered output.
+    returned: BTreeMap<(JobId, u64), Range<u64>>,
     /// New input, in the order it was added.
     fresh: Injector<Piece>,
     estimates: BTreeMap<TaskKey, CostEstimate>,
@@ -283,7 +284,7 @@ impl Scheduler {
             slots: Vec::new(),
             jobs: BTreeMap::new(),
             chunks: HashMap::new(),
-            returned: Injector::new(),
+            returned: BTreeMap::new(),
             fresh: Injector::new(),
             estimates: BTreeMap::new(),
             next_job: 0,
@@ -389,7 +390,7 @@ impl Scheduler {
             if first < end {
                 job.in_flight -= end - first;
                 job.queued += end - first;
-                self.returned.push(Piece {
+                self.give_back(Piece {
                     job: chunk.job,
                     items: first..end,
                 });
@@ -500,10 +501,11 @@ impl Scheduler {
     pub fn remove_job(&mut self, job: JobId) -> Result<JobProgress, JobError> {
         let state = self.jobs.remove(&job).ok_or(JobError::UnknownJob(job))?;
         let keep = |piece: &Piece| piece.job != job;
-        for injector in [&self.returned, &self.fresh] {
-            let kept: Vec<Piece> = drain_injector(injector).into_iter().filter(keep).collect();
-            kept.into_iter().for_each(|piece| injector.push(piece));
-        }
+        self.returned.retain(|(piece_job, _), _| *piece_job != job);
+        let kept: Vec<Piece> = (drain_injector(&self.fresh).into_iter())
+            .filter(keep)
+            .collect();
+        kept.into_iter().for_each(|piece| self.fresh.push(piece));
         for slot in &mut self.slots {
             let mut kept = Vec::new();
             while let Some(piece) = slot.deque.pop() {
@@ -531,7 +533,7 @@ impl Scheduler {
     pub fn requeue(&mut self, item: ItemRef) -> Result<(), JobError> {
         let job = self.awaiting_item(item)?;
         job.queued += 1;
-        self.returned.push(Piece {
+        self.give_back(Piece {
             job: item.job,
             items: item.index..item.index + 1,
         });
@@ -738,7 +740,7 @@ impl Scheduler {
             if let Some(job) = self.jobs.get_mut(&job_id) {
                 job.in_flight -= end - first_unstarted;
                 job.queued += end - first_unstarted;
-                self.returned.push(Piece {
+                self.give_back(Piece {
                     job: job_id,
                     items: first_unstarted..end,
                 });
@@ -847,13 +849,31 @@ impl Scheduler {
         }
     }
 
+    /// Queues given-back items, merged with adjacent given-back pieces of the same job.
+    fn give_back(&mut self, piece: Piece) {
+        let Piece { job, mut items } = piece;
+        if let Some(next) = self.returned.remove(&(job, items.end)) {
+            items.end = next.end;
+        }
+        if let Some((_, before)) = self
+            .returned
+            .range_mut((job, 0)..(job, items.start))
+            .next_back()
+        {
+            if before.end == items.start {
+                before.end = items.end;
+                return;
+            }
+        }
+        self.returned.insert((job, items.start), items);
+    }
+
     /// Moves the pieces reserved in a slot's deque to `returned`.
     fn return_reserved(&mut self, idx: usize) {
-        let slot = &mut self.slots[idx];
-        while let Some(piece) = slot.deque.pop() {
-            self.returned.push(piece);
+        while let Some(piece) = self.slots[idx].deque.pop() {
+            self.give_back(piece);
         }
-        slot.reserved = 0;
+        self.slots[idx].reserved = 0;
     }
 
     fn take_piece(&mut self, idx: usize) -> Option<Piece> {
@@ -861,8 +881,8 @@ impl Scheduler {
             self.slots[idx].reserved -= piece.items.end - piece.items.start;
             return Some(piece);
         }
-        if let Some(piece) = steal_one(|| self.returned.steal()) {
-            return Some(piece);
+        if let Some(((job, _), items)) = self.returned.pop_first() {
+            return Some(Piece { job, items });
         }
         if let Some(piece) = steal_one(|| self.fresh.steal()) {
             return Some(piece);
@@ -957,3 +977,6 @@ fn steal_one(mut steal: impl FnMut() -> Steal<Piece>) -> Option<Piece> {
 fn drain_injector(injector: &Injector<Piece>) -> Vec<Piece> {
     std::iter::from_fn(|| steal_one(|| injector.steal())).collect()
 }
+
+#[cfg(test)]
+mod tests;

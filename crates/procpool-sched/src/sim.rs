@@ -198,6 +198,8 @@ enum Event {
     Submit(usize),
     Death(usize),
     Join,
+    /// The parent finished sending a chunk and may send the next.
+    ParentFree,
     /// A chunk lands in a worker's ring.
     Arrive {
         worker: WorkerId,
@@ -268,7 +270,10 @@ struct Sim<'a> {
     workers: Vec<SimWorker>,
     jobs: Vec<SimJobState>,
     durations: Vec<Vec<u64>>,
+    /// When the parent finishes its current send.
     parent_free: u64,
+    /// A `ParentFree` event is queued.
+    parent_wakeup_pending: bool,
     chunks: u64,
     yields: u64,
     makespan: u64,
@@ -290,6 +295,7 @@ impl<'a> Sim<'a> {
             jobs: Vec::new(),
             durations: Vec::new(),
             parent_free: 0,
+            parent_wakeup_pending: false,
             chunks: 0,
             yields: 0,
             makespan: 0,
@@ -374,6 +380,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Event::Join => self.join(),
+            Event::ParentFree => self.parent_wakeup_pending = false,
             Event::Death(slot) => self.death(slot)?,
             Event::Arrive {
                 worker,
@@ -688,7 +695,12 @@ impl<'a> Sim<'a> {
                 .max(state.reorder.outstanding());
             self.check_finished(job);
         }
-        while let Some(assignment) = self.sched.next_assignment() {
+        // The parent is serial: it decides and sends one chunk at a time, so a decision is
+        // made only when the parent is free, with everything reported until then.
+        while self.parent_free <= self.now {
+            let Some(assignment) = self.sched.next_assignment() else {
+                break;
+            };
             let job = self.job_index(assignment.span.job);
             let admitted = self.jobs[job].reorder.admitted();
             if assignment.span.items.is_empty() || assignment.span.items.end > admitted {
@@ -697,7 +709,7 @@ impl<'a> Sim<'a> {
                     format!("{assignment:?} beyond admitted {admitted}"),
                 ));
             }
-            let send = self.now.max(self.parent_free) + ns(self.scenario.model.parent_per_chunk);
+            let send = self.now + ns(self.scenario.model.parent_per_chunk);
             self.parent_free = send;
             self.chunks += 1;
             let event = Event::Arrive {
@@ -708,6 +720,10 @@ impl<'a> Sim<'a> {
                 end: assignment.span.items.end,
             };
             self.push(send, event);
+        }
+        if self.parent_free > self.now && !self.parent_wakeup_pending {
+            self.parent_wakeup_pending = true;
+            self.push(self.parent_free, Event::ParentFree);
         }
         while let Some(request) = self.sched.yield_candidate() {
             self.yields += 1;

@@ -97,7 +97,11 @@ fn adaptive_shrinks_toward_the_end() {
 fn adaptive_lengthens_chunks_when_the_parent_is_the_bottleneck() {
     // 64 workers * 2 µs per send: target at least 512 µs, tail at least 128 µs.
     check("adaptive", "cost=50ns left=100000000 workers=64", 10_240);
-    check("adaptive", "cost=50ns left=1000000 len=1000000 workers=64", 7_813);
+    check(
+        "adaptive",
+        "cost=50ns left=1000000 len=1000000 workers=64",
+        7_813,
+    );
     check("adaptive", "cost=50ns left=100000 workers=64", 2_560);
     check("adaptive", "cost=1us left=1000000 workers=16", 300);
     check("adaptive", "cost=1us left=1000 workers=16", 32);

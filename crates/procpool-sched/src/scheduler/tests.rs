@@ -1,0 +1,324 @@
+//! Unit tests of the scheduler's bookkeeping, driven call by call.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::time::Duration;
+
+use super::*;
+
+fn fixed(n: u64, in_flight: usize) -> Scheduler {
+    Scheduler::new(SchedulerConfig {
+        policy: ChunkPolicy::Fixed(NonZeroU64::new(n).unwrap()),
+        in_flight: NonZeroUsize::new(in_flight).unwrap(),
+        ..SchedulerConfig::default()
+    })
+}
+
+fn items(assignment: &Assignment) -> Range<u64> {
+    assignment.span.items.clone()
+}
+
+const US: Duration = Duration::from_micros(1);
+
+#[test]
+fn window_limits_chunks_per_worker() {
+    let mut sched = fixed(10, 2);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(100));
+    sched.add_items(job, 100).unwrap();
+    let first = sched.next_chunk(w0).unwrap().unwrap();
+    let second = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!((items(&first), items(&second)), (0..10, 10..20));
+    assert_eq!(sched.next_chunk(w0).unwrap(), None);
+    assert_eq!(sched.in_flight(w0).unwrap(), [first.chunk, second.chunk]);
+    assert_eq!(
+        sched.on_items_done(w0, first.chunk, 4, US),
+        Ok(ChunkStatus::Running)
+    );
+    assert_eq!(sched.next_chunk(w0).unwrap(), None);
+    assert_eq!(
+        sched.on_items_done(w0, first.chunk, 6, US),
+        Ok(ChunkStatus::Finished)
+    );
+    assert_eq!(items(&sched.next_chunk(w0).unwrap().unwrap()), 20..30);
+}
+
+#[test]
+fn idle_worker_steals_the_front_of_a_peers_piece() {
+    let mut sched = fixed(10, 1);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(35));
+    sched.add_items(job, 35).unwrap();
+    assert_eq!(items(&sched.next_chunk(w0).unwrap().unwrap()), 0..10);
+    // The rest, 10..35, is reserved in w0's deque; a new worker steals from its front.
+    let w1 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w1).unwrap().unwrap()), 10..20);
+    let w2 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w2).unwrap().unwrap()), 20..30);
+    let w3 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w3).unwrap().unwrap()), 30..35);
+    let w4 = sched.add_worker();
+    assert_eq!(sched.next_chunk(w4).unwrap(), None);
+}
+
+#[test]
+fn streaming_input_coalesces_adds_and_closes() {
+    let mut sched = fixed(100, 1);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Unknown);
+    assert_eq!(sched.add_items(job, 3), Ok(0..3));
+    assert_eq!(sched.add_items(job, 2), Ok(3..5));
+    let chunk = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!(items(&chunk), 0..5);
+    sched.close_input(job).unwrap();
+    assert_eq!(sched.add_items(job, 1), Err(JobError::InputClosed(job)));
+    sched.on_items_done(w0, chunk.chunk, 5, US).unwrap();
+    assert!(sched.job_progress(job).unwrap().is_complete());
+}
+
+#[test]
+fn declared_length_is_enforced() {
+    let mut sched = fixed(1, 1);
+    let job = sched.submit(TaskKey(0), InputLen::Known(3));
+    assert_eq!(sched.add_items(job, 2), Ok(0..2));
+    let err = sched.add_items(job, 2);
+    assert_eq!(
+        err,
+        Err(JobError::TooLong {
+            job,
+            added: 4,
+            len: 3
+        })
+    );
+    assert_eq!(sched.add_items(job, 1), Ok(2..3));
+    assert_eq!(sched.add_items(job, 1), Err(JobError::InputClosed(job)));
+}
+
+#[test]
+fn feedback_is_checked() {
+    let mut sched = fixed(4, 2);
+    let w0 = sched.add_worker();
+    let w1 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(8));
+    sched.add_items(job, 8).unwrap();
+    let a = sched.next_chunk(w0).unwrap().unwrap();
+    let wrong = sched.on_items_done(w1, a.chunk, 1, US);
+    let expected = FeedbackError::WrongWorker {
+        chunk: a.chunk,
+        owner: w0,
+        reported_by: w1,
+    };
+    assert_eq!(wrong, Err(expected));
+    let too_many = sched.on_items_done(w0, a.chunk, 5, US);
+    let expected = FeedbackError::TooManyItems {
+        chunk: a.chunk,
+        left: 4,
+        reported: 5,
+    };
+    assert_eq!(too_many, Err(expected));
+    sched.on_items_done(w0, a.chunk, 2, US).unwrap();
+    let before_done = sched.on_yielded(w0, a.chunk, 1);
+    let expected = FeedbackError::YieldOutOfRange {
+        chunk: a.chunk,
+        first_unstarted: 1,
+        lowest: 2,
+        end: 4,
+    };
+    assert_eq!(before_done, Err(expected));
+    assert_eq!(
+        sched.on_items_done(w0, ChunkId(99), 1, US),
+        Err(FeedbackError::UnknownChunk(ChunkId(99)))
+    );
+    let progress = sched.job_progress(job).unwrap();
+    assert_eq!(
+        (progress.done, progress.in_flight, progress.queued),
+        (2, 2, 4)
+    );
+}
+
+#[test]
+fn replaced_worker_gets_a_new_generation() {
+    let mut sched = fixed(1, 1);
+    let w0 = sched.add_worker();
+    let w1 = sched.add_worker();
+    sched.remove_worker(w0).unwrap();
+    assert_eq!(sched.next_chunk(w0), Err(StaleWorker(w0)));
+    let w0_again = sched.add_worker();
+    assert_eq!((w0_again.slot(), w0_again.generation()), (0, 1));
+    assert_ne!(w0_again, w0);
+    assert_eq!(sched.remove_worker(w0), Err(StaleWorker(w0)));
+    assert_eq!(sched.workers().collect::<Vec<_>>(), [w0_again, w1]);
+}
+
+#[test]
+fn lost_worker_reports_running_item_and_requeues_the_rest() {
+    let mut sched = fixed(5, 2);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(20));
+    sched.add_items(job, 20).unwrap();
+    let running = sched.next_chunk(w0).unwrap().unwrap();
+    let queued = sched.next_chunk(w0).unwrap().unwrap();
+    sched.on_items_done(w0, running.chunk, 2, US).unwrap();
+    let lost = sched.remove_worker(w0).unwrap();
+    assert_eq!(lost.started, Some(ItemRef { job, index: 2 }));
+    let requeued: Vec<_> = lost
+        .requeued
+        .iter()
+        .map(|span| span.items.clone())
+        .collect();
+    assert_eq!(requeued, [3..5, items(&queued)]);
+    let progress = sched.job_progress(job).unwrap();
+    assert_eq!(
+        (
+            progress.done,
+            progress.awaiting_decision,
+            progress.queued,
+            progress.in_flight
+        ),
+        (2, 1, 17, 0)
+    );
+
+    // Given-back items are merged and served first, lowest index first.
+    let w1 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w1).unwrap().unwrap()), 3..8);
+    let item = lost.started.unwrap();
+    sched.requeue(item).unwrap();
+    let not_awaiting = Err(JobError::NotAwaitingDecision { job, index: 2 });
+    assert_eq!(sched.requeue(item), not_awaiting);
+    assert_eq!(sched.abandon(item), not_awaiting);
+    // w1 carves on from the rest it reserved; a peer takes the retried item first.
+    assert_eq!(items(&sched.next_chunk(w1).unwrap().unwrap()), 8..13);
+    let w2 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w2).unwrap().unwrap()), 2..3);
+    assert_eq!(items(&sched.next_chunk(w2).unwrap().unwrap()), 13..18);
+}
+
+#[test]
+fn tail_split_asks_the_busiest_chunk_for_half() {
+    let start = |busy: Duration| {
+        let mut sched = fixed(8, 1);
+        let w0 = sched.add_worker();
+        let w1 = sched.add_worker();
+        let job = sched.submit(TaskKey(0), InputLen::Known(11));
+        sched.add_items(job, 11).unwrap();
+        let big = sched.next_chunk(w0).unwrap().unwrap();
+        let small = sched.next_chunk(w1).unwrap().unwrap();
+        assert_eq!((items(&big), items(&small)), (0..8, 8..11));
+        assert_eq!(sched.yield_candidate(), None, "nobody idle");
+        sched.on_items_done(w1, small.chunk, 3, busy).unwrap();
+        (sched, w0, w1, big)
+    };
+    // Seven unstarted items of 5 µs: below `min_yield_work`, not worth a split.
+    let (mut sched, ..) = start(15 * US);
+    assert_eq!(sched.yield_candidate(), None);
+
+    let (mut sched, w0, w1, big) = start(3_000 * US);
+    let request = sched.yield_candidate().unwrap();
+    let expected = YieldRequest {
+        worker: w0,
+        chunk: big.chunk,
+        split: Split::Half,
+    };
+    assert_eq!(request, expected);
+    assert_eq!(
+        sched.yield_candidate(),
+        None,
+        "one idle worker, one request"
+    );
+    // The worker finished item 0 and was running item 1 when it saw the flag: it keeps
+    // 2..5 (half of the six unstarted, rounded up) and gives back 5..8.
+    sched.on_items_done(w0, big.chunk, 1, US).unwrap();
+    assert_eq!(Split::Half.first_returned(2, 8), 5);
+    assert_eq!(sched.on_yielded(w0, big.chunk, 5), Ok(ChunkStatus::Running));
+    assert_eq!(items(&sched.next_chunk(w1).unwrap().unwrap()), 5..8);
+    assert_eq!(
+        sched.on_items_done(w0, big.chunk, 4, US),
+        Ok(ChunkStatus::Finished)
+    );
+}
+
+#[test]
+fn removed_job_drops_its_queue_but_accepts_late_feedback() {
+    let mut sched = fixed(4, 1);
+    let w0 = sched.add_worker();
+    let w1 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(12));
+    sched.add_items(job, 12).unwrap();
+    let other = sched.submit(TaskKey(1), InputLen::Known(2));
+    sched.add_items(other, 2).unwrap();
+    let a = sched.next_chunk(w0).unwrap().unwrap();
+    let progress = sched.remove_job(job).unwrap();
+    assert_eq!((progress.queued, progress.in_flight), (8, 4));
+    let b = sched.next_chunk(w1).unwrap().unwrap();
+    assert_eq!(
+        b.span,
+        Span {
+            job: other,
+            items: 0..2
+        }
+    );
+    assert_eq!(
+        sched.on_items_done(w0, a.chunk, 4, US),
+        Ok(ChunkStatus::Finished)
+    );
+    assert_eq!(sched.next_chunk(w0).unwrap(), None);
+    assert_eq!(sched.add_items(job, 1), Err(JobError::UnknownJob(job)));
+}
+
+#[test]
+fn retiring_worker_gets_nothing_and_hands_back_its_reserve() {
+    let mut sched = fixed(2, 1);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(6));
+    sched.add_items(job, 6).unwrap();
+    let a = sched.next_chunk(w0).unwrap().unwrap();
+    sched.retire_worker(w0).unwrap();
+    assert_eq!(sched.next_chunk(w0).unwrap(), None);
+    assert_eq!(sched.workers().count(), 0);
+    sched.on_items_done(w0, a.chunk, 2, US).unwrap();
+    let lost = sched.remove_worker(w0).unwrap();
+    assert_eq!(lost, Lost::default());
+    let w1 = sched.add_worker();
+    assert_eq!(items(&sched.next_chunk(w1).unwrap().unwrap()), 2..4);
+}
+
+#[test]
+fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
+    let mut sched = Scheduler::new(SchedulerConfig::default());
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(3), InputLen::Known(1000));
+    sched.add_items(job, 1000).unwrap();
+    let probe = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!(items(&probe), 0..1);
+    assert_eq!(
+        sched.next_chunk(w0).unwrap(),
+        None,
+        "no prefetch while the cost is unknown"
+    );
+    sched
+        .on_items_done(w0, probe.chunk, 1, Duration::from_millis(5))
+        .unwrap();
+    assert_eq!(
+        sched.cost_estimate(TaskKey(3)),
+        Some(Duration::from_millis(5))
+    );
+    let next = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!(items(&next), 1..2);
+    assert_eq!(
+        sched.next_chunk(w0).unwrap(),
+        None,
+        "5 ms in flight: no prefetch"
+    );
+
+    // Cheap items: 300 µs chunks, double buffered.
+    let job = sched.submit(TaskKey(4), InputLen::Known(1_000_000));
+    sched.add_items(job, 1_000_000).unwrap();
+    let w1 = sched.add_worker();
+    let probe = sched.next_chunk(w1).unwrap().unwrap();
+    sched
+        .on_items_done(w1, probe.chunk, 1, Duration::from_nanos(100))
+        .unwrap();
+    let first = sched.next_chunk(w1).unwrap().unwrap();
+    let second = sched.next_chunk(w1).unwrap().unwrap();
+    assert_eq!((first.span.items.end - first.span.items.start), 3_000);
+    assert_eq!((second.span.items.end - second.span.items.start), 3_000);
+}
