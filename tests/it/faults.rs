@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use procpool::{TaskError, WorkerExit, builtin};
-use procpool_tests::{panics, sleep_then_pid, square};
+use procpool_tests::{abort_on, panics, sleep_then_pid, square};
 
 use crate::util::{pool, signal, wait_running, watchdog};
 
@@ -134,4 +134,52 @@ fn terminate_ends_everything_at_once() {
         assert_eq!(handle.result(), Err(TaskError::Terminated));
     }
     assert_eq!(pool.submit(square, 1).result(), Err(TaskError::PoolClosed));
+}
+
+#[test]
+fn crash_inside_a_chunk_is_blamed_on_the_running_item() {
+    let _watchdog = watchdog("crash_inside_a_chunk_is_blamed_on_the_running_item");
+    let pool = pool(2);
+    // Without retries: the crashing item fails; items that finished in the same chunk but whose
+    // outcomes had not left the worker fail too; everything else succeeds.
+    let outcomes: Vec<_> = pool
+        .map(abort_on, (0..5_000u64).map(|x| (x, 2_500)))
+        .collect();
+    assert!(
+        matches!(outcomes[2_500], Err(TaskError::WorkerDied { .. })),
+        "{:?}",
+        outcomes[2_500]
+    );
+    for (x, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(value) => assert_eq!(*value, x as u64),
+            Err(TaskError::WorkerDied { .. }) => {
+                assert!(x <= 2_500, "item {x} after the crash failed")
+            }
+            Err(other) => panic!("item {x}: {other:?}"),
+        }
+    }
+    assert_eq!(pool.stats().deaths, 1);
+
+    // With retries: only the crashing item fails, after crashing once per attempt.
+    let outcomes: Vec<_> = pool
+        .task(abort_on)
+        .retries(1)
+        .map((0..5_000u64).map(|x| (x, 1_234)))
+        .collect();
+    for (x, outcome) in outcomes.iter().enumerate() {
+        if x == 1_234 {
+            assert!(
+                matches!(outcome, Err(TaskError::WorkerDied { .. })),
+                "{outcome:?}"
+            );
+        } else {
+            assert_eq!(*outcome, Ok(x as u64));
+        }
+    }
+    assert_eq!(
+        pool.stats().deaths,
+        3,
+        "one death before, two for the crashing item"
+    );
 }

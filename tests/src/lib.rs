@@ -41,6 +41,15 @@ pub fn even_only(x: u64) -> Result<u64, String> {
     }
 }
 
+/// Returns `x`, except that it aborts the worker when `x == bad`.
+#[procpool::task]
+pub fn abort_on(x: u64, bad: u64) -> u64 {
+    if x == bad {
+        std::process::abort();
+    }
+    x
+}
+
 /// Panics with a message naming `x`.
 #[procpool::task]
 pub fn panics(x: u64) -> u64 {
@@ -74,7 +83,8 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 9] = [
+    let tasks: [*const (); 10] = [
+        abort_on::call as *const (),
         nap::call as *const (),
         square::call as *const (),
         worker_pid::call as *const (),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use procpool_ipc::{ChannelConfig, Closer, Endpoint, Receiver, RecvError, SendError, Sender};
+use procpool_ipc::{
+    ChannelConfig, Closer, Endpoint, Mailbox, Receiver, RecvError, SendError, Sender,
+};
 use procpool_worker::{WorkerProcess, WorkerSpawner};
 
 use crate::error::{Error, ErrorKind, WorkerExit};
@@ -66,6 +68,7 @@ impl Launcher for IpcLauncher {
             )
         })?;
         let closer = endpoint.closer();
+        let mailbox = endpoint.mailbox();
         let process = self.spawner.spawn(handoff).map_err(|err| {
             Error::with_source(
                 ErrorKind::Spawn,
@@ -85,6 +88,7 @@ impl Launcher for IpcLauncher {
             control: Arc::new(IpcControl {
                 pid,
                 closer,
+                mailbox,
                 process: Arc::clone(&process),
             }),
             process: Box::new(IpcProcess { process, pidfd }),
@@ -160,6 +164,9 @@ impl FrameReceiver for IpcReceiver {
 struct IpcControl {
     pid: u32,
     closer: Closer,
+    /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
+    /// item, 2 = yield request (chunk + 1).
+    mailbox: Mailbox,
     process: Arc<Mutex<WorkerProcess>>,
 }
 
@@ -173,10 +180,13 @@ impl WorkerControl for IpcControl {
     }
 
     fn running(&self) -> Option<(u64, u64)> {
-        None
+        let chunk = self.mailbox.load(MAILBOX_RUNNING_CHUNK).checked_sub(1)?;
+        Some((chunk, self.mailbox.load(MAILBOX_RUNNING_ITEM)))
     }
 
-    fn request_yield(&self, _chunk_id: u64) {}
+    fn request_yield(&self, chunk_id: u64) {
+        self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    }
 
     fn close(&self) {
         self.closer.close();
@@ -192,6 +202,13 @@ impl WorkerControl for IpcControl {
         let _ = lock(&self.process).kill(libc_signal::SIGTERM);
     }
 }
+
+/// Mailbox word: `chunk id + 1` of the running chunk, 0 when idle (written by the worker).
+const MAILBOX_RUNNING_CHUNK: usize = 0;
+/// Mailbox word: offset within the running chunk of the running item (written by the worker).
+const MAILBOX_RUNNING_ITEM: usize = 1;
+/// Mailbox word: yield request, `chunk id + 1` (written by the parent).
+const MAILBOX_YIELD: usize = 2;
 
 /// Signal numbers (Linux), so the facade needs no libc dependency for two constants.
 mod libc_signal {

@@ -40,7 +40,7 @@ use procpool_worker::{AlignedVec, Task};
 
 use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
 use crate::handle::{TaskHandle, task_pair};
-use crate::job::{Job, MapJob, SubmitStream, TaskOptions};
+use crate::job::{Completion, Job, MapJob, SubmitStream, TaskOptions};
 use crate::link::{
     FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
 };
@@ -159,12 +159,16 @@ struct WorkerEntry {
 #[derive(Default)]
 struct Deferred {
     failures: Vec<(Arc<dyn Job>, Range<u64>, TaskError)>,
+    completions: Vec<Completion>,
 }
 
 impl Deferred {
     fn run(self) {
         for (job, items, error) in self.failures {
             job.fail(items, error);
+        }
+        for completion in self.completions {
+            completion();
         }
     }
 }
@@ -620,6 +624,13 @@ impl Shared {
             core.retired_tasks += entry.tasks_done;
         }
         let mut deferred = Deferred::default();
+        // The item the worker was running, exactly, from the mailbox: (job, index).
+        let exact = worker.control.running().and_then(|(chunk, offset)| {
+            let info = core.chunks.get(&chunk)?;
+            let index = info.items.start + offset;
+            (info.worker == worker.id && index >= info.next && index < info.items.end)
+                .then_some((info.job, index))
+        });
         match core.sched.remove_worker(worker.id) {
             Ok(lost) => {
                 let owned: Vec<u64> = core
@@ -655,30 +666,64 @@ impl Shared {
                     let job = core.jobs.get(&item.job).map(|entry| Arc::clone(&entry.job));
                     match job {
                         Some(job) => {
-                            let index = item.index;
+                            // The scheduler names the first unreported item; the mailbox may
+                            // name a later one: the items between ran, but their outcomes
+                            // were still batched in the worker when it died.
+                            let running = match exact {
+                                Some((job_id, index))
+                                    if job_id == item.job && index > item.index =>
+                                {
+                                    index
+                                }
+                                _ => item.index,
+                            };
+                            let retries = job.options().retries;
+                            let may_retry = core.phase != Phase::Closed;
+                            if running > item.index {
+                                // Not to blame: run again if the call allows retries.
+                                if retries > 0 && may_retry {
+                                    job.unstart(item.index..item.index + 1);
+                                    let _ = core.sched.requeue(item);
+                                } else {
+                                    let _ = core.sched.abandon(item);
+                                    deferred.failures.push((
+                                        Arc::clone(&job),
+                                        item.index..item.index + 1,
+                                        died.clone(),
+                                    ));
+                                    deferred
+                                        .completions
+                                        .push(job.detach(item.index + 1..running, died.clone()));
+                                }
+                            }
                             let timeout =
-                                timed_out.filter(|(_, timed_index, _)| *timed_index == index);
-                            let deaths = job.note_death(index);
-                            let retry = timeout.is_none()
-                                && deaths <= job.options().retries
-                                && core.phase != Phase::Closed;
+                                timed_out.filter(|(_, timed_index, _)| *timed_index == running);
+                            let deaths = job.note_death(running);
+                            let retry = timeout.is_none() && deaths <= retries && may_retry;
+                            let error = match timeout {
+                                Some((_, _, limit)) => TaskError::TimedOut { limit },
+                                None => died.clone(),
+                            };
                             if retry {
                                 tracing::info!(
                                     pid = worker.pid,
-                                    index,
+                                    index = running,
                                     deaths,
                                     task = job.task_name(),
                                     "retrying an item lost with its worker"
                                 );
-                                job.unstart(index..index + 1);
-                                let _ = core.sched.requeue(item);
-                            } else {
+                                if running == item.index {
+                                    job.unstart(running..running + 1);
+                                    let _ = core.sched.requeue(item);
+                                }
+                            } else if running == item.index {
                                 let _ = core.sched.abandon(item);
-                                let error = match timeout {
-                                    Some((_, _, limit)) => TaskError::TimedOut { limit },
-                                    None => died.clone(),
-                                };
-                                deferred.failures.push((job, index..index + 1, error));
+                                deferred.failures.push((job, running..running + 1, error));
+                            } else {
+                                // Already queued again by the scheduler: take it out of reach.
+                                deferred
+                                    .completions
+                                    .push(job.detach(running..running + 1, error));
                             }
                         }
                         None => {
@@ -1060,13 +1105,20 @@ impl Shared {
                 }
                 // The item running now: from the mailbox if the backend has one, else the
                 // first unreported item of the worker's oldest chunk.
-                let running = worker.control.running().or_else(|| {
-                    chunks
-                        .iter()
-                        .filter(|(_, info)| info.worker == *id)
-                        .min_by_key(|(wire_id, _)| **wire_id)
-                        .map(|(wire_id, info)| (*wire_id, info.next))
-                });
+                let running = worker
+                    .control
+                    .running()
+                    .and_then(|(chunk, offset)| {
+                        let info = chunks.get(&chunk)?;
+                        Some((chunk, info.items.start + offset))
+                    })
+                    .or_else(|| {
+                        chunks
+                            .iter()
+                            .filter(|(_, info)| info.worker == *id)
+                            .min_by_key(|(wire_id, _)| **wire_id)
+                            .map(|(wire_id, info)| (*wire_id, info.next))
+                    });
                 let Some((chunk, index)) = running else {
                     worker.watched = None;
                     continue;

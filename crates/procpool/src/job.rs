@@ -52,11 +52,18 @@ pub(crate) trait Job: Send + Sync {
     fn deliver(&self, batch: &OutcomeBatch<'_>);
     /// Ends each item of `items` that has no outcome yet with `error`.
     fn fail(&self, items: Range<u64>, error: TaskError);
+    /// Takes the items of `items` that have no outcome yet out of reach (a later `claim`
+    /// skips them) and returns the completion that ends them with `error`, to be run once the
+    /// pool's lock is released (completions run callbacks).
+    fn detach(&self, items: Range<u64>, error: TaskError) -> Completion;
     /// Items without an outcome that are not inside `in_flight`: the unstarted ones.
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>>;
     /// Counts one worker death while item `index` ran; returns the deaths so far.
     fn note_death(&self, index: u64) -> u32;
 }
+
+/// Work that completes handles; run it without holding the pool's lock.
+pub(crate) type Completion = Box<dyn FnOnce() + Send>;
 
 /// Maps a worker's failure report to the public error.
 pub(crate) fn task_error(failure: TaskFailure, task_name: &str) -> TaskError {
@@ -257,6 +264,16 @@ impl<T: Task> Job for SubmitStream<T> {
         }
     }
 
+    fn detach(&self, items: Range<u64>, error: TaskError) -> Completion {
+        let mut window = lock(&self.items);
+        let taken: Vec<SubmitItem<T>> = items.filter_map(|index| window.take(index)).collect();
+        Box::new(move || {
+            for item in taken {
+                item.completer.complete(Err(error.clone()));
+            }
+        })
+    }
+
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
         lock(&self.items).unfinished_outside(in_flight)
     }
@@ -446,10 +463,17 @@ impl<T: Task> Job for MapJob<T> {
 
     fn claim(&self, items: Range<u64>) -> Range<u64> {
         if lock(&self.state.inner).abandoned {
-            items.end..items.end
-        } else {
-            items
+            return items.end..items.end;
         }
+        // Items failed while queued (e.g. blamed for a worker's death) are skipped.
+        let window = lock(&self.args);
+        let Some(start) = items.clone().find(|index| window.get(*index).is_some()) else {
+            return items.end..items.end;
+        };
+        let end = (start + 1..items.end)
+            .find(|index| window.get(*index).is_none())
+            .unwrap_or(items.end);
+        start..end
     }
 
     fn unstart(&self, _items: Range<u64>) {}
@@ -481,6 +505,16 @@ impl<T: Task> Job for MapJob<T> {
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
         self.finish_many(items.map(|index| (index, Err(error.clone()))).collect());
+    }
+
+    fn detach(&self, items: Range<u64>, error: TaskError) -> Completion {
+        let mut args = lock(&self.args);
+        let taken: Vec<u64> = items.filter(|index| args.finish(*index)).collect();
+        drop(args);
+        let state = Arc::clone(&self.state);
+        Box::new(move || {
+            state.put_many(taken.into_iter().map(|index| (index, Err(error.clone()))));
+        })
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {

@@ -75,7 +75,8 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// The worker's process id (or rank, for other backends).
     fn pid(&self) -> u32;
 
-    /// The chunk (wire id) and item index the worker is running now, if it says so.
+    /// The chunk (wire id) the worker is running and the offset in it of the item it runs
+    /// now, if the backend can tell (the shared mailbox, words 0 and 1).
     fn running(&self) -> Option<(u64, u64)>;
 
     /// Asks the worker to stop `chunk_id` after its current item and report `Yielded`.
