@@ -562,3 +562,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn zero_sized_arguments_and_outputs_roundtrip() {
+    let mut worker = Harness::ready(local_mailbox(), RunOptions::default());
+    worker.call::<builtin::noop>(14, 0, &[(), (), ()]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::noop>(14, 3)),
+        vec![(0, ()), (1, ()), (2, ())]
+    );
+    worker.call::<builtin::allocate>(15, 0, &[2 * 4096]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::allocate>(15, 1)),
+        vec![(0, 1)]
+    );
+    worker.shutdown().expect("clean exit");
+}
