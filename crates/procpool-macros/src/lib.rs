@@ -130,6 +130,7 @@ fn expand(options: &Options, function: ItemFn) -> syn::Result<TokenStream2> {
         ));
     }
 
+    check_output(&sig.output)?;
     let (output_ty, returns_result) = output_type(&sig.output);
     let signature = normalized_signature(&params, &sig.output);
 
@@ -431,6 +432,22 @@ fn check_owned(ty: &Type) -> syn::Result<()> {
         _ => return Ok(()),
     };
     Err(syn::Error::new(ty.span(), message))
+}
+
+/// Rejects outputs that cannot leave the worker: the value (the `Ok` type of a `Result`) must
+/// be an owned, concrete type.
+fn check_output(output: &ReturnType) -> syn::Result<()> {
+    let ReturnType::Type(_, ty) = output else {
+        return Ok(());
+    };
+    let value = result_ok_type(ty).unwrap_or(ty);
+    let message = match value {
+        Type::Reference(_) => "a task must return an owned value, not a reference",
+        Type::ImplTrait(_) => "a task cannot return `impl Trait`: name the concrete type",
+        Type::Never(_) => "a task cannot return `!`; return `()` and exit or panic inside",
+        _ => return check_owned(value),
+    };
+    Err(syn::Error::new(value.span(), message))
 }
 
 /// The task's output type, and whether the function returns a `Result` (then the output is its

@@ -60,3 +60,10 @@
 //! #[procpool_worker::task(crate = procpool_worker)]
 //! fn borrowed(x: &u64) -> u64 { *x }
 //! ```
+//!
+//! An output must be owned:
+//!
+//! ```compile_fail
+//! #[procpool_worker::task(crate = procpool_worker)]
+//! fn name() -> &'static str { "borrowed" }
+//! ```
