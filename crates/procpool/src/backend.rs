@@ -247,3 +247,84 @@ impl WorkerProcessHandle for IpcProcess {
         }
     }
 }
+
+/// The link to a worker that attached itself through `Pool::listen`: not our child, so its
+/// exit status cannot be collected, and signals go by pid.
+pub(crate) fn attached_link(endpoint: Endpoint, pid: u32) -> Link {
+    let closer = endpoint.closer();
+    let mailbox = endpoint.mailbox();
+    let (sender, receiver) = endpoint.split();
+    Link {
+        sender: Box::new(IpcSender { sender }),
+        receiver: Box::new(IpcReceiver { receiver }),
+        control: Arc::new(AttachedControl {
+            pid,
+            closer,
+            mailbox,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }),
+        process: Box::new(AttachedProcess),
+    }
+}
+
+struct AttachedControl {
+    pid: u32,
+    closer: Closer,
+    mailbox: Mailbox,
+    /// This side closed the link; from then on the pid is not signalled (it may be reused).
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl AttachedControl {
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+impl WorkerControl for AttachedControl {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn running(&self) -> Option<(u64, u64)> {
+        let chunk = self.mailbox.load(MAILBOX_RUNNING_CHUNK).checked_sub(1)?;
+        Some((chunk, self.mailbox.load(MAILBOX_RUNNING_ITEM)))
+    }
+
+    fn request_yield(&self, chunk_id: u64) {
+        self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    }
+
+    fn close(&self) {
+        // Relaxed: only this flag is read by `kill`; no other data is published with it.
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.closer.close();
+    }
+
+    fn kill(&self) {
+        // Not once this side closed the link: the process may be gone and its pid reused.
+        // Relaxed: see `close`.
+        if !self.closed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+        self.closer.close();
+    }
+
+    fn terminate(&self) {
+        // Relaxed: see `close`.
+        if !self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+struct AttachedProcess;
+
+impl WorkerProcessHandle for AttachedProcess {
+    fn wait_exit(&mut self, _timeout: Duration) -> Option<WorkerExit> {
+        Some(WorkerExit::Unknown)
+    }
+}

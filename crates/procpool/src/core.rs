@@ -106,6 +106,8 @@ struct Core {
     /// Jobs with a timeout in flight; the watchdog runs while this is non-zero.
     timed_jobs: usize,
     watchdog: Option<JoinHandle<()>>,
+    /// Threads accepting attaching workers (`Pool::listen`).
+    acceptors: Vec<JoinHandle<()>>,
     /// Scratch buffer for encoding frames.
     frame: AlignedVec,
     /// Per retired worker, the stats it ended with (pool-wide totals).
@@ -208,6 +210,7 @@ impl Shared {
                 deaths: 0,
                 timed_jobs: 0,
                 watchdog: None,
+                acceptors: Vec::new(),
                 frame: AlignedVec::new(),
                 retired_tasks: 0,
             }),
@@ -226,7 +229,13 @@ impl Shared {
 
     /// Starts one worker, registers it and starts its reader thread.
     fn spawn_reader(self: &Arc<Self>) -> Result<(), Error> {
-        let started = self.start_worker()?;
+        let link = self.launcher.launch()?;
+        let started = self.start_link(link, true)?;
+        self.spawn_reader_for(started)
+    }
+
+    /// Starts the reader thread of a worker that passed its handshake.
+    fn spawn_reader_for(self: &Arc<Self>, started: StartedWorker) -> Result<(), Error> {
         let shared = Arc::clone(self);
         let mut core = self.lock();
         let thread = std::thread::Builder::new()
@@ -245,13 +254,19 @@ impl Shared {
 
     /// Launches a worker, runs the handshake and registers it with the scheduler.
     fn start_worker(&self) -> Result<StartedWorker, Error> {
+        let link = self.launcher.launch()?;
+        self.start_link(link, true)
+    }
+
+    /// Runs the handshake over a new link and registers the worker with the scheduler.
+    /// `replaceable`: start a new worker when this one ends (not for attached workers).
+    fn start_link(&self, mut link: Link, replaceable: bool) -> Result<StartedWorker, Error> {
         let index = {
             let mut core = self.lock();
             let index = core.next_worker_index;
             core.next_worker_index += 1;
             index
         };
-        let mut link = self.launcher.launch()?;
         let pid = link.control.pid();
         if let Err(err) = handshake(&mut link, index, &self.config) {
             link.control.kill();
@@ -301,6 +316,7 @@ impl Shared {
             id,
             index,
             pid,
+            replaceable,
             receiver,
             control,
             process,
@@ -325,7 +341,7 @@ impl Shared {
                     })
             };
             let exit = exit.unwrap_or(WorkerExit::Unknown);
-            let replace = self.on_worker_lost(&worker, exit, reason);
+            let replace = self.on_worker_lost(&worker, exit, reason) && worker.replaceable;
             drop(worker);
             if !replace {
                 break;
@@ -1050,6 +1066,7 @@ impl Shared {
         }
         let readers = std::mem::take(&mut core.readers);
         let watchdog = core.watchdog.take();
+        let acceptors = std::mem::take(&mut core.acceptors);
         self.changed.notify_all();
         drop(core);
         if ON_READER.with(|flag| flag.get()) {
@@ -1072,7 +1089,12 @@ impl Shared {
                 worker.control.kill();
             }
         }
-        for reader in readers {
+        for acceptor in acceptors {
+            let _ = acceptor.join();
+        }
+        // Workers attached while the acceptors were stopping.
+        let late = std::mem::take(&mut self.lock().readers);
+        for reader in readers.into_iter().chain(late) {
             let _ = reader.join();
         }
         if let Some(watchdog) = watchdog {
@@ -1145,6 +1167,62 @@ impl Shared {
                     );
                     worker.timed_out = Some((chunk, index, limit));
                     worker.control.kill();
+                }
+            }
+        }
+    }
+
+    /// Accepts workers that attach through the socket at `path` until the pool closes.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        path: &std::path::Path,
+    ) -> Result<std::path::PathBuf, Error> {
+        let listener = procpool_worker::Listener::bind(path).map_err(|err| {
+            Error::with_source(
+                ErrorKind::Io,
+                format!("cannot listen on {}", path.display()),
+                err,
+            )
+        })?;
+        let bound = listener.path().to_path_buf();
+        let shared = Arc::clone(self);
+        let mut core = self.lock();
+        if core.phase == Phase::Closed {
+            return Err(Error::new(ErrorKind::PoolClosed, "the pool is shut down"));
+        }
+        let thread = std::thread::Builder::new()
+            .name("procpool-listen".into())
+            .spawn(move || shared.accept_loop(listener))
+            .map_err(|err| {
+                Error::with_source(ErrorKind::Io, "cannot start the listening thread", err)
+            })?;
+        core.acceptors.push(thread);
+        Ok(bound)
+    }
+
+    fn accept_loop(self: &Arc<Self>, listener: procpool_worker::Listener) {
+        let channel = procpool_ipc::ChannelConfig::new();
+        loop {
+            if self.lock().phase == Phase::Closed {
+                return;
+            }
+            match listener.accept_worker(&channel, Duration::from_millis(50)) {
+                Ok((endpoint, pid)) => {
+                    let link = crate::backend::attached_link(endpoint, pid);
+                    match self.start_link(link, false) {
+                        Ok(started) => {
+                            tracing::info!(pid, "worker attached");
+                            if let Err(err) = self.spawn_reader_for(started) {
+                                tracing::error!("cannot serve an attached worker: {err}");
+                            }
+                        }
+                        Err(err) => tracing::warn!(pid, "refused an attaching worker: {err}"),
+                    }
+                }
+                Err(procpool_worker::AcceptError::TimedOut(_)) => {}
+                Err(err) => {
+                    tracing::warn!("accepting a worker failed: {err}");
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }
@@ -1344,6 +1422,8 @@ struct StartedWorker {
     id: WorkerId,
     index: u32,
     pid: u32,
+    /// Started by this pool (replaced when it ends), not attached.
+    replaceable: bool,
     receiver: Box<dyn FrameReceiver>,
     control: Arc<dyn WorkerControl>,
     process: Box<dyn WorkerProcessHandle>,

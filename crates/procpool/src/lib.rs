@@ -123,6 +123,25 @@ pub fn init() {
     procpool_worker::enter_worker_mode_if_requested();
 }
 
+/// Serves as a worker of the pool listening at `path` (see [`Pool::listen`]) until that pool
+/// shuts down or goes away.
+///
+/// This program must have been built with the same tasks as the pool's program.
+///
+/// # Errors
+///
+/// [`ErrorKind::Io`] if the socket cannot be reached; [`ErrorKind::Handshake`] if the pool
+/// refused this worker or the link broke.
+pub fn attach(path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+    procpool_worker::attach(path).map_err(|err| {
+        let kind = match &err {
+            procpool_worker::AttachError::Connect { .. } => ErrorKind::Io,
+            _ => ErrorKind::Handshake,
+        };
+        Error::with_source(kind, "attaching to the pool failed", err)
+    })
+}
+
 /// What the `#[procpool::task]` macro expands to; not a public API.
 #[doc(hidden)]
 pub mod __private {

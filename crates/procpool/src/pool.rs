@@ -164,6 +164,22 @@ impl Pool {
         self.shared.terminate();
     }
 
+    /// Accepts workers that attach themselves through a Unix socket at `path` (mode 0600),
+    /// until the pool shuts down; returns the socket's path.
+    ///
+    /// A worker attaches by running `procpool-worker attach <path>` or by calling
+    /// [`attach`](crate::attach) in a program built with the same tasks. It passes the same
+    /// handshake as a started worker (same task table), then gets work like any other; it is
+    /// not replaced when it ends. A stale socket file at `path` is replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if the socket cannot be created (e.g. another pool listens there),
+    /// [`ErrorKind::PoolClosed`] after shutdown.
+    pub fn listen(&self, path: impl AsRef<std::path::Path>) -> Result<PathBuf, Error> {
+        self.shared.listen(path.as_ref())
+    }
+
     /// Whether the pool accepts new work.
     pub fn is_open(&self) -> bool {
         self.shared.is_open()
