@@ -132,6 +132,7 @@ fn scenario(
         deaths: vec![],
         respawn_after: Duration::ZERO,
         retry_started: true,
+        batched_outcomes: false,
     }
 }
 

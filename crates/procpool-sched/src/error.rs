@@ -40,6 +40,18 @@ pub enum FeedbackError {
         /// Items in this report.
         reported: u64,
     },
+    /// A started item outside the part of the chunk not reported done.
+    #[error("{chunk:?} cannot have started item {index}: allowed {lowest}..{end}")]
+    StartOutOfRange {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The item said to be started.
+        index: u64,
+        /// The first item not reported done.
+        lowest: u64,
+        /// The end of the chunk.
+        end: u64,
+    },
     /// A yield point outside the part of the chunk that may still be unstarted.
     #[error("{chunk:?} cannot yield from item {first_unstarted}: allowed {lowest}..={end}")]
     YieldOutOfRange {

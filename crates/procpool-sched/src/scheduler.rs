@@ -108,9 +108,14 @@ pub enum ChunkStatus {
 /// What a lost worker held, as returned by [`Scheduler::remove_worker`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lost {
-    /// The first unreported item of the chunk the worker was running: it may have run, fully
-    /// or partly. The facade decides with [`Scheduler::requeue`] or [`Scheduler::abandon`].
+    /// The item the worker was running: the one named by [`Scheduler::on_started`], or
+    /// else the first unreported item of its oldest chunk. It may have run, fully or partly.
+    /// The facade decides with [`Scheduler::requeue`] or [`Scheduler::abandon`].
     pub started: Option<ItemRef>,
+    /// Items before `started` (per [`Scheduler::on_started`]) that ran but whose outcomes
+    /// were never reported, e.g. still batched in the worker. They await `requeue` or
+    /// `abandon` like `started`. Empty unless `on_started` named a later position.
+    pub ran: Vec<Span>,
     /// Items that certainly had not started; they are already queued again.
     pub requeued: Vec<Span>,
 }
@@ -207,6 +212,8 @@ struct Slot {
     stealer: Stealer<Piece>,
     /// Items in the pieces of `deque`.
     reserved: u64,
+    /// The latest item this worker said it started (`on_started`): its chunk and index.
+    started: Option<(ChunkId, u64)>,
     /// Chunks sent to this worker, in the order it runs them; the front one is running.
     in_flight: VecDeque<ChunkId>,
     /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` go to the
@@ -308,6 +315,7 @@ impl Scheduler {
                 let slot = &mut self.slots[idx];
                 slot.generation += 1;
                 slot.state = SlotState::Live;
+                slot.started = None;
                 idx
             }
             None => {
@@ -319,6 +327,7 @@ impl Scheduler {
                     deque,
                     stealer,
                     reserved: 0,
+                    started: None,
                     in_flight: VecDeque::new(),
                     last_assigned: 0,
                 });
@@ -352,11 +361,15 @@ impl Scheduler {
     /// Removes a worker that exited or died, and says exactly what it held.
     ///
     /// Items it certainly had not started are queued again at once and listed in
-    /// [`Lost::requeued`]. The item it may have been running is [`Lost::started`]: it
-    /// waits for [`requeue`](Self::requeue) or [`abandon`](Self::abandon). "Running" is
-    /// the first unreported item of its oldest chunk, so report every outcome read from the
-    /// dead worker's completion ring before calling this; then the answer is exact as long as
-    /// the worker runtime publishes each outcome before starting the next item.
+    /// [`Lost::requeued`]. The item it may have been running is [`Lost::started`], and items
+    /// that ran without a reported outcome are [`Lost::ran`]: they wait for
+    /// [`requeue`](Self::requeue) or [`abandon`](Self::abandon).
+    ///
+    /// Report every outcome read from the dead worker's completion ring first. Then, if the
+    /// worker publishes each outcome before starting the next item, the first unreported item
+    /// is the running one and the answer is exact. If it batches outcomes, name the item it
+    /// was running (e.g. from a progress word in shared memory) with
+    /// [`on_started`](Self::on_started) before calling this.
     ///
     /// # Errors
     ///
@@ -365,6 +378,15 @@ impl Scheduler {
         let idx = self.slot_of(worker)?;
         let mut lost = Lost::default();
         let in_flight = std::mem::take(&mut self.slots[idx].in_flight);
+        // Where the worker was: chunks before `running_pos` ran completely, items of that
+        // chunk before `running_index` ran, later ones had not started.
+        let (running_pos, running_index) = match self.slots[idx].started.take() {
+            Some((chunk_id, index)) => match in_flight.iter().position(|id| *id == chunk_id) {
+                Some(pos) => (pos, Some(index)),
+                None => (0, None),
+            },
+            None => (0, None),
+        };
         for (pos, chunk_id) in in_flight.into_iter().enumerate() {
             let chunk = self
                 .chunks
@@ -378,7 +400,21 @@ impl Scheduler {
             let Some(job) = self.jobs.get_mut(&chunk.job) else {
                 continue;
             };
-            if pos == 0 && first < end {
+            let ran_to = match pos.cmp(&running_pos) {
+                std::cmp::Ordering::Less => end,
+                std::cmp::Ordering::Equal => running_index.unwrap_or(first).clamp(first, end),
+                std::cmp::Ordering::Greater => first,
+            };
+            if first < ran_to {
+                job.in_flight -= ran_to - first;
+                job.awaiting.extend(first..ran_to);
+                lost.ran.push(Span {
+                    job: chunk.job,
+                    items: first..ran_to,
+                });
+                first = ran_to;
+            }
+            if pos == running_pos && first < end {
                 lost.started = Some(ItemRef {
                     job: chunk.job,
                     index: first,
@@ -672,6 +708,10 @@ impl Scheduler {
     /// Records that the worker finished the next `n_items` items of `chunk` (in order),
     /// spending `busy` running them; a chunk may be reported in several batches.
     ///
+    /// `busy` feeds the task's cost estimate. Report [`Duration::ZERO`] for items that did
+    /// not really run (skipped, cancelled, failed to encode): they count as done but leave
+    /// the estimate alone.
+    ///
     /// # Errors
     ///
     /// A [`FeedbackError`] if the worker or chunk is unknown, or more items are reported than
@@ -702,8 +742,39 @@ impl Scheduler {
             ChunkPolicy::Adaptive(config) => config.smoothing,
             _ => AdaptiveConfig::default().smoothing,
         };
-        (self.estimates.entry(task).or_default()).observe(n_items, busy, smoothing);
+        if !busy.is_zero() {
+            (self.estimates.entry(task).or_default()).observe(n_items, busy, smoothing);
+        }
         Ok(self.finish_if_done(chunk))
+    }
+
+    /// Records that the worker started item `index` of `chunk`: every item before it in the
+    /// chunk, and every chunk it received before this one, ran. Only
+    /// [`remove_worker`](Self::remove_worker) uses it, to tell what a lost worker ran without
+    /// reporting; calling it is needed only when the worker batches its outcomes.
+    ///
+    /// # Errors
+    ///
+    /// A [`FeedbackError`] if the worker or chunk is unknown or `index` lies before an item
+    /// reported done or past the chunk's end; nothing is recorded then.
+    pub fn on_started(
+        &mut self,
+        worker: WorkerId,
+        chunk: ChunkId,
+        index: u64,
+    ) -> Result<(), FeedbackError> {
+        let state = self.chunk_of(worker, chunk)?;
+        let (lowest, end) = (state.items.start + state.done, state.items.end);
+        if !(lowest..end).contains(&index) {
+            return Err(FeedbackError::StartOutOfRange {
+                chunk,
+                index,
+                lowest,
+                end,
+            });
+        }
+        self.slots[worker.slot()].started = Some((chunk, index));
+        Ok(())
     }
 
     /// Records that the worker gave back `chunk` from `first_unstarted` on (to its end). The

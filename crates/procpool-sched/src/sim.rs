@@ -5,8 +5,10 @@
 //! [`CostModel::per_item`] plus the item's own duration per item, and that park after
 //! [`CostModel::spin`] without work, paying [`CostModel::wake_up`] to start again. Workers
 //! report finished items in batches of about [`CostModel::report_every`] of busy time (and at
-//! the end of each chunk), check their yield flags between items, and publish each outcome
-//! before starting the next item, so a death loses at most the item in progress.
+//! the end of each chunk) and check their yield flags between items. A dying worker either
+//! published each outcome before starting the next item, or (with
+//! [`Scenario::batched_outcomes`]) loses its current batch's outcomes and the parent names
+//! the running item from a progress word.
 //!
 //! The simulation checks the scheduler as it goes (every item handed out was admitted, every
 //! report matches what the worker really did, a lost worker's answer matches what it really
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use crate::{
     ChunkId, ChunkStatus, InputLen, ItemRef, JobId, Order, Reorder, Scheduler, SchedulerConfig,
-    Split, TaskKey, WorkerId,
+    Span, Split, TaskKey, WorkerId,
 };
 
 /// Fixed costs of the simulated machinery.
@@ -96,6 +98,11 @@ pub struct Scenario {
     pub respawn_after: Duration,
     /// Whether an item that may have started on a dead worker is retried (else abandoned).
     pub retry_started: bool,
+    /// Whether workers batch outcomes: then the items a dying worker finished in its current
+    /// batch are never reported, and the parent names the running item with
+    /// [`Scheduler::on_started`] (as read from a progress word). Otherwise each outcome is
+    /// published before the next item starts.
+    pub batched_outcomes: bool,
 }
 
 /// What happened in a run.
@@ -178,6 +185,7 @@ pub enum SimError {
 ///     deaths: vec![],
 ///     respawn_after: Duration::from_millis(1),
 ///     retry_started: true,
+///     batched_outcomes: false,
 /// };
 /// let outcome = sim::run(&scenario)?;
 /// // 100 ms of work (plus 10 ns per item) on 4 workers.
@@ -591,27 +599,45 @@ impl<'a> Sim<'a> {
         let Some(id) = self.workers.get(slot).and_then(|w| w.id) else {
             return Ok(());
         };
-        // Outcomes of items finished before the death were published: report them.
+        // What the worker really did in its current batch: `ran` finished, then `in_progress`.
         let mut in_progress = None;
+        let mut ran = None;
         if let WorkerState::Running {
             start, first, n, ..
         } = self.workers[slot].state
         {
-            let job = self.workers[slot].ring[0].job;
+            let (job, chunk) = (
+                self.workers[slot].ring[0].job,
+                self.workers[slot].ring[0].chunk,
+            );
             let finished = (0..=n)
                 .take_while(|k| self.boundary(job, start, first, *k) <= self.now)
                 .last()
                 .unwrap_or(0);
+            let job_id = self.jobs[job].id.expect("submitted");
             if self.now >= start && finished < n {
                 in_progress = Some(ItemRef {
-                    job: self.jobs[job].id.expect("submitted"),
+                    job: job_id,
                     index: first + finished,
                 });
                 self.jobs[job].outcome.runs[(first + finished) as usize] += 1;
             }
-            if finished > 0 {
+            if finished > 0 && self.scenario.batched_outcomes && in_progress.is_some() {
+                // The outcomes are lost with the worker; the progress word names the item.
+                for index in first..first + finished {
+                    self.jobs[job].outcome.runs[index as usize] += 1;
+                }
+                ran = Some(Span {
+                    job: job_id,
+                    items: first..first + finished,
+                });
+            } else if finished > 0 {
                 let busy = self.boundary(job, start, first, finished) - start;
                 self.report_done(slot, finished, busy)?;
+            }
+            if let (true, Some(item)) = (self.scenario.batched_outcomes, in_progress) {
+                (self.sched.on_started(id, chunk, item.index))
+                    .map_err(|e| violation(self.now, e.to_string()))?;
             }
         }
         let worker = &mut self.workers[slot];
@@ -625,40 +651,51 @@ impl<'a> Sim<'a> {
             return Err(violation(
                 self.now,
                 format!(
-                    "item {in_progress:?} was running, scheduler says {:?}",
+                    "{in_progress:?} was running, scheduler says {:?}",
                     lost.started
                 ),
             ));
         }
+        if lost.ran.first() != ran.as_ref() || lost.ran.len() > 1 {
+            return Err(violation(
+                self.now,
+                format!("{ran:?} ran unreported, scheduler says {:?}", lost.ran),
+            ));
+        }
+        let ran_here: Vec<(JobId, u64)> = (ran.iter())
+            .flat_map(|ran| ran.items.clone().map(|index| (ran.job, index)))
+            .chain(in_progress.map(|item| (item.job, item.index)))
+            .collect();
         for span in &lost.requeued {
-            let job = self.job_index(span.job);
-            for index in span.items.clone() {
-                if Some(ItemRef {
-                    job: span.job,
-                    index,
-                }) == in_progress
-                {
-                    return Err(violation(
-                        self.now,
-                        format!("running item {index} requeued"),
-                    ));
-                }
-                let _ = job;
+            if let Some((job, index)) = (ran_here.iter())
+                .find(|(job, index)| *job == span.job && span.items.contains(index))
+            {
+                return Err(violation(
+                    self.now,
+                    format!("{job:?} item {index} ran but was requeued: {lost:?}"),
+                ));
             }
         }
-        if let Some(item) = lost.started {
-            let job = self.job_index(item.job);
-            self.jobs[job].outcome.lost_started[item.index as usize] += 1;
-            if self.scenario.retry_started {
-                self.sched
-                    .requeue(item)
-                    .map_err(|e| violation(self.now, e.to_string()))?;
-            } else {
-                self.sched
-                    .abandon(item)
-                    .map_err(|e| violation(self.now, e.to_string()))?;
-                self.jobs[job].outcome.abandoned[item.index as usize] += 1;
-                self.release(job, item.index)?;
+        let spans = lost.ran.iter().cloned();
+        let started = lost.started.map(|item| Span {
+            job: item.job,
+            items: item.index..item.index + 1,
+        });
+        for span in spans.chain(started) {
+            let job = self.job_index(span.job);
+            for index in span.items {
+                let item = ItemRef {
+                    job: span.job,
+                    index,
+                };
+                self.jobs[job].outcome.lost_started[index as usize] += 1;
+                if self.scenario.retry_started {
+                    (self.sched.requeue(item)).map_err(|e| violation(self.now, e.to_string()))?;
+                } else {
+                    (self.sched.abandon(item)).map_err(|e| violation(self.now, e.to_string()))?;
+                    self.jobs[job].outcome.abandoned[index as usize] += 1;
+                    self.release(job, index)?;
+                }
             }
         }
         let at = self.now + ns(self.scenario.respawn_after);

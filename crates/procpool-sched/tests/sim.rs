@@ -65,7 +65,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         (1u64..=200, 1usize..=6),
         prop::collection::vec(job(), 1..=3),
         prop::collection::vec((0u64..20_000, 0usize..6), 0..=4),
-        (0u64..2_000, any::<bool>()),
+        (0u64..2_000, any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -73,7 +73,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 (report_us, workers),
                 jobs,
                 deaths,
-                (respawn_us, retry),
+                (respawn_us, retry, batched),
             )| {
                 Scenario {
                     config: SchedulerConfig {
@@ -93,6 +93,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         .collect(),
                     respawn_after: Duration::from_micros(respawn_us),
                     retry_started: retry,
+                    batched_outcomes: batched,
                 }
             },
         )
@@ -154,7 +155,11 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases unless PROPTEST_CASES says otherwise (soak runs).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_item_completes_once_in_order_within_window(scenario in scenario()) {
@@ -183,6 +188,7 @@ fn one_job(workers: usize, durations: Vec<Duration>, policy: ChunkPolicy) -> Sce
         deaths: vec![],
         respawn_after: Duration::from_micros(100),
         retry_started: true,
+        batched_outcomes: false,
     }
 }
 
@@ -236,6 +242,16 @@ fn worker_death_reports_running_item_and_requeues_the_rest() {
     scenario.retry_started = false;
     let outcome = sim::run(&scenario).unwrap();
     assert_eq!(outcome.jobs[0].abandoned.iter().sum::<u32>(), 1);
+    check_scenario(&scenario).unwrap();
+
+    // Outcomes batched for the whole chunk: items 0 and 1 ran unreported, 2 was running.
+    scenario.model.report_every = Duration::from_millis(10);
+    scenario.batched_outcomes = true;
+    let outcome = sim::run(&scenario).unwrap();
+    let job = &outcome.jobs[0];
+    assert_eq!(job.lost_started[..4], [1, 1, 1, 0]);
+    assert_eq!(job.abandoned[..4], [1, 1, 1, 0]);
+    assert_eq!(job.runs[..4], [1, 1, 1, 1]);
     check_scenario(&scenario).unwrap();
 }
 
