@@ -476,19 +476,20 @@ impl Pacer {
         }
     }
 
-    /// Whether the pending batch is due, reading the clock only every `stride` items.
+    /// Counts an item; true every `stride` items, when the caller should look at the batch.
     #[inline]
-    fn due(&mut self, interval: Duration) -> bool {
+    fn tick(&mut self) -> bool {
         self.since_read += 1;
         if self.since_read < self.stride {
             return false;
         }
-        self.read_clock(interval)
+        self.since_read = 0;
+        true
     }
 
+    /// Reads the clock, adapts the stride and says whether the pending batch is `interval` old.
     #[cold]
     fn read_clock(&mut self, interval: Duration) -> bool {
-        self.since_read = 0;
         let now = Instant::now();
         let since_last = now - self.last_read;
         self.last_read = now;
@@ -516,15 +517,8 @@ impl BatchRun<'_, '_> {
     /// Called before item `offset`: publishes it, honours a yield request and flushes when due.
     #[inline]
     fn before_item(&mut self, offset: u32) -> Step {
-        if self.error.is_some() {
+        if offset > 0 && self.pacer.tick() && self.flush_if_due() == Step::Stop {
             return Step::Stop;
-        }
-        if offset > 0
-            && (self.encoder.len() >= FLUSH_ITEMS
-                || self.encoder.data_len() >= self.opts.flush_bytes
-                || self.pacer.due(self.opts.flush_interval))
-        {
-            self.flush();
         }
         if self.mailbox.load(word::YIELD) == self.chunk_id.wrapping_add(1) {
             self.yield_at(offset);
@@ -532,6 +526,23 @@ impl BatchRun<'_, '_> {
         }
         self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
         Step::Run
+    }
+
+    /// Every `stride` items: flushes if the pending batch is large or old; stops the chunk if
+    /// the transport failed (only sending can fail).
+    #[cold]
+    fn flush_if_due(&mut self) -> Step {
+        if self.encoder.len() >= FLUSH_ITEMS
+            || self.encoder.data_len() >= self.opts.flush_bytes
+            || self.pacer.read_clock(self.opts.flush_interval)
+        {
+            self.flush();
+        }
+        if self.error.is_some() {
+            Step::Stop
+        } else {
+            Step::Run
+        }
     }
 
     /// Stops the chunk before item `offset`: flushes, then reports `Yielded`.
