@@ -19,3 +19,15 @@ pub(crate) fn spin_hint() {
 pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
+
+/// Gives up the core for a moment while spinning for a long time.
+#[cfg(procpool_loom)]
+pub(crate) fn spin_yield() {
+    loom::thread::yield_now();
+}
+
+/// Gives up the core for a moment while spinning for a long time.
+#[cfg(not(procpool_loom))]
+pub(crate) fn spin_yield() {
+    std::thread::yield_now();
+}

@@ -55,12 +55,16 @@ fn spawn_child(role: &str, arg: &str, handoff: Handoff) -> ChildGuard {
         .env(ARG_ENV, arg)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // SAFETY: only dup2 runs between fork and exec (async-signal-safe); it places the
-    // two inherited fds at 3 and 4 and clears their close-on-exec flag.
+    // SAFETY: only fcntl and dup2 run between fork and exec (both async-signal-safe);
+    // they place the two inherited fds at 3 and 4 and clear their close-on-exec flag.
     unsafe {
         command.pre_exec(move || {
-            for (from, to) in [(region_raw, 3), (socket_raw, 4)] {
-                if libc::dup2(from, to) < 0 {
+            // First move both fds above 4 (one may already sit on 3 or 4, where dup2 would
+            // be a no-op that keeps close-on-exec, or be overwritten), then into place.
+            let high =
+                [region_raw, socket_raw].map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64));
+            for (from, to) in [(high[0], 3), (high[1], 4)] {
+                if from < 0 || libc::dup2(from, to) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

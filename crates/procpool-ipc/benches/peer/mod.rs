@@ -31,11 +31,20 @@ pub(crate) fn spawn(role: &str, fds: Vec<OwnedFd>) -> Peer {
         .env(ROLE_ENV, role)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // SAFETY: only dup2 (async-signal-safe) runs between fork and exec.
+    // SAFETY: only fcntl and dup2 (async-signal-safe) run between fork and exec.
     unsafe {
         command.pre_exec(move || {
+            // First move every fd above the targets (a source may already sit on 3 or 4,
+            // where dup2 would be a no-op that keeps close-on-exec), then into place.
+            let mut high = [0; 8];
             for (idx, fd) in raw.iter().enumerate() {
-                if libc::dup2(*fd, 3 + idx as i32) < 0 {
+                high[idx] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if high[idx] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for idx in 0..raw.len() {
+                if libc::dup2(high[idx], 3 + idx as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -46,6 +46,9 @@ use crate::wire::{
 #[cfg(all(test, not(procpool_loom)))]
 mod tests;
 
+#[cfg(all(test, procpool_loom))]
+mod loom_tests;
+
 /// What the peer wrote wrong. Returned inside `RecvError::Corrupt` / `SendError::Corrupt`;
 /// after one, the channel is poisoned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -513,6 +516,7 @@ impl Producer {
             }
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 {
+                yield_if_spun_long(spins);
                 if self.ring.closed() {
                     return Err(WaitError::Closed);
                 }
@@ -828,6 +832,7 @@ impl Consumer {
             spin_hint();
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 {
+                yield_if_spun_long(spins);
                 if self.ring.closed() {
                     return if self.has_data()? {
                         Ok(())
@@ -878,6 +883,15 @@ impl Consumer {
     pub(crate) fn close(&mut self) {
         self.publish_head();
         self.ring.close(CLOSED_BY_CONSUMER);
+    }
+}
+
+/// After the first few hundred spins (~10 µs), offer the core to another runnable thread
+/// every 64 spins: on an oversubscribed machine the peer we wait for may be queued behind
+/// us on this very core. On an idle core `sched_yield` returns at once.
+fn yield_if_spun_long(spins: u32) {
+    if spins >= 256 {
+        crate::sync::spin_yield();
     }
 }
 
