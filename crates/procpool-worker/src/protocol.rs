@@ -97,7 +97,7 @@ pub struct InitializerCall {
 }
 
 /// First frame from worker to parent.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The worker's process id.
     pub pid: u32,
@@ -105,6 +105,8 @@ pub struct Hello {
     pub fingerprint: u64,
     /// How many tasks the worker has registered.
     pub task_count: u32,
+    /// The ids of the worker's tasks, sorted (an id covers path, name and signature).
+    pub task_ids: Vec<TaskId>,
 }
 
 /// Why an item (or the initializer) produced no value; the facade maps it to its task error.
@@ -226,6 +228,16 @@ pub enum HandshakeError {
         /// Theirs.
         theirs: u16,
     },
+    /// The worker program lacks tasks this pool needs (a different binary).
+    #[error(
+        "the worker program lacks {} task(s) this pool needs: {}",
+        missing.len(),
+        missing.join(", ")
+    )]
+    MissingTasks {
+        /// Each missing task as `name signature` (or its id when this side does not know it).
+        missing: Vec<String>,
+    },
     /// The first frame was some other message.
     #[error("expected Hello, got message kind {0:#06x}")]
     NotHello(u16),
@@ -243,7 +255,7 @@ pub enum HandshakeError {
 }
 
 /// What a parent learns from a valid `Hello`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloInfo {
     /// The worker's process id.
     pub pid: u32,
@@ -251,6 +263,15 @@ pub struct HelloInfo {
     pub fingerprint: u64,
     /// How many tasks the worker registered.
     pub task_count: u32,
+    /// The worker's task ids, sorted.
+    pub task_ids: Vec<TaskId>,
+}
+
+impl HelloInfo {
+    /// Whether the worker has the task `id` (same path, name and signature as here).
+    pub fn has_task(&self, id: TaskId) -> bool {
+        self.task_ids.binary_search(&id).is_ok()
+    }
 }
 
 /// A message from a worker, parsed and validated but not yet typed (see [`decode_output`]).
@@ -703,6 +724,12 @@ pub fn parse_from_worker(frame: &[u8]) -> Result<FromWorker<'_>, ProtocolError> 
                 pid: hello.pid.to_native(),
                 fingerprint: hello.fingerprint.to_native(),
                 task_count: hello.task_count.to_native(),
+                task_ids: {
+                    let mut ids: Vec<TaskId> =
+                        hello.task_ids.iter().map(|id| id.to_native()).collect();
+                    ids.sort_unstable();
+                    ids
+                },
             }))
         }
         kind::READY => Ok(FromWorker::Ready),
@@ -773,6 +800,45 @@ pub fn check_hello(frame: &[u8], expected_fingerprint: u64) -> Result<HelloInfo,
             ours: expected_fingerprint,
             theirs: info.fingerprint,
         });
+    }
+    Ok(info)
+}
+
+/// Validates a `Hello` frame and checks that the worker has every task in `required`, for a
+/// worker program other than this executable (the standalone `procpool-worker`, an attached
+/// worker), whose table legitimately differs. An id covers path, name and signature, so a
+/// task present on both sides is called with the same types.
+///
+/// # Errors
+///
+/// A [`HandshakeError`]: `MissingTasks` names what the worker lacks.
+pub fn check_hello_has_tasks(
+    frame: &[u8],
+    required: &[TaskId],
+) -> Result<HelloInfo, HandshakeError> {
+    let header = Header::read(frame)?;
+    if header.kind != kind::HELLO {
+        return Err(HandshakeError::NotHello(header.kind));
+    }
+    if header.version != PROTOCOL_VERSION {
+        return Err(HandshakeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: header.version,
+        });
+    }
+    let FromWorker::Hello(info) = parse_from_worker(frame)? else {
+        return Err(HandshakeError::NotHello(header.kind));
+    };
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|&&id| !info.has_task(id))
+        .map(|&id| match crate::registry::lookup(id) {
+            Some(entry) => format!("{} {}", entry.name, entry.signature),
+            None => format!("{id:016x}"),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(HandshakeError::MissingTasks { missing });
     }
     Ok(info)
 }
@@ -875,6 +941,7 @@ pub(crate) fn access_args<T: Task>(
 
 /// Encodes a worker's `Hello` into `out` (cleared first).
 pub(crate) fn encode_hello(hello: &Hello, out: &mut AlignedVec) -> Result<(), ProtocolError> {
+    debug_assert!(hello.task_ids.is_sorted());
     start_frame(&Header::control(kind::HELLO), out);
     append_archive(hello, out)
 }

@@ -330,6 +330,7 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
         pid,
         fingerprint: registry::fingerprint(),
         task_count: u32::try_from(registry::entries().len()).unwrap_or(u32::MAX),
+        task_ids: registry::entries().iter().map(|entry| entry.id).collect(),
     };
     protocol::encode_hello(&hello, &mut control)?;
     outbox.send(&control)?;

@@ -264,7 +264,8 @@ fn hello_is_checked_against_version_and_fingerprint() {
     let hello = Hello {
         pid: 42,
         fingerprint: 0xfeed,
-        task_count: 12,
+        task_count: 2,
+        task_ids: vec![3, 9],
     };
     let mut frame = AlignedVec::new();
     encode_hello(&hello, &mut frame).unwrap();
@@ -274,9 +275,11 @@ fn hello_is_checked_against_version_and_fingerprint() {
         HelloInfo {
             pid: 42,
             fingerprint: 0xfeed,
-            task_count: 12
+            task_count: 2,
+            task_ids: vec![3, 9],
         }
     );
+    assert!(info.has_task(9) && !info.has_task(4));
     let mismatch = check_hello(&frame, 0xbeef).unwrap_err();
     assert!(matches!(
         mismatch,
@@ -293,6 +296,10 @@ fn hello_is_checked_against_version_and_fingerprint() {
         Err(HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs }) if theirs == PROTOCOL_VERSION + 1
     ));
     assert!(matches!(
+        check_hello_has_tasks(&frame, &[]),
+        Err(HandshakeError::VersionMismatch { .. })
+    ));
+    assert!(matches!(
         parse_from_worker(&frame),
         Err(ProtocolError::Version { .. })
     ));
@@ -306,6 +313,35 @@ fn hello_is_checked_against_version_and_fingerprint() {
         check_hello(&frame[..10], 0xfeed),
         Err(HandshakeError::Protocol(ProtocolError::Truncated { .. }))
     ));
+}
+
+#[test]
+fn a_different_worker_program_is_accepted_when_it_has_the_needed_tasks() {
+    let add_one = <crate::builtin::add_one as Task>::ID;
+    let hello = Hello {
+        pid: 1,
+        fingerprint: 0x1234,
+        task_count: 1,
+        task_ids: vec![add_one],
+    };
+    let mut frame = AlignedVec::new();
+    encode_hello(&hello, &mut frame).unwrap();
+    assert!(check_hello(&frame, crate::fingerprint()).is_err());
+    let info = check_hello_has_tasks(&frame, &[add_one]).unwrap();
+    assert!(info.has_task(add_one));
+    let echo = <crate::builtin::echo_bytes as Task>::ID;
+    let error = check_hello_has_tasks(&frame, &[add_one, echo, 77]).unwrap_err();
+    let HandshakeError::MissingTasks { missing } = &error else {
+        panic!("unexpected {error:?}");
+    };
+    assert_eq!(
+        missing,
+        &vec![
+            "procpool_worker::builtin::echo_bytes fn(&[u8]) -> Vec<u8>".to_owned(),
+            "000000000000004d".to_owned()
+        ]
+    );
+    assert!(error.to_string().contains("lacks 2 task(s)"));
 }
 
 #[test]
