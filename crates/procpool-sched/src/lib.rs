@@ -19,13 +19,14 @@
 //! the peer with the most reserved items, cutting a chunk off the front of the stolen piece.
 //! Each worker holds a small window of chunks (the one it runs plus one queued: double
 //! buffering). When a worker is idle and nothing is left to take, the scheduler proposes a
-//! **tail split**: the worker holding the most unstarted work is asked to yield, and gives
-//! back exactly its unstarted items, so nothing runs twice.
+//! **tail split**: the worker holding the most unstarted work is asked to give back the later
+//! half of its running chunk's unstarted items (or a whole chunk queued behind it), and
+//! reports exactly where it cut, so nothing runs twice.
 //!
 //! Feedback arrives as items done (in order within a chunk), yields, and worker losses. From
 //! it the scheduler knows exactly what each worker holds, so a lost worker is answered with
-//! the one item that may have started and the items that certainly had not, which are queued
-//! again. Results are put back in input order by a reorder buffer whose input window bounds
+//! the item it was running, the items that ran without a reported outcome, and the items that
+//! certainly had not started, which are queued again. Results are put back in input order by a reorder buffer whose input window bounds
 //! memory, so an endless input runs in constant space.
 //!
 //! There is no I/O, no clock and no `unsafe` here: time enters only as reported durations, so

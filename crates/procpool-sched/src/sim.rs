@@ -366,6 +366,29 @@ impl<'a> Sim<'a> {
             self.now = at;
             self.handle(event)?;
             self.pump()?;
+            self.check_counters()?;
+        }
+        Ok(())
+    }
+
+    /// Every admitted item is in exactly one state, and the scheduler agrees with the
+    /// reorder buffer on how many were added.
+    fn check_counters(&self) -> Result<(), SimError> {
+        for state in &self.jobs {
+            let Some(progress) = state.id.and_then(|id| self.sched.job_progress(id)) else {
+                continue;
+            };
+            let sum = progress.queued
+                + progress.in_flight
+                + progress.done
+                + progress.awaiting_decision
+                + progress.abandoned;
+            if sum != progress.added || progress.added != state.reorder.admitted() {
+                return Err(violation(
+                    self.now,
+                    format!("{progress:?} vs {} admitted", state.reorder.admitted()),
+                ));
+            }
         }
         Ok(())
     }
