@@ -50,6 +50,11 @@ use crate::process::{
 /// never enters fork-server mode (it lacks the one-line init call) is killed after this.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the server may take to answer a request, or to report a worker whose pidfd says it
+/// exited. Only a watchdog: a server silent for this long (stopped, or stuck) is killed and
+/// counted as gone, instead of hanging its parent.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a server that was asked to stop (socket closed) may take before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -181,20 +186,27 @@ impl ForkServer {
     /// [`SpawnError::ForkServerGone`] if the server is gone, [`SpawnError::Fork`] if its `fork`
     /// failed.
     pub fn spawn_worker(&self, handoff: Handoff) -> Result<WorkerProcess, SpawnError> {
+        self.request(&handoff).map_err(RequestError::into_inner)
+    }
+
+    /// Sends one spawn request for `handoff` and waits for the reply. The caller keeps its
+    /// handoff until this returns, so it can retry with another server after
+    /// [`RequestError::NotSent`].
+    pub(crate) fn request(&self, handoff: &Handoff) -> Result<WorkerProcess, RequestError> {
         let mut state = self.link.lock();
         if state.gone {
-            return Err(SpawnError::ForkServerGone(io::Error::from(
-                io::ErrorKind::BrokenPipe,
+            return Err(RequestError::NotSent(SpawnError::ForkServerGone(
+                io::Error::from(io::ErrorKind::BrokenPipe),
             )));
         }
         let limit = self.link.memory_limit.to_le_bytes();
-        let sent = procpool_ipc::send_handoff(&state.socket, &handoff, &limit);
-        // The server holds its own copies now; ours must go so that channel EOF works.
-        drop(handoff);
-        if let Err(err) = sent {
+        if let Err(err) = procpool_ipc::send_handoff(&state.socket, handoff, &limit) {
+            // A request that did not arrive whole is never acted on: the server fails to read
+            // it and exits.
             state.gone = true;
-            return Err(SpawnError::ForkServerGone(err));
+            return Err(RequestError::NotSent(SpawnError::ForkServerGone(err)));
         }
+        let failed = |err: SpawnError| Err(RequestError::Failed(err));
         loop {
             match state.read_report() {
                 Ok((
@@ -215,7 +227,7 @@ impl ForkServer {
                     },
                     _,
                 )) => {
-                    return Err(SpawnError::Fork(io::Error::from_raw_os_error(value)));
+                    return failed(SpawnError::Fork(io::Error::from_raw_os_error(value)));
                 }
                 // Another worker's exit, recorded by read_report.
                 Ok((
@@ -227,12 +239,36 @@ impl ForkServer {
                 )) => {}
                 Ok((report, _)) => {
                     state.gone = true;
-                    return Err(SpawnError::ForkServerGone(io::Error::other(format!(
+                    return failed(SpawnError::ForkServerGone(io::Error::other(format!(
                         "unexpected reply from the fork server: {report:?}"
                     ))));
                 }
-                Err(err) => return Err(SpawnError::ForkServerGone(err)),
+                // The server closed its socket with our request (or part of it) unread: it died
+                // before it could act on it (AF_UNIX reports unread data at close as ECONNRESET;
+                // a server that read the whole request and then died gives EOF instead).
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(RequestError::NotSent(SpawnError::ForkServerGone(err)));
+                }
+                Err(err) => return failed(SpawnError::ForkServerGone(err)),
             }
+        }
+    }
+}
+
+/// Why a spawn request failed, and whether the server can have acted on it.
+#[derive(Debug)]
+pub(crate) enum RequestError {
+    /// The request never reached the server whole: no worker was forked for it, so the same
+    /// handoff may be sent to a fresh server.
+    NotSent(SpawnError),
+    /// The server got the request; whatever happened, the handoff must not be reused.
+    Failed(SpawnError),
+}
+
+impl RequestError {
+    pub(crate) fn into_inner(self) -> SpawnError {
+        match self {
+            RequestError::NotSent(err) | RequestError::Failed(err) => err,
         }
     }
 }
@@ -284,8 +320,24 @@ impl Drop for ServerLink {
 
 impl LinkState {
     /// Reads one report, recording an `EXITED` one in `exits` and returning every report. Marks
-    /// the link gone on EOF or error.
+    /// the link gone on EOF or error, and after [`REPLY_TIMEOUT`] of silence (killing the server).
     fn read_report(&mut self) -> io::Result<(Report, Option<OwnedFd>)> {
+        match poll_readable(self.socket.as_fd(), Some(REPLY_TIMEOUT)) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.gone = true;
+                // A server that cannot answer is of no use; its workers die with it.
+                let _ = self.process.kill(libc::SIGKILL);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the fork server did not answer in time",
+                ));
+            }
+            Err(err) => {
+                self.gone = true;
+                return Err(err);
+            }
+        }
         match recv_report(&self.socket) {
             Ok(Some((report, fd))) => {
                 if report.kind == REPORT_EXITED {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use procpool_ipc::Handoff;
 
-use crate::forkserver::{ForkServer, ServerLink};
+use crate::forkserver::{ForkServer, RequestError, ServerLink};
 
 /// Names the inherited channel fds of a spawned worker: `"<region fd>,<socket fd>"`.
 pub const ENV_WORKER_FDS: &str = "PROCPOOL_WORKER_FDS";
@@ -339,7 +339,15 @@ impl WorkerSpawner {
     pub fn spawn(&self, handoff: Handoff) -> Result<WorkerProcess, SpawnError> {
         match self.method {
             StartMethod::Spawn => spawn_process(&self.command, handoff_fds(handoff), Role::Worker),
-            StartMethod::ForkServer => self.running_fork_server()?.spawn_worker(handoff),
+            StartMethod::ForkServer => match self.running_fork_server()?.request(&handoff) {
+                // The server died before it got the request, so no worker was forked for this
+                // channel: a fresh server may serve it.
+                Err(RequestError::NotSent(_)) => self
+                    .running_fork_server()?
+                    .request(&handoff)
+                    .map_err(RequestError::into_inner),
+                res => res.map_err(RequestError::into_inner),
+            },
         }
     }
 

@@ -370,3 +370,24 @@ fn a_killer_signals_the_worker_from_another_thread_while_the_handle_waits() {
             .expect("signalling a reaped worker is no error");
     }
 }
+
+#[test]
+fn spawning_right_after_the_fork_server_died_still_succeeds() {
+    // However the death is noticed (before the request, or by the request failing to arrive),
+    // the spawner starts a fresh server and serves the same channel with it.
+    let spawner = spawner(StartMethod::ForkServer);
+    for round in 0..3 {
+        let server = spawner.fork_server().expect("server").expect("ForkServer");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the server");
+        let (_worker, mut driver) = start(&spawner);
+        driver.handshake(round);
+        assert_eq!(
+            driver.call::<builtin::add_one>(1, &[u64::from(round)]),
+            [Ok(u64::from(round) + 1)]
+        );
+    }
+}
