@@ -227,3 +227,71 @@ fn worker_attached_through_listen_receives_work() {
     let status = attached.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn map_async_handle_is_waited_on_later() {
+    let _watchdog = watchdog("map_async_handle_is_waited_on_later");
+    let pool = pool(2);
+    let handle = pool.map_async(square, 0..10_000u64);
+    let outcomes = handle.result().expect("the map ran");
+    assert_eq!(outcomes.len(), 10_000);
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Ok((x * x) as u64));
+    }
+}
+
+/// Whether process `pid` still exists (as anything but a zombie we own).
+fn alive(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+#[test]
+fn dropping_the_pool_leaves_no_worker_process() {
+    let _watchdog = watchdog("dropping_the_pool_leaves_no_worker_process");
+    let pool = pool(2);
+    assert_eq!(pool.call(square, 3), Ok(9));
+    let pids: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&pid| alive(pid)));
+    drop(pool);
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived its pool");
+    }
+}
+
+#[test]
+fn dropping_the_pool_during_a_panic_terminates_promptly() {
+    let _watchdog = watchdog("dropping_the_pool_during_a_panic_terminates_promptly");
+    let mut pids = Vec::new();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let pool = pool(2);
+        let busy: Vec<_> = (0..4)
+            .map(|_| pool.submit(sleep_then_pid, 60_000))
+            .collect();
+        wait_running(&busy[0]);
+        pids = pool.stats().workers.iter().map(|w| w.pid).collect();
+        panic!("test panic with a busy pool");
+    }));
+    assert!(caught.is_err());
+    // The pool was dropped while unwinding: it terminated its workers instead of waiting a
+    // minute for their tasks (the watchdog would end the test if it waited).
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived its pool");
+    }
+}
+
+#[test]
+fn callbacks_can_submit_more_work() {
+    let _watchdog = watchdog("callbacks_can_submit_more_work");
+    let pool = Arc::new(pool(2));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let first = pool.submit(square, 3);
+    let inner_pool = Arc::clone(&pool);
+    first.on_done(move |outcome| {
+        let x = *outcome.as_ref().unwrap();
+        let second = inner_pool.submit(square, x);
+        second.on_done(move |outcome| tx.send(outcome.clone()).unwrap());
+    });
+    assert_eq!(rx.recv().unwrap(), Ok(81));
+}

@@ -339,3 +339,15 @@ async fn handle_can_be_awaited_in_tokio() {
     }
     assert_eq!(total, (0..10).map(|x| x * x).sum::<u64>());
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Pool>();
+    send_sync::<crate::TaskHandle<u64>>();
+    send_sync::<crate::Error>();
+    send_sync::<TaskError>();
+    send::<crate::Map<'static, square, std::ops::Range<u64>>>();
+    send::<crate::AsCompleted<u64>>();
+}

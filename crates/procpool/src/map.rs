@@ -40,7 +40,9 @@ struct StartedMap<T: Task> {
 }
 
 struct MapRun<'p, T: Task, I> {
-    shared: &'p Arc<Shared>,
+    shared: Arc<Shared>,
+    /// Ties the iterator to the `&Pool` it came from (the pool outlives it).
+    _pool: std::marker::PhantomData<&'p ()>,
     input: I,
     ordered: bool,
     options: TaskOptions,
@@ -60,9 +62,10 @@ struct MapRun<'p, T: Task, I> {
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
-    fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions, ordered: bool) -> Self {
+    fn new(shared: &Arc<Shared>, input: I, options: TaskOptions, ordered: bool) -> Self {
         MapRun {
-            shared,
+            shared: Arc::clone(shared),
+            _pool: std::marker::PhantomData,
             input,
             ordered,
             options,
@@ -208,7 +211,7 @@ macro_rules! map_options {
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> Map<'p, T, I> {
-    pub(crate) fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, input: I, options: TaskOptions) -> Self {
         Map {
             run: MapRun::new(shared, input, options, true),
         }
@@ -218,7 +221,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> Map<'p, T, I> {
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> MapUnordered<'p, T, I> {
-    pub(crate) fn new(shared: &'p Arc<Shared>, input: I, options: TaskOptions) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, input: I, options: TaskOptions) -> Self {
         MapUnordered {
             run: MapRun::new(shared, input, options, false),
         }

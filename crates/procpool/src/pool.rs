@@ -137,6 +137,24 @@ impl Pool {
         MapUnordered::new(&self.shared, input.into_iter(), TaskOptions::default())
     }
 
+    /// Runs a whole map in the background and returns a handle to all its outcomes, in input
+    /// order (`Pool.map_async` in Python): wait on it, poll it, attach callbacks or `.await` it.
+    ///
+    /// The input is pulled on a background thread. The handle cannot be cancelled; dropping
+    /// it does not stop the map.
+    pub fn map_async<T, I>(
+        &self,
+        task: T,
+        input: I,
+    ) -> TaskHandle<Vec<Result<T::Output, TaskError>>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        self.task(task).map_async(input)
+    }
+
     /// Per-call options for `task`: `pool.task(t).timeout(d).retries(n).submit(args)`.
     pub fn task<T: Task>(&self, task: T) -> TaskCall<'_, T> {
         TaskCall {
@@ -378,6 +396,29 @@ impl<'p, T: Task> TaskCall<'p, T> {
     {
         let _ = self.task;
         Map::new(&self.pool.shared, input.into_iter(), self.options)
+    }
+
+    /// [`Pool::map_async`] with these options.
+    pub fn map_async<I>(&self, input: I) -> TaskHandle<Vec<Result<T::Output, TaskError>>>
+    where
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let (handle, completer) = crate::handle::task_pair();
+        completer.start();
+        let map: Map<'static, T, I::IntoIter> =
+            Map::new(&self.pool.shared, input.into_iter(), self.options);
+        let spawned = std::thread::Builder::new()
+            .name("procpool-map-async".into())
+            .spawn(move || {
+                let outcomes: Vec<_> = map.collect();
+                completer.complete(Ok(outcomes));
+            });
+        if let Err(err) = spawned {
+            // The completer went down with the closure: the handle ends as `Terminated`.
+            tracing::error!("cannot start a map_async thread: {err}");
+        }
+        handle
     }
 
     /// [`Pool::map_unordered`] with these options.
