@@ -43,8 +43,8 @@ pub(crate) fn spawn(role: &str, fds: Vec<OwnedFd>) -> Peer {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for idx in 0..raw.len() {
-                if libc::dup2(high[idx], 3 + idx as i32) < 0 {
+            for (idx, fd) in high[..raw.len()].iter().enumerate() {
+                if libc::dup2(*fd, 3 + idx as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
