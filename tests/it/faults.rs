@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use procpool::{TaskError, WorkerExit, builtin};
-use procpool_tests::{abort_on, panics, sleep_then_pid, square};
+use procpool_tests::{abort_on, nap, panics, sleep_then_pid, square};
 
 use crate::util::{pool, signal, wait_running, watchdog};
 
@@ -182,4 +182,33 @@ fn crash_inside_a_chunk_is_blamed_on_the_running_item() {
         3,
         "one death before, two for the crashing item"
     );
+}
+
+#[test]
+fn timeout_inside_a_chunk_fails_only_that_item() {
+    let _watchdog = watchdog("timeout_inside_a_chunk_fails_only_that_item");
+    // Fixed chunks of 8, so the slow item shares its chunk with quick ones on both sides.
+    let pool = crate::util::builder(2).chunksize(8).build().unwrap();
+    let naps: Vec<u64> = (0..64).map(|i| if i == 20 { 30_000 } else { 2 }).collect();
+    let outcomes: Vec<_> = pool
+        .map(nap, naps.clone())
+        .timeout(Duration::from_millis(300))
+        .collect();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        if i == 20 {
+            assert_eq!(
+                outcome,
+                Err(TaskError::TimedOut {
+                    limit: Duration::from_millis(300)
+                })
+            );
+        } else {
+            assert_eq!(
+                outcome,
+                Ok(naps[i]),
+                "item {i} of the timed-out chunk was not re-run"
+            );
+        }
+    }
+    assert_eq!(pool.stats().deaths, 1);
 }

@@ -695,9 +695,13 @@ impl Shared {
                             };
                             let retries = job.options().retries;
                             let may_retry = core.phase != Phase::Closed;
+                            // The pool killed it for a timeout: the items whose outcomes it
+                            // still held are not at fault and run again.
+                            let killed_for_timeout =
+                                timed_out.is_some_and(|(_, timed_index, _)| timed_index == running);
                             if running > item.index {
                                 // Not to blame: run again if the call allows retries.
-                                if retries > 0 && may_retry {
+                                if (retries > 0 || killed_for_timeout) && may_retry {
                                     job.unstart(item.index..item.index + 1);
                                     let _ = core.sched.requeue(item);
                                 } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use procpool_sched::SchedulerConfig;
+use procpool_sched::{ChunkPolicy, SchedulerConfig};
 use procpool_worker::Task;
 use procpool_worker::protocol::{self, InitializerCall};
 
@@ -67,6 +67,7 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<u64>,
     handshake_timeout: Duration,
     terminate_grace: Duration,
+    chunk_policy: ChunkPolicy,
 }
 
 impl Pool {
@@ -92,6 +93,7 @@ impl Pool {
             max_tasks_per_child: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             terminate_grace: Duration::from_secs(1),
+            chunk_policy: ChunkPolicy::default(),
         }
     }
 
@@ -276,6 +278,18 @@ impl PoolBuilder {
         self
     }
 
+    /// Sends map items (and queued submits) in chunks of exactly `items` (fewer only when
+    /// fewer are waiting), like `chunksize` in Python, instead of the default adaptive sizing
+    /// that aims for chunks of about 300 µs of work from measured item costs.
+    ///
+    /// # Panics
+    ///
+    /// Never; `0` is treated as `1`.
+    pub fn chunksize(mut self, items: u64) -> Self {
+        self.chunk_policy = ChunkPolicy::Fixed(NonZeroU64::new(items.max(1)).expect("at least 1"));
+        self
+    }
+
     /// How long a worker may take to start and run its initializer (default 30 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -333,7 +347,10 @@ impl PoolBuilder {
             initializer,
             handshake_timeout: self.handshake_timeout,
             terminate_grace: self.terminate_grace,
-            sched: SchedulerConfig::default(),
+            sched: SchedulerConfig {
+                policy: self.chunk_policy,
+                ..SchedulerConfig::default()
+            },
         };
         let shared = Shared::start(launcher, config)?;
         Ok(Pool { shared })
