@@ -79,6 +79,9 @@ pub struct SimJob {
     pub durations: Vec<Duration>,
     /// How its input is fed.
     pub input: SimInput,
+    /// When the job is cancelled with [`Scheduler::remove_job`], if ever. Its chunks in
+    /// flight still run and report; no new chunk of it may be handed out.
+    pub cancel_at: Option<Duration>,
 }
 
 /// Everything a simulation run needs.
@@ -94,7 +97,10 @@ pub struct Scenario {
     pub jobs: Vec<SimJob>,
     /// Worker deaths: at this time, the worker in this slot (if any) dies.
     pub deaths: Vec<(Duration, usize)>,
-    /// A dead worker is replaced by a new one this much later.
+    /// Worker retirements (recycling): at this time, the worker in this slot (if any) is
+    /// retired; once it holds nothing it is removed and replaced.
+    pub retirements: Vec<(Duration, usize)>,
+    /// A dead or retired worker is replaced by a new one this much later.
     pub respawn_after: Duration,
     /// Whether an item that may have started on a dead worker is retried (else abandoned).
     pub retry_started: bool,
@@ -133,6 +139,8 @@ pub struct JobOutcome {
     pub lost_started: Vec<u32>,
     /// The most items admitted but not released at any time.
     pub max_outstanding: u64,
+    /// Whether the job was cancelled; then `output` is partial.
+    pub cancelled: bool,
 }
 
 /// Why a run failed.
@@ -181,8 +189,10 @@ pub enum SimError {
 ///         submit_at: Duration::ZERO,
 ///         durations: vec![Duration::from_micros(10); 10_000],
 ///         input: SimInput { order: Order::Input, window: None, known_len: true },
+///         cancel_at: None,
 ///     }],
 ///     deaths: vec![],
+///     retirements: vec![],
 ///     respawn_after: Duration::from_millis(1),
 ///     retry_started: true,
 ///     batched_outcomes: false,
@@ -204,7 +214,9 @@ const EVENT_BUDGET: u64 = 200_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Submit(usize),
+    Cancel(usize),
     Death(usize),
+    Retire(usize),
     Join,
     /// The parent finished sending a chunk and may send the next.
     ParentFree,
@@ -227,6 +239,8 @@ enum Event {
 struct SimWorker {
     id: Option<WorkerId>,
     ring: VecDeque<RingChunk>,
+    /// Retired: removed as soon as the scheduler says it holds nothing.
+    retiring: bool,
     /// Pending yield requests: chunk and the first item to give back.
     flags: BTreeMap<ChunkId, Split>,
     state: WorkerState,
@@ -330,13 +344,20 @@ impl<'a> Sim<'a> {
                     runs: vec![0; n],
                     lost_started: vec![0; n],
                     max_outstanding: 0,
+                    cancelled: false,
                 },
                 finished: false,
             });
             sim.push(ns(job.submit_at), Event::Submit(idx));
+            if let Some(at) = job.cancel_at {
+                sim.push(ns(at), Event::Cancel(idx));
+            }
         }
         for (at, slot) in &scenario.deaths {
             sim.push(ns(*at), Event::Death(*slot));
+        }
+        for (at, slot) in &scenario.retirements {
+            sim.push(ns(*at), Event::Retire(*slot));
         }
         sim
     }
@@ -413,6 +434,29 @@ impl<'a> Sim<'a> {
             Event::Join => self.join(),
             Event::ParentFree => self.parent_wakeup_pending = false,
             Event::Death(slot) => self.death(slot)?,
+            Event::Cancel(idx) => {
+                let state = &mut self.jobs[idx];
+                if let (Some(id), false) = (state.id, state.finished) {
+                    self.sched
+                        .remove_job(id)
+                        .map_err(|e| violation(self.now, e.to_string()))?;
+                    state.outcome.cancelled = true;
+                    state.finished = true;
+                }
+            }
+            Event::Retire(slot) => {
+                if let Some(worker) = self.workers.get_mut(slot)
+                    && let Some(id) = worker.id
+                    && !worker.retiring
+                {
+                    worker.retiring = true;
+                    (self.sched.retire_worker(id))
+                        .map_err(|e| violation(self.now, e.to_string()))?;
+                    if matches!(worker.state, WorkerState::Idle { .. }) {
+                        self.retire_if_empty(slot)?;
+                    }
+                }
+            }
             Event::Arrive {
                 worker,
                 chunk,
@@ -469,6 +513,7 @@ impl<'a> Sim<'a> {
             id: Some(id),
             ring: VecDeque::new(),
             flags: BTreeMap::new(),
+            retiring: false,
             // Freshly started workers are parked until their first chunk.
             state: WorkerState::Idle { parks_at: 0 },
             version: 0,
@@ -527,7 +572,9 @@ impl<'a> Sim<'a> {
             let state = &mut self.jobs[job];
             state.outcome.runs[index as usize] += 1;
             state.outcome.done[index as usize] += 1;
-            self.release(job, index)?;
+            if !state.outcome.cancelled {
+                self.release(job, index)?;
+            }
         }
         Ok(())
     }
@@ -545,8 +592,34 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Removes a retired worker once the scheduler says it holds nothing, and replaces it.
+    fn retire_if_empty(&mut self, slot: usize) -> Result<(), SimError> {
+        let Some(id) = self.workers[slot].id else {
+            return Ok(());
+        };
+        let holds = (self.sched.in_flight(id)).map_err(|e| violation(self.now, e.to_string()))?;
+        if !self.workers[slot].retiring || !holds.is_empty() {
+            return Ok(());
+        }
+        let lost =
+            (self.sched.remove_worker(id)).map_err(|e| violation(self.now, e.to_string()))?;
+        if lost != crate::Lost::default() {
+            return Err(violation(self.now, format!("drained {id:?} lost {lost:?}")));
+        }
+        let worker = &mut self.workers[slot];
+        worker.id = None;
+        worker.retiring = false;
+        worker.version += 1;
+        let at = self.now + ns(self.scenario.respawn_after);
+        self.push(at, Event::Join);
+        Ok(())
+    }
+
     fn check_finished(&mut self, job: usize) {
         let state = &mut self.jobs[job];
+        if state.outcome.cancelled {
+            return;
+        }
         let Some(id) = state.id else { return };
         if state.reorder.popped() == state.input_len
             && self.sched.job_progress(id).is_some_and(|p| p.is_complete())
@@ -590,7 +663,7 @@ impl<'a> Sim<'a> {
             worker.state = WorkerState::Idle {
                 parks_at: self.now + ns(model.spin),
             };
-            return Ok(());
+            return self.retire_if_empty(slot);
         };
         let mut start = self.now;
         if !front.started {
@@ -670,6 +743,14 @@ impl<'a> Sim<'a> {
         worker.flags.clear();
         let lost =
             (self.sched.remove_worker(id)).map_err(|e| violation(self.now, e.to_string()))?;
+        // The scheduler says nothing about items of removed (cancelled) jobs.
+        let live = |job: JobId| {
+            self.jobs
+                .iter()
+                .any(|s| s.id == Some(job) && !s.outcome.cancelled)
+        };
+        let in_progress = in_progress.filter(|item| live(item.job));
+        let ran = ran.filter(|span| live(span.job));
         if in_progress.is_some() && lost.started != in_progress {
             return Err(violation(
                 self.now,
@@ -735,6 +816,9 @@ impl<'a> Sim<'a> {
         for job in 0..self.jobs.len() {
             let state = &mut self.jobs[job];
             let Some(id) = state.id else { continue };
+            if state.outcome.cancelled {
+                continue;
+            }
             let wanted = state.input_len - state.reorder.admitted();
             if wanted > 0 {
                 let range = state.reorder.admit(wanted);
@@ -762,6 +846,12 @@ impl<'a> Sim<'a> {
                 break;
             };
             let job = self.job_index(assignment.span.job);
+            if self.jobs[job].outcome.cancelled {
+                return Err(violation(
+                    self.now,
+                    format!("{assignment:?} of a cancelled job"),
+                ));
+            }
             let admitted = self.jobs[job].reorder.admitted();
             if assignment.span.items.is_empty() || assignment.span.items.end > admitted {
                 return Err(violation(
