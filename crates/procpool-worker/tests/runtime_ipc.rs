@@ -21,6 +21,7 @@ static GATE_OPEN: AtomicBool = AtomicBool::new(false);
 fn gate(x: u64) -> u64 {
     if x == 2 {
         let start = Instant::now();
+        // Acquire pairs with the Release store in the test that opens the gate.
         while !GATE_OPEN.load(Ordering::Acquire) && start.elapsed() < WATCHDOG {
             thread::sleep(Duration::from_millis(1));
         }
@@ -290,6 +291,7 @@ fn runtime_yield_mid_chunk_reports_the_exact_next_index() {
         thread::yield_now();
     }
     parent.mailbox.store(2, chunk_id + 1);
+    // Release pairs with the Acquire load in `gate`; the yield request above is ordered before.
     GATE_OPEN.store(true, Ordering::Release);
     let got = parent.outcomes::<gate>(chunk_id, 3);
     assert_eq!(

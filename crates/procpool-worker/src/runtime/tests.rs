@@ -457,6 +457,7 @@ static SCRIPT_CHUNK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 #[task(crate = crate)]
 fn scripted(v: u64) -> Result<u64, String> {
     if v >= 1000 {
+        // Relaxed: the test stores it on this same thread before running the chunk.
         let chunk = SCRIPT_CHUNK.load(std::sync::atomic::Ordering::Relaxed);
         SCRIPT_MAILBOX.store(word::YIELD, chunk + 1);
     }
@@ -498,6 +499,7 @@ proptest::proptest! {
         flush_bytes in 1_usize..300,
     ) {
         install_panic_hook();
+        // Relaxed: read back by the task on this same thread.
         SCRIPT_CHUNK.store(chunk_id, std::sync::atomic::Ordering::Relaxed);
         let opts = RunOptions { flush_interval: Duration::from_secs(3600), flush_bytes };
         let mut arena = Arena::new();
