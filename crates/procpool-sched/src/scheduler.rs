@@ -604,7 +604,8 @@ impl Scheduler {
     ///
     /// Refill order: the worker's own deque, the queue of given-back items, new input, then a
     /// steal from the peer with the most reserved items. A piece larger than the chunk size is
-    /// split: the chunk is cut from its front, the rest stays reserved for this worker.
+    /// split: the chunk is cut from its front, and the rest stays reserved where it was (this
+    /// worker's deque, or the robbed peer's).
     ///
     /// Call it again after every event concerning the worker (items done, a yield, new
     /// input): with [`ChunkPolicy::Adaptive`], a second chunk is only prefetched while the
@@ -619,10 +620,10 @@ impl Scheduler {
             return Ok(None);
         }
         self.flush_staged();
-        let Some(piece) = self.take_piece(idx) else {
+        let Some((piece, home)) = self.take_piece(idx) else {
             return Ok(None);
         };
-        Ok(Some(self.carve(idx, piece)))
+        Ok(Some(self.carve(idx, piece, home)))
     }
 
     /// The next chunk for whichever live worker needs one most (fewest chunks in flight, then
@@ -642,8 +643,8 @@ impl Scheduler {
                 continue;
             }
             self.flush_staged();
-            let piece = self.take_piece(idx)?;
-            return Some(self.carve(idx, piece));
+            let (piece, home) = self.take_piece(idx)?;
+            return Some(self.carve(idx, piece, home));
         }
         None
     }
@@ -947,16 +948,19 @@ impl Scheduler {
         self.slots[idx].reserved = 0;
     }
 
-    fn take_piece(&mut self, idx: usize) -> Option<Piece> {
+    /// The next piece for the worker in slot `idx`, and the slot whose deque keeps what is
+    /// left of it after a chunk is cut: the worker's own, or the victim's after a steal, so a
+    /// steal takes one chunk's worth and leaves the peer the rest.
+    fn take_piece(&mut self, idx: usize) -> Option<(Piece, usize)> {
         if let Some(piece) = self.slots[idx].deque.pop() {
             self.slots[idx].reserved -= piece.items.end - piece.items.start;
-            return Some(piece);
+            return Some((piece, idx));
         }
         if let Some(((job, _), items)) = self.returned.pop_first() {
-            return Some(Piece { job, items });
+            return Some((Piece { job, items }, idx));
         }
         if let Some(piece) = steal_one(|| self.fresh.steal()) {
-            return Some(piece);
+            return Some((piece, idx));
         }
         let victim = (self.slots.iter().enumerate())
             .filter(|(victim, slot)| *victim != idx && slot.reserved > 0)
@@ -964,12 +968,12 @@ impl Scheduler {
             .map(|(victim, _)| victim)?;
         let piece = steal_one(|| self.slots[victim].stealer.steal())?;
         self.slots[victim].reserved -= piece.items.end - piece.items.start;
-        Some(piece)
+        Some((piece, victim))
     }
 
-    /// Cuts a chunk from the front of `piece` for the worker in slot `idx`; the rest stays
-    /// reserved in that worker's deque.
-    fn carve(&mut self, idx: usize, piece: Piece) -> Assignment {
+    /// Cuts a chunk from the front of `piece` for the worker in slot `idx`; the rest goes to
+    /// the deque of slot `home`.
+    fn carve(&mut self, idx: usize, piece: Piece, home: usize) -> Assignment {
         let job = self
             .jobs
             .get_mut(&piece.job)
@@ -992,14 +996,15 @@ impl Scheduler {
         }
         let end = piece.items.end.min(piece.items.start.saturating_add(size));
         let items = piece.items.start..end;
-        let slot = &mut self.slots[idx];
         if end < piece.items.end {
-            slot.reserved += piece.items.end - end;
-            slot.deque.push(Piece {
+            let home = &mut self.slots[home];
+            home.reserved += piece.items.end - end;
+            home.deque.push(Piece {
                 job: piece.job,
                 items: end..piece.items.end,
             });
         }
+        let slot = &mut self.slots[idx];
         let n = end - items.start;
         job.queued -= n;
         job.in_flight += n;
