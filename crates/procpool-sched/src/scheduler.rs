@@ -673,7 +673,7 @@ impl Scheduler {
             for (pos, chunk_id) in slot.in_flight.iter().enumerate() {
                 let chunk = &self.chunks[chunk_id];
                 let unstarted = chunk.left().saturating_sub(u64::from(pos == 0));
-                if chunk.yield_requested || unstarted == 0 {
+                if chunk.yield_requested || unstarted == 0 || !self.jobs.contains_key(&chunk.job) {
                     continue;
                 }
                 let per_item = self
