@@ -62,17 +62,17 @@ TUNED_CHUNKSIZE = {
 def params(quick):
     """Workload sizes; keep in step with benches/src/workload.rs."""
     return {
-        "startup": {"starts": 3},
+        "startup": {"starts": 1 if quick else 3},
         "latency": {"trips": 2000},
         # chunksize=1 maps and per-item submits are ~10^4 items/s in Python, so those
         # systems get a smaller item count (`n_slow`); a rate does not depend on n.
-        "submit": {"n": 20_000 if quick else 100_000},
+        "submit": {"n": 5_000 if quick else 100_000},
         "map_tiny": {"n": 1_000_000, "n_slow": 10_000 if quick else 40_000},
-        "map_1us": {"n": 200_000, "n_slow": 10_000 if quick else 40_000},
+        "map_1us": {"n": 200_000, "n_slow": 5_000 if quick else 40_000},
         "cpu_scaling": {"tasks": 16 if quick else 32, "unit_ms": 20 if quick else 40},
         "skewed": {"short": 60, "short_ms": 5, "long": 4, "long_ms": 100},
-        "payload": {"mib": 64, "trips": 2 if quick else 3},
-        "digest": {"files": 500 if quick else 2000, "mib": 64 if quick else 256},
+        "payload": {"mib": 16 if quick else 64, "trips": 2 if quick else 3},
+        "digest": {"files": 250 if quick else 2000, "mib": 32 if quick else 256},
     }
 
 

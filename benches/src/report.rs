@@ -194,6 +194,16 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
     if let Some(cal) = &outcome.python_calibration {
         let _ = writeln!(md, "Python (last round): `{cal}`.");
     }
+    let _ = writeln!(
+        md,
+        "\nWall time per workload (all systems and rounds): {}.",
+        outcome
+            .durations
+            .iter()
+            .map(|(workload, secs)| format!("`{workload}` {secs:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !charts.is_empty() {
         let _ = writeln!(md, "\n## Charts\n");
         for (title, file) in charts {
@@ -258,6 +268,9 @@ pub fn json(outcome: &Outcome, machine: &MachineInfo) -> Value {
             .map(|(w, text)| (w.name().to_owned(), Value::String(text)))
             .collect::<serde_json::Map<_, _>>(),
         "notes": outcome.notes,
+        "seconds_per_workload": outcome.durations.iter()
+            .map(|(w, secs)| (w.name().to_owned(), json!(secs)))
+            .collect::<serde_json::Map<_, _>>(),
         "rows": rows,
     })
 }

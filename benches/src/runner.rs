@@ -47,6 +47,8 @@ pub struct Outcome {
     pub python_calibration: Option<Value>,
     /// The digest tree's size, when `digest` ran: (files, MiB).
     pub tree: Option<(usize, f64)>,
+    /// Wall time spent on each workload, all systems and rounds, in seconds.
+    pub durations: Vec<(Workload, f64)>,
 }
 
 /// Runs every workload of `config`, advancing `progress` by one per system-round.
@@ -100,7 +102,9 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
             .sum(),
     );
 
+    let mut durations = Vec::new();
     for &workload in &config.workloads {
+        let workload_start = std::time::Instant::now();
         // Systems that failed on this workload sit out its remaining rounds.
         let mut failed: HashSet<&'static str> = HashSet::new();
         for round in 0..config.repeat {
@@ -196,6 +200,7 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                 }
             }
         }
+        durations.push((workload, workload_start.elapsed().as_secs_f64()));
     }
     progress.finish_with_message("done");
     Ok(Outcome {
@@ -208,5 +213,6 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
         tree: tree
             .as_ref()
             .map(|(tree, _)| (tree.files.len(), tree.mib())),
+        durations,
     })
 }

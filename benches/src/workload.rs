@@ -153,7 +153,7 @@ impl Params {
     /// The sizes of issue 7, or the `--quick` ones.
     pub fn new(quick: bool) -> Self {
         Self {
-            starts: 3,
+            starts: if quick { 1 } else { 3 },
             latency_trips: 2000,
             submit_n: if quick { 20_000 } else { 100_000 },
             map_tiny_n: 1_000_000,
@@ -162,10 +162,10 @@ impl Params {
             cpu_unit: Duration::from_millis(if quick { 20 } else { 40 }),
             skew_short: (60, Duration::from_millis(5)),
             skew_long: (4, Duration::from_millis(100)),
-            payload_mib: 64,
+            payload_mib: if quick { 16 } else { 64 },
             payload_trips: if quick { 2 } else { 3 },
-            digest_files: if quick { 500 } else { 2000 },
-            digest_mib: if quick { 64 } else { 256 },
+            digest_files: if quick { 250 } else { 2000 },
+            digest_mib: if quick { 32 } else { 256 },
         }
     }
 

@@ -103,6 +103,12 @@ fn run(args: Args) -> Result<(), String> {
     for note in &outcome.notes {
         println!("note: {note}");
     }
+    let times: Vec<String> = outcome
+        .durations
+        .iter()
+        .map(|(workload, secs)| format!("{workload} {secs:.1}s"))
+        .collect();
+    println!("time per workload: {}", times.join(", "));
 
     let mut charts = Vec::new();
     for &workload in &outcome.config.workloads {
