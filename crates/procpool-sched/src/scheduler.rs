@@ -152,6 +152,22 @@ impl JobProgress {
 /// scheduler reads no clock, so its decisions depend only on the sequence of calls and the
 /// reported busy times.
 ///
+/// # Driving it
+///
+/// The facade reacts to every event (a submission, input pulled, outcomes read from a
+/// completion ring, a yield answered, a worker gone) with the same three steps:
+///
+/// 1. feed it: [`add_items`](Self::add_items) for input pulled within the window,
+///    [`on_items_done`](Self::on_items_done), [`on_yielded`](Self::on_yielded),
+///    [`remove_worker`](Self::remove_worker) (then [`requeue`](Self::requeue) or
+///    [`abandon`](Self::abandon) what it names);
+/// 2. send chunks: loop on [`next_assignment`](Self::next_assignment) until `None`;
+/// 3. split tails: loop on [`yield_candidate`](Self::yield_candidate) until `None`, and set
+///    each named worker's yield flag with the requested [`Split`].
+///
+/// A worker runs a chunk's items in order and reports them in order; it honours a yield
+/// request between items, giving back [`Split::first_returned`]`(next, end)..end`.
+///
 /// # Examples
 ///
 /// A facade loop, with a worker that finishes whatever it gets at once:
