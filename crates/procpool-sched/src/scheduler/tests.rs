@@ -322,3 +322,11 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
     assert_eq!((first.span.items.end - first.span.items.start), 3_000);
     assert_eq!((second.span.items.end - second.span.items.start), 3_000);
 }
+
+#[test]
+fn scheduler_and_reorder_can_move_between_threads() {
+    // The facade keeps them behind a mutex shared by its threads.
+    fn assert_send<T: Send>() {}
+    assert_send::<Scheduler>();
+    assert_send::<crate::Reorder<String>>();
+}
