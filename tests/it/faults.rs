@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use procpool::{TaskError, WorkerExit, builtin};
-use procpool_tests::{abort_on, nap, panics, sleep_then_pid, square};
+use procpool_tests::{abort_on, mark_then_sleep, nap, panics, sleep_then_pid, square};
 
-use crate::util::{pool, signal, wait_running, watchdog};
+use crate::util::{pool, signal, wait_marker, wait_running, watchdog};
 
 #[test]
 fn panicking_task_is_reported_and_the_pool_goes_on() {
@@ -32,9 +32,14 @@ fn panicking_task_is_reported_and_the_pool_goes_on() {
 fn sigkilled_worker_fails_its_task_and_the_pool_keeps_working() {
     let _watchdog = watchdog("sigkilled_worker_fails_its_task_and_the_pool_keeps_working");
     let pool = pool(1);
-    let victim = pool.submit(sleep_then_pid, 5_000);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let victim = pool.submit(
+        mark_then_sleep,
+        (marker.to_str().unwrap().to_owned(), 5_000),
+    );
     let queued: Vec<_> = (0..10).map(|x| pool.submit(square, x)).collect();
-    wait_running(&victim);
+    wait_marker(&marker);
     let pid = pool.stats().workers[0].pid;
     signal(pid, Signal::SIGKILL);
     match victim.result() {
@@ -79,8 +84,13 @@ fn crashing_builtins_end_with_their_signal() {
 fn killed_task_is_retried_when_asked() {
     let _watchdog = watchdog("killed_task_is_retried_when_asked");
     let pool = pool(1);
-    let handle = pool.task(sleep_then_pid).retries(2).submit(300);
-    wait_running(&handle);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let handle = pool
+        .task(mark_then_sleep)
+        .retries(2)
+        .submit((marker.to_str().unwrap().to_owned(), 300));
+    wait_marker(&marker);
     let first_pid = pool.stats().workers[0].pid;
     signal(first_pid, Signal::SIGKILL);
     let ran_in = handle.result().expect("the retry succeeds");

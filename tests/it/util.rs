@@ -65,3 +65,10 @@ pub(crate) fn wait_running<T>(handle: &procpool::TaskHandle<T>) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Waits until the file `marker` exists (written by `mark_then_sleep` when it starts).
+pub(crate) fn wait_marker(marker: &std::path::Path) {
+    while !marker.exists() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

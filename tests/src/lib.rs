@@ -41,6 +41,15 @@ pub fn even_only(x: u64) -> Result<u64, String> {
     }
 }
 
+/// Creates the file `marker` (so a test knows the task has started), then sleeps `millis` ms;
+/// returns the worker's pid.
+#[procpool::task]
+pub fn mark_then_sleep(marker: &str, millis: u64) -> u32 {
+    std::fs::write(marker, b"started").expect("write the marker file");
+    std::thread::sleep(Duration::from_millis(millis));
+    std::process::id()
+}
+
 /// Returns `x`, except that it aborts the worker when `x == bad`.
 #[procpool::task]
 pub fn abort_on(x: u64, bad: u64) -> u64 {
@@ -83,7 +92,8 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 10] = [
+    let tasks: [*const (); 11] = [
+        mark_then_sleep::call as *const (),
         abort_on::call as *const (),
         nap::call as *const (),
         square::call as *const (),

@@ -13,7 +13,8 @@ use procpool_worker::{WorkerProcess, WorkerSpawner};
 
 use crate::error::{Error, ErrorKind, WorkerExit};
 use crate::link::{
-    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, Running, WorkerControl,
+    WorkerProcessHandle,
 };
 use crate::pool::StartMethod;
 
@@ -179,9 +180,8 @@ impl WorkerControl for IpcControl {
         self.pid
     }
 
-    fn running(&self) -> Option<(u64, u64)> {
-        let chunk = self.mailbox.load(MAILBOX_RUNNING_CHUNK).checked_sub(1)?;
-        Some((chunk, self.mailbox.load(MAILBOX_RUNNING_ITEM)))
+    fn running(&self) -> Running {
+        running_from(&self.mailbox)
     }
 
     fn request_yield(&self, chunk_id: u64) {
@@ -209,6 +209,17 @@ const MAILBOX_RUNNING_CHUNK: usize = 0;
 const MAILBOX_RUNNING_ITEM: usize = 1;
 /// Mailbox word: yield request, `chunk id + 1` (written by the parent).
 const MAILBOX_YIELD: usize = 2;
+
+/// Reads words 0 and 1 of a worker's mailbox.
+fn running_from(mailbox: &Mailbox) -> Running {
+    match mailbox.load(MAILBOX_RUNNING_CHUNK).checked_sub(1) {
+        None => Running::Idle,
+        Some(chunk) => Running::Item {
+            chunk,
+            offset: mailbox.load(MAILBOX_RUNNING_ITEM),
+        },
+    }
+}
 
 /// Signal numbers (Linux), so the facade needs no libc dependency for two constants.
 mod libc_signal {
@@ -288,9 +299,8 @@ impl WorkerControl for AttachedControl {
         self.pid
     }
 
-    fn running(&self) -> Option<(u64, u64)> {
-        let chunk = self.mailbox.load(MAILBOX_RUNNING_CHUNK).checked_sub(1)?;
-        Some((chunk, self.mailbox.load(MAILBOX_RUNNING_ITEM)))
+    fn running(&self) -> Running {
+        running_from(&self.mailbox)
     }
 
     fn request_yield(&self, chunk_id: u64) {

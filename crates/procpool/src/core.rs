@@ -42,13 +42,17 @@ use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
 use crate::handle::{TaskHandle, task_pair};
 use crate::job::{Completion, Job, MapJob, SubmitStream, TaskOptions};
 use crate::link::{
-    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, Running, WorkerControl,
+    WorkerProcessHandle,
 };
 
 /// How long a worker may take from start to `Ready`.
 pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Consecutive failed starts of a replacement before a slot is given up.
 const MAX_REPLACEMENT_FAILURES: u32 = 5;
+/// Deaths an item may see while its worker had not started it, beyond its retries, before it
+/// is failed anyway (a chunk that kills workers before its first item).
+const UNATTRIBUTED_DEATHS: u32 = 3;
 /// How often the watchdog looks at running items when some job has a timeout.
 const WATCHDOG_TICK: Duration = Duration::from_millis(5);
 
@@ -155,6 +159,17 @@ struct WorkerEntry {
     watched: Option<(u64, u64, Instant)>,
     /// The watchdog killed it for this item: (chunk wire id, item index, limit).
     timed_out: Option<(u64, u64, Duration)>,
+}
+
+/// What the mailbox says a lost worker was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// No mailbox: trust the scheduler's "first unreported item".
+    Unknown,
+    /// Between items or chunks: nothing unreported had started.
+    NothingStarted,
+    /// Running this item of this job.
+    Exact(JobId, u64),
 }
 
 /// Work to do after the core lock is released.
@@ -640,13 +655,24 @@ impl Shared {
             core.retired_tasks += entry.tasks_done;
         }
         let mut deferred = Deferred::default();
-        // The item the worker was running, exactly, from the mailbox: (job, index).
-        let exact = worker.control.running().and_then(|(chunk, offset)| {
-            let info = core.chunks.get(&chunk)?;
-            let index = info.items.start + offset;
-            (info.worker == worker.id && index >= info.next && index < info.items.end)
-                .then_some((info.job, index))
-        });
+        // What the worker was running, from the mailbox.
+        let verdict = match worker.control.running() {
+            Running::Unknown => Verdict::Unknown,
+            Running::Idle => Verdict::NothingStarted,
+            Running::Item { chunk, offset } => match core.chunks.get(&chunk) {
+                Some(info) if info.worker == worker.id => {
+                    let index = info.items.start + offset;
+                    if index >= info.next && index < info.items.end {
+                        Verdict::Exact(info.job, index)
+                    } else {
+                        // Reported already, or given back: it was between items.
+                        Verdict::NothingStarted
+                    }
+                }
+                // A chunk it finished: it died before starting the next.
+                _ => Verdict::NothingStarted,
+            },
+        };
         match core.sched.remove_worker(worker.id) {
             Ok(lost) => {
                 let owned: Vec<u64> = core
@@ -681,12 +707,24 @@ impl Shared {
                     touched.push(item.job);
                     let job = core.jobs.get(&item.job).map(|entry| Arc::clone(&entry.job));
                     match job {
+                        Some(job)
+                            if verdict == Verdict::NothingStarted
+                                && core.phase != Phase::Closed
+                                && job.note_death(item.index, false)
+                                    <= job.options().retries + UNATTRIBUTED_DEATHS =>
+                        {
+                            // The worker died between items: nothing of ours was running.
+                            // (Still counted, so a chunk that kills workers before its first
+                            // item starts cannot loop forever.)
+                            job.unstart(item.index..item.index + 1);
+                            let _ = core.sched.requeue(item);
+                        }
                         Some(job) => {
                             // The scheduler names the first unreported item; the mailbox may
                             // name a later one: the items between ran, but their outcomes
                             // were still batched in the worker when it died.
-                            let running = match exact {
-                                Some((job_id, index))
+                            let running = match verdict {
+                                Verdict::Exact(job_id, index)
                                     if job_id == item.job && index > item.index =>
                                 {
                                     index
@@ -718,7 +756,7 @@ impl Shared {
                             }
                             let timeout =
                                 timed_out.filter(|(_, timed_index, _)| *timed_index == running);
-                            let deaths = job.note_death(running);
+                            let deaths = job.note_death(running, true);
                             let retry = timeout.is_none() && deaths <= retries && may_retry;
                             let error = match timeout {
                                 Some((_, _, limit)) => TaskError::TimedOut { limit },
@@ -1131,20 +1169,22 @@ impl Shared {
                 }
                 // The item running now: from the mailbox if the backend has one, else the
                 // first unreported item of the worker's oldest chunk.
-                let running = worker
-                    .control
-                    .running()
-                    .and_then(|(chunk, offset)| {
-                        let info = chunks.get(&chunk)?;
-                        Some((chunk, info.items.start + offset))
-                    })
-                    .or_else(|| {
+                let from_mailbox = match worker.control.running() {
+                    Running::Unknown => None,
+                    Running::Idle => Some(None),
+                    Running::Item { chunk, offset } => Some(
                         chunks
-                            .iter()
-                            .filter(|(_, info)| info.worker == *id)
-                            .min_by_key(|(wire_id, _)| **wire_id)
-                            .map(|(wire_id, info)| (*wire_id, info.next))
-                    });
+                            .get(&chunk)
+                            .map(|info| (chunk, info.items.start + offset)),
+                    ),
+                };
+                let running = from_mailbox.unwrap_or_else(|| {
+                    chunks
+                        .iter()
+                        .filter(|(_, info)| info.worker == *id)
+                        .min_by_key(|(wire_id, _)| **wire_id)
+                        .map(|(wire_id, info)| (*wire_id, info.next))
+                });
                 let Some((chunk, index)) = running else {
                     worker.watched = None;
                     continue;

@@ -58,8 +58,10 @@ pub(crate) trait Job: Send + Sync {
     fn detach(&self, items: Range<u64>, error: TaskError) -> Completion;
     /// Items without an outcome that are not inside `in_flight`: the unstarted ones.
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>>;
-    /// Counts one worker death while item `index` ran; returns the deaths so far.
-    fn note_death(&self, index: u64) -> u32;
+    /// Counts one worker death charged to item `index` and returns the count so far of that
+    /// kind: `running` for deaths while it ran, otherwise for deaths of a worker that held
+    /// it but had not started it (counted apart, so they never use up its retries).
+    fn note_death(&self, index: u64, running: bool) -> u32;
 }
 
 /// Work that completes handles; run it without holding the pool's lock.
@@ -164,7 +166,8 @@ struct SubmitItem<T: Task> {
 pub(crate) struct SubmitStream<T: Task> {
     items: Mutex<ArgWindow<SubmitItem<T>>>,
     options: TaskOptions,
-    deaths: Mutex<HashMap<u64, u32>>,
+    /// Per item: (deaths while it ran, deaths before it started).
+    deaths: Mutex<HashMap<u64, (u32, u32)>>,
 }
 
 impl<T: Task> SubmitStream<T> {
@@ -278,9 +281,10 @@ impl<T: Task> Job for SubmitStream<T> {
         lock(&self.items).unfinished_outside(in_flight)
     }
 
-    fn note_death(&self, index: u64) -> u32 {
+    fn note_death(&self, index: u64, running: bool) -> u32 {
         let mut deaths = lock(&self.deaths);
-        let count = deaths.entry(index).or_insert(0);
+        let (ran, held) = deaths.entry(index).or_insert((0, 0));
+        let count = if running { ran } else { held };
         *count += 1;
         *count
     }
@@ -411,7 +415,8 @@ pub(crate) struct MapJob<T: Task> {
     args: Mutex<ArgWindow<T::Args>>,
     state: Arc<MapState<T::Output>>,
     options: TaskOptions,
-    deaths: Mutex<HashMap<u64, u32>>,
+    /// Per item: (deaths while it ran, deaths before it started).
+    deaths: Mutex<HashMap<u64, (u32, u32)>>,
 }
 
 impl<T: Task> MapJob<T> {
@@ -521,9 +526,10 @@ impl<T: Task> Job for MapJob<T> {
         lock(&self.args).unfinished_outside(in_flight)
     }
 
-    fn note_death(&self, index: u64) -> u32 {
+    fn note_death(&self, index: u64, running: bool) -> u32 {
         let mut deaths = lock(&self.deaths);
-        let count = deaths.entry(index).or_insert(0);
+        let (ran, held) = deaths.entry(index).or_insert((0, 0));
+        let count = if running { ran } else { held };
         *count += 1;
         *count
     }

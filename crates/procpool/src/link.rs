@@ -46,6 +46,22 @@ pub(crate) enum LinkError {
     Corrupt(String),
 }
 
+/// What a worker reports it is running (see [`WorkerControl::running`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Running {
+    /// The backend cannot tell.
+    Unknown,
+    /// Between chunks.
+    Idle,
+    /// Chunk `chunk` (wire id), the item at `offset` in it (set before the item starts).
+    Item {
+        /// The chunk's wire id.
+        chunk: u64,
+        /// Offset of the item within the chunk.
+        offset: u64,
+    },
+}
+
 /// Sends frames to one worker. Frames arrive in the order they were sent.
 pub(crate) trait FrameSender: Send {
     /// Sends `frame` if there is room now; `Ok(false)` if the link is full (try again later).
@@ -75,9 +91,9 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// The worker's process id (or rank, for other backends).
     fn pid(&self) -> u32;
 
-    /// The chunk (wire id) the worker is running and the offset in it of the item it runs
-    /// now, if the backend can tell (the shared mailbox, words 0 and 1).
-    fn running(&self) -> Option<(u64, u64)>;
+    /// What the worker is running now, if the backend can tell (the shared mailbox, words 0
+    /// and 1).
+    fn running(&self) -> Running;
 
     /// Asks the worker to stop `chunk_id` after its current item and report `Yielded`.
     fn request_yield(&self, chunk_id: u64);

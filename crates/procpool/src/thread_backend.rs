@@ -15,7 +15,8 @@ use procpool_worker::RunOptions;
 
 use crate::error::{Error, ErrorKind, WorkerExit};
 use crate::link::{
-    FrameReceiver, FrameSender, Launcher, Link, LinkError, WorkerControl, WorkerProcessHandle,
+    FrameReceiver, FrameSender, Launcher, Link, LinkError, Running, WorkerControl,
+    WorkerProcessHandle,
 };
 
 /// Fake pids handed to thread workers, so tests can tell workers apart.
@@ -136,8 +137,8 @@ impl WorkerControl for ThreadControl {
         self.pid
     }
 
-    fn running(&self) -> Option<(u64, u64)> {
-        None
+    fn running(&self) -> Running {
+        Running::Unknown
     }
 
     fn request_yield(&self, _chunk_id: u64) {}
