@@ -521,6 +521,11 @@ impl Closer {
 ///
 /// `Send`, not `Sync`. Dropping it publishes what is staged, closes the outgoing ring
 /// and wakes the peer.
+///
+/// ```compile_fail
+/// fn is_sync<T: Sync>() {}
+/// is_sync::<procpool_ipc::Sender>(); // one producer per ring: not shareable
+/// ```
 pub struct Sender {
     producer: Producer,
     link: Arc<Link>,
@@ -622,7 +627,7 @@ impl Sender {
         } else {
             len
         };
-        let link = Arc::clone(&self.link);
+        let link = &self.link;
         let res = self
             .producer
             .reserve(ring_len, deadline, &mut || link.peer_gone());
@@ -859,6 +864,11 @@ impl std::ops::DerefMut for Grant<'_> {
 ///
 /// `Send`, not `Sync`. Dropping it closes the incoming ring, so the peer's sends fail
 /// with `Disconnected`.
+///
+/// ```compile_fail
+/// fn is_sync<T: Sync>() {}
+/// is_sync::<procpool_ipc::Receiver>(); // one consumer per ring: not shareable
+/// ```
 pub struct Receiver {
     consumer: Consumer,
     link: Arc<Link>,
@@ -952,7 +962,7 @@ impl Receiver {
             if let Some(found) = self.peek()? {
                 break found;
             }
-            let link = Arc::clone(&self.link);
+            let link = &self.link;
             match self.consumer.wait(deadline, &mut || link.peer_gone()) {
                 Ok(()) => {}
                 Err(WaitError::Closed | WaitError::PeerGone) => {

@@ -306,3 +306,13 @@ fn config_is_validated() {
     assert_eq!(sender.large_threshold(), 1 << 18);
     assert_eq!(receiver.capacity(), 4096);
 }
+
+#[test]
+fn halves_are_send_and_closer_is_sync() {
+    fn is_send<T: Send>() {}
+    fn is_send_sync<T: Send + Sync + Clone>() {}
+    is_send::<Sender>();
+    is_send::<Receiver>();
+    is_send::<Endpoint>();
+    is_send_sync::<Closer>();
+}
