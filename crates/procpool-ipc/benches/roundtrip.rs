@@ -8,6 +8,9 @@
 //! - `baseline_futex`: a raw futex ping-pong on a shared word (parked), `baseline_socketpair`
 //!   and `baseline_pipe`: blocking 64-byte write/read.
 //!
+//! After the criterion groups it prints `idle_cpu`: the CPU time a default-strategy peer
+//! burns in the second after its last message (`/proc/<pid>/stat`).
+//!
 //! Run: `cargo bench -p procpool-ipc --bench roundtrip` (add `-- --quick` for a fast look).
 
 mod peer;
@@ -159,6 +162,37 @@ fn roundtrip(c: &mut Criterion) {
     }
 }
 
+/// CPU time (user + system, in clock ticks) the process `pid` has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which is in parentheses): utime is the 14th field
+    // of the whole line, stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Not a criterion benchmark: the CPU an idle channel burns in the second after its last
+/// message (default strategy: 50 µs of spin, then parked with a liveness poll per 50 ms).
+fn idle_cpu() {
+    let (endpoint, handoff) = Endpoint::create(&ChannelConfig::new()).expect("create");
+    let (region, socket) = handoff.into_fds();
+    let peer = peer::spawn("ipc_default_20us", vec![region, socket]);
+    let (mut sender, mut receiver) = endpoint.split();
+    sender.send(&MSG).expect("send");
+    drop(receiver.recv().expect("recv"));
+    let before = cpu_ticks(peer.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(peer.id()) - before;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    println!(
+        "idle_cpu: the parked peer used {} ms of CPU in the 1 s after its last message ({:.1}% of a core)",
+        used * 1000 / ticks_per_second,
+        used as f64 * 100.0 / ticks_per_second as f64
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
@@ -171,5 +205,6 @@ fn main() {
         return;
     }
     benches();
+    idle_cpu();
     Criterion::default().configure_from_args().final_summary();
 }

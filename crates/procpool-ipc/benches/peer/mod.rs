@@ -23,6 +23,13 @@ impl Drop for Peer {
     }
 }
 
+impl Peer {
+    /// The peer's process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 /// Starts this binary as the peer running `role` with `fds` placed at 3, 4, ….
 pub(crate) fn spawn(role: &str, fds: Vec<OwnedFd>) -> Peer {
     let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
