@@ -49,7 +49,8 @@ pub(crate) enum LinkError {
 /// What a worker reports it is running (see [`WorkerControl::running`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Running {
-    /// The backend cannot tell.
+    /// The backend cannot tell (no mailbox: the thread backend in tests, a remote backend).
+    #[cfg_attr(not(test), allow(dead_code))]
     Unknown,
     /// Between chunks.
     Idle,
