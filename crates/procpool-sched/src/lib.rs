@@ -47,6 +47,6 @@ pub use error::{FeedbackError, JobError, StaleWorker};
 pub use id::{ChunkId, ItemRef, JobId, Span, TaskKey, WorkerId};
 pub use reorder::{Order, Reorder, ReorderError};
 pub use scheduler::{
-    Assignment, ChunkStatus, InputLen, JobProgress, Lost, Scheduler, SchedulerConfig, Split,
-    YieldRequest,
+    Assignment, ChunkStatus, InputLen, JobOptions, JobProgress, Lost, Scheduler, SchedulerConfig,
+    Split, YieldRequest,
 };

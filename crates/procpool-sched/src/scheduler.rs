@@ -46,6 +46,28 @@ pub enum InputLen {
     Unknown,
 }
 
+/// Per-job settings that override the scheduler-wide [`SchedulerConfig`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct JobOptions {
+    /// The chunk policy for this job only (for example a user's explicit `chunksize`);
+    /// `None` uses [`SchedulerConfig::policy`].
+    pub policy: Option<ChunkPolicy>,
+}
+
+impl JobOptions {
+    /// Options that change nothing.
+    pub fn new() -> JobOptions {
+        JobOptions::default()
+    }
+
+    /// Sizes this job's chunks with `policy` instead of the scheduler-wide one.
+    pub fn policy(mut self, policy: ChunkPolicy) -> JobOptions {
+        self.policy = Some(policy);
+        self
+    }
+}
+
 /// A chunk handed to a worker: send `span.items` of `span.job` to `worker` under `chunk`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
@@ -265,6 +287,8 @@ struct Job {
     abandoned: u64,
     /// Possibly started items of lost workers, awaiting `requeue` or `abandon`.
     awaiting: BTreeSet<u64>,
+    /// This job's own chunk policy, if it overrides the scheduler's.
+    policy: Option<ChunkPolicy>,
 }
 
 #[derive(Debug)]
@@ -485,6 +509,11 @@ impl Scheduler {
     /// Starts a job running `task` over an input that is added with
     /// [`add_items`](Self::add_items).
     pub fn submit(&mut self, task: TaskKey, len: InputLen) -> JobId {
+        self.submit_with(task, len, JobOptions::default())
+    }
+
+    /// Like [`submit`](Self::submit), with per-job [`JobOptions`].
+    pub fn submit_with(&mut self, task: TaskKey, len: InputLen, options: JobOptions) -> JobId {
         let id = JobId(self.next_job);
         self.next_job += 1;
         let len = match len {
@@ -503,6 +532,7 @@ impl Scheduler {
                 done: 0,
                 abandoned: 0,
                 awaiting: BTreeSet::new(),
+                policy: options.policy,
             },
         );
         id
@@ -1006,7 +1036,8 @@ impl Scheduler {
             n_workers: NonZeroUsize::new(self.n_live).unwrap_or(NonZeroUsize::MIN),
             unknown_dispatches: estimate.unknown_dispatches,
         };
-        let size = self.config.policy.chunk_size(&input).get();
+        let policy = job.policy.as_ref().unwrap_or(&self.config.policy);
+        let size = policy.chunk_size(&input).get();
         if input.per_item.is_none() {
             estimate.unknown_dispatches += 1;
         }

@@ -330,3 +330,24 @@ fn scheduler_and_reorder_can_move_between_threads() {
     assert_send::<Scheduler>();
     assert_send::<crate::Reorder<String>>();
 }
+
+#[test]
+fn per_job_policy_overrides_the_scheduler_policy() {
+    let mut sched = fixed(10, 4);
+    let w0 = sched.add_worker();
+    let own = JobOptions::new().policy(ChunkPolicy::Fixed(NonZeroU64::new(3).unwrap()));
+    let small = sched.submit_with(TaskKey(0), InputLen::Known(6), own);
+    sched.add_items(small, 6).unwrap();
+    let default = sched.submit(TaskKey(1), InputLen::Known(20));
+    sched.add_items(default, 20).unwrap();
+    let sizes: Vec<(JobId, u64)> = (0..4)
+        .map(|_| {
+            let got = sched.next_chunk(w0).unwrap().unwrap();
+            (got.span.job, got.span.items.end - got.span.items.start)
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [(small, 3), (small, 3), (default, 10), (default, 10)]
+    );
+}
