@@ -7,6 +7,9 @@
 //! with memmap2. [`OobWriter`] and [`OobReader`] are the out-of-band buffers of LARGE frames:
 //! one memfd per frame, sealed read-only before it is handed over.
 
+// The one module allowed to create memfds and map memory (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -5,6 +5,9 @@
 //! `dup2` in `pre_exec`), runs only the `child_main` test, and exits. Every child is
 //! held by a [`ChildGuard`] that kills and reaps it, even when the test fails.
 
+// This file plays a (hostile) peer or a baseline: it maps memory itself.
+#![allow(clippy::disallowed_methods)]
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,8 @@
 //! Shared plumbing of the ipc benches: the bench binary re-executes itself as the peer
 //! process (selected by `PROCPOOL_IPC_BENCH_PEER`), with up to two inherited fds at 3 and 4.
 
+// This file plays a (hostile) peer or a baseline: it maps memory itself.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)] // each bench binary uses part of this module
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

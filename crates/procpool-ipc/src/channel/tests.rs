@@ -273,6 +273,7 @@ fn open_rejects_size_and_layout_lies() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a hand-made, unsealed memfd
 fn open_rejects_unsealed_regions_and_wrong_sockets() {
     let file = {
         // SAFETY: valid C string; we own the returned fd.
