@@ -16,6 +16,7 @@ pub mod python;
 pub mod report;
 pub mod runner;
 pub mod systems;
+pub mod target;
 pub mod tasks;
 pub mod workload;
 

@@ -173,6 +173,25 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
          `cpu_scaling` and `skewed` give the serial reference time (ms) that the efficiencies \
          and the ideal makespan of the same language and round are computed from.\n"
     );
+    let _ = writeln!(md, "## Issue-7 targets\n");
+    let _ = writeln!(
+        md,
+        "| workload | target | measured | verdict |\n|---|---|---|---|"
+    );
+    for check in crate::target::checks(&outcome.rows) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            check.workload,
+            check.target,
+            check.measured,
+            crate::target::verdict(&check)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nTargets are read off the medians above; the benchmark is not tuned to them.\n"
+    );
     let _ = writeln!(md, "## Sizes\n");
     for (workload, text) in outcome.params.describe() {
         if cfg.workloads.contains(&workload) {
@@ -267,6 +286,13 @@ pub fn json(outcome: &Outcome, machine: &MachineInfo) -> Value {
         "sizes": outcome.params.describe().into_iter()
             .map(|(w, text)| (w.name().to_owned(), Value::String(text)))
             .collect::<serde_json::Map<_, _>>(),
+        "targets": crate::target::checks(&outcome.rows).iter().map(|c| json!({
+            "workload": c.workload,
+            "target": c.target,
+            "measured": c.measured,
+            "met": c.met,
+            "fraction_of_target": c.fraction_of_target,
+        })).collect::<Vec<_>>(),
         "notes": outcome.notes,
         "seconds_per_workload": outcome.durations.iter()
             .map(|(w, secs)| (w.name().to_owned(), json!(secs)))

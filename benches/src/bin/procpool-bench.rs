@@ -100,6 +100,15 @@ fn run(args: Args) -> Result<(), String> {
     let outcome = runner::run(config, &progress).map_err(|err| err.to_string())?;
 
     println!("{}", report::terminal_table(&outcome.rows));
+    for check in procpool_benches::target::checks(&outcome.rows) {
+        println!(
+            "target {:<12} {:<48} {:<44} {}",
+            check.workload,
+            check.target,
+            check.measured,
+            procpool_benches::target::verdict(&check)
+        );
+    }
     for note in &outcome.notes {
         println!("note: {note}");
     }
