@@ -295,3 +295,21 @@ fn callbacks_can_submit_more_work() {
     });
     assert_eq!(rx.recv().unwrap(), Ok(81));
 }
+
+#[test]
+fn shutdown_timeout_gives_up_and_leaves_work_running() {
+    let _watchdog = watchdog("shutdown_timeout_gives_up_and_leaves_work_running");
+    let pool = pool(1);
+    let slow = pool.submit(sleep_then_pid, 1_000);
+    assert!(
+        !pool.shutdown_timeout(Duration::from_millis(20)),
+        "the slow task is still running"
+    );
+    assert!(!pool.is_open());
+    assert_eq!(pool.submit(square, 1).result(), Err(TaskError::PoolClosed));
+    assert!(
+        slow.result().is_ok(),
+        "giving up the wait does not cancel the task"
+    );
+    assert!(pool.shutdown_timeout(Duration::from_secs(60)));
+}

@@ -3,7 +3,9 @@
 use std::num::NonZeroUsize;
 
 use procpool::TaskError;
-use procpool_tests::{even_only, square};
+use std::time::Duration;
+
+use procpool_tests::{even_only, nap, square};
 
 use crate::util::{pool, watchdog};
 
@@ -72,4 +74,18 @@ fn map_failures_stay_with_their_items() {
             assert_eq!(outcome, Err(TaskError::Failed(format!("{x} is odd"))));
         }
     }
+}
+
+#[test]
+fn map_next_timeout_leaves_the_map_usable() {
+    let _watchdog = watchdog("map_next_timeout_leaves_the_map_usable");
+    let pool = pool(1);
+    let mut map = pool.map(nap, vec![500, 1]);
+    assert_eq!(
+        map.next_timeout(Duration::from_millis(10)),
+        Err(procpool::Timeout)
+    );
+    assert_eq!(map.next_timeout(Duration::from_secs(60)), Ok(Some(Ok(500))));
+    assert_eq!(map.next(), Some(Ok(1)));
+    assert_eq!(map.next(), None);
 }

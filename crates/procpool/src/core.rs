@@ -257,7 +257,16 @@ impl Shared {
             .name(format!("procpool-reader-{}", started.index))
             .spawn(move || {
                 ON_READER.with(|flag| flag.set(true));
-                shared.reader_loop(started);
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shared.reader_loop(started);
+                }));
+                if served.is_err() {
+                    // A bug, not a worker's fault; keep the pool's accounting right.
+                    tracing::error!("a procpool reader thread panicked; its worker is lost");
+                    let mut core = shared.lock();
+                    core.live_readers -= 1;
+                    shared.changed.notify_all();
+                }
             })
             .map_err(|err| {
                 Error::with_source(ErrorKind::Io, "cannot start a reader thread", err)
@@ -1018,6 +1027,11 @@ impl Shared {
 
     /// Waits for accepted work, then stops the workers.
     pub(crate) fn shutdown(&self) {
+        self.shutdown_until(None);
+    }
+
+    /// `shutdown`, giving up after `deadline`: returns whether the pool closed.
+    pub(crate) fn shutdown_until(&self, deadline: Option<Instant>) -> bool {
         let mut core = self.lock();
         if core.phase == Phase::Open {
             core.phase = Phase::Draining;
@@ -1029,12 +1043,25 @@ impl Shared {
             }
         }
         while !core.jobs.is_empty() && core.broken.is_none() && core.phase == Phase::Draining {
-            core = self
-                .changed
-                .wait(core)
-                .unwrap_or_else(PoisonError::into_inner);
+            core = match deadline {
+                None => self
+                    .changed
+                    .wait(core)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(core, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
         self.close(core);
+        true
     }
 
     /// Cancels work that has not started, waits for running work, then stops the workers.

@@ -15,6 +15,7 @@ use procpool_worker::Task;
 use crate::core::Shared;
 use crate::error::TaskError;
 use crate::job::{MapJob, MapState, TaskOptions};
+use crate::wait::Timeout;
 
 /// Default for how many items a map pulls ahead of what it yielded.
 pub(crate) const DEFAULT_WINDOW: usize = 65_536;
@@ -81,9 +82,14 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
         }
     }
 
-    fn next_outcome(&mut self) -> Option<(u64, Result<T::Output, TaskError>)> {
+    /// The next outcome, waiting at most `timeout` (`None`: as long as it takes).
+    #[allow(clippy::type_complexity)]
+    fn next_outcome(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
         if self.finished {
-            return None;
+            return Ok(None);
         }
         if self.job.is_none() {
             let state = Arc::new(MapState::new(self.ordered));
@@ -96,18 +102,20 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
                 Ok(id) => self.job = Some(StartedMap { id, job, state }),
                 Err(err) => {
                     self.finished = true;
-                    return Some((0, Err(err)));
+                    return Ok(Some((0, Err(err))));
                 }
             }
         }
         self.refill();
         if self.yielded == self.pulled && self.input_done {
             self.finish();
-            return None;
+            return Ok(None);
         }
         if self.ready.is_empty() {
             let started = self.job.as_ref().expect("started above");
-            started.state.take_ready(&mut self.ready, None);
+            if !started.state.take_ready(&mut self.ready, timeout) {
+                return Err(Timeout);
+            }
         }
         let outcome = self.ready.pop_front();
         if outcome.is_some() {
@@ -117,7 +125,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
                 bar.inc(1);
             }
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Pulls more input if less than half the window is outstanding.
@@ -211,6 +219,22 @@ macro_rules! map_options {
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> Map<'p, T, I> {
+    /// Like `next`, but waits at most `timeout` for the next outcome; a timeout leaves the
+    /// map as it was (the item is still being worked on).
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`] if the next outcome did not arrive in time.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<T::Output, TaskError>>, Timeout> {
+        Ok(self
+            .run
+            .next_outcome(Some(timeout))?
+            .map(|(_, outcome)| outcome))
+    }
+
     pub(crate) fn new(shared: &Arc<Shared>, input: I, options: TaskOptions) -> Self {
         Map {
             run: MapRun::new(shared, input, options, true),
@@ -221,6 +245,22 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> Map<'p, T, I> {
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> MapUnordered<'p, T, I> {
+    /// Like `next`, but waits at most `timeout` for the next outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`] if no outcome arrived in time.
+    #[allow(clippy::type_complexity)]
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(usize, Result<T::Output, TaskError>)>, Timeout> {
+        Ok(self
+            .run
+            .next_outcome(Some(timeout))?
+            .map(|(index, outcome)| (usize::try_from(index).unwrap_or(usize::MAX), outcome)))
+    }
+
     pub(crate) fn new(shared: &Arc<Shared>, input: I, options: TaskOptions) -> Self {
         MapUnordered {
             run: MapRun::new(shared, input, options, false),
@@ -234,7 +274,10 @@ impl<T: Task, I: Iterator<Item = T::Args>> Iterator for Map<'_, T, I> {
     type Item = Result<T::Output, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.run.next_outcome().map(|(_, outcome)| outcome)
+        self.run
+            .next_outcome(None)
+            .expect("no timeout")
+            .map(|(_, outcome)| outcome)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -247,7 +290,8 @@ impl<T: Task, I: Iterator<Item = T::Args>> Iterator for MapUnordered<'_, T, I> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.run
-            .next_outcome()
+            .next_outcome(None)
+            .expect("no timeout")
             .map(|(index, outcome)| (usize::try_from(index).unwrap_or(usize::MAX), outcome))
     }
 

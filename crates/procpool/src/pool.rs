@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use procpool_sched::{ChunkPolicy, SchedulerConfig};
 use procpool_worker::Task;
@@ -170,6 +170,16 @@ impl Pool {
     /// workers and waits for them to exit. Idempotent.
     pub fn shutdown(&self) {
         self.shared.shutdown();
+    }
+
+    /// Like [`shutdown`](Pool::shutdown), but waits at most `timeout` for accepted work.
+    ///
+    /// Returns `true` if the pool closed. On `false` the pool accepts no new work and what it
+    /// has keeps running; call it again, or [`shutdown_now`](Pool::shutdown_now) or
+    /// [`terminate`](Pool::terminate).
+    pub fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.shared
+            .shutdown_until(Instant::now().checked_add(timeout))
     }
 
     /// Stops accepting work, cancels what has not started ([`TaskError::Cancelled`]), waits
