@@ -1,0 +1,92 @@
+//! Fuzz target `worker_messages`: arbitrary bytes as a task-protocol frame, on both sides.
+//!
+//! Feeds the frame to [`protocol::parse_to_worker`] (what a worker does with a frame from its
+//! parent) and to [`protocol::parse_from_worker`], [`protocol::check_hello`] and
+//! [`protocol::check_hello_has_tasks`] (what a parent does with a frame from a possibly hostile
+//! worker), then decodes every outcome of an `Outcomes` frame as the outputs of several built-in
+//! tasks, and the body on its own as an output or a failure. Nothing may panic; everything
+//! malformed must be a typed [`procpool_worker::ProtocolError`] / `HandshakeError`.
+//!
+//! Input: byte 0 is the misalignment (0..16) of the frame in memory, the rest is the frame.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, ToWorker};
+use procpool_worker::{AlignedVec, Task, builtin};
+
+fn decode_all<T: Task>(batch: &OutcomeBatch<'_>)
+where
+    T::Output: std::fmt::Debug,
+{
+    for (index, outcome) in protocol::decode_outputs::<T>(batch) {
+        let index = index.wrapping_sub(batch.first_index);
+        assert!(index < batch.len() as u64, "outcome index out of range");
+        std::hint::black_box(format!("{outcome:?}"));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&shift, frame)) = data.split_first() else {
+        return;
+    };
+    let shift = usize::from(shift % 16);
+    let mut buf = AlignedVec::with_capacity(frame.len() + shift);
+    buf.extend_from_slice(&[0; 16][..shift]);
+    buf.extend_from_slice(frame);
+    let frame = &buf[shift..];
+
+    // Worker side.
+    match protocol::parse_to_worker(frame) {
+        Ok(ToWorker::CallBatch { args, count, .. }) => {
+            std::hint::black_box((args.len(), count));
+        }
+        Ok(msg) => {
+            std::hint::black_box(format!("{msg:?}"));
+        }
+        Err(err) => {
+            std::hint::black_box(err.to_string());
+        }
+    }
+
+    // Parent side.
+    match protocol::parse_from_worker(frame) {
+        Ok(FromWorker::Outcomes(batch)) => {
+            assert_eq!(batch.iter().len(), batch.len());
+            for (_, outcome) in batch.iter() {
+                std::hint::black_box(outcome);
+            }
+            decode_all::<builtin::add_one>(&batch);
+            decode_all::<builtin::noop>(&batch);
+            decode_all::<builtin::echo_bytes>(&batch);
+            decode_all::<builtin::fail>(&batch);
+            decode_all::<builtin::sha512_file>(&batch);
+            decode_all::<builtin::allocate>(&batch);
+        }
+        Ok(FromWorker::Hello(info)) => {
+            std::hint::black_box(info.has_task(<builtin::add_one as Task>::ID));
+        }
+        Ok(FromWorker::InitFailed(failure)) => {
+            std::hint::black_box(failure.to_string());
+        }
+        Ok(msg) => {
+            std::hint::black_box(format!("{msg:?}"));
+        }
+        Err(err) => {
+            std::hint::black_box(err.to_string());
+        }
+    }
+    if let Err(err) = protocol::check_hello(frame, procpool_worker::fingerprint()) {
+        std::hint::black_box(err.to_string());
+    }
+    let required = [<builtin::add_one as Task>::ID, 0x0123_4567_89ab_cdef];
+    if let Err(err) = protocol::check_hello_has_tasks(frame, &required) {
+        std::hint::black_box(err.to_string());
+    }
+
+    // The bytes alone as one item's archive (how `RawOutcome::decode` sees them).
+    let body = &buf[shift..];
+    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::add_one>(body)));
+    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::echo_bytes>(body)));
+    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::sha512_file>(body)));
+    std::hint::black_box(format!("{:?}", protocol::decode_failure(body)));
+});
