@@ -36,7 +36,7 @@ struct Args {
     /// Skip the Python baselines.
     #[arg(long)]
     no_python: bool,
-    /// Where report.md, results.json and the charts go [default: <workspace>/target/procpool-bench].
+    /// Where report.md, results.json and the charts go (default: `<workspace>/target/procpool-bench`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
