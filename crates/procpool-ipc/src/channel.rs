@@ -181,6 +181,12 @@ impl Link {
         }
         gone
     }
+
+    /// Whether an earlier probe already saw the peer gone (no syscall).
+    fn known_gone(&self) -> bool {
+        // Relaxed: a sticky local flag; a stale 0 only means one more probe later.
+        self.peer_gone.load(Ordering::Relaxed) != 0
+    }
 }
 
 /// One side of a duplex channel: owns its view of the region and its socket end.
@@ -585,6 +591,11 @@ impl Sender {
                 max: self.max_frame,
             });
         }
+        // Once a wait has seen the peer die, fail at once instead of spinning and parking
+        // again before the next probe.
+        if self.link.known_gone() {
+            return Err(SendError::Disconnected);
+        }
         Ok(())
     }
 
@@ -961,6 +972,10 @@ impl Receiver {
         let (item, end) = loop {
             if let Some(found) = self.peek()? {
                 break found;
+            }
+            // Drained, and an earlier wait saw the peer die: no need to wait again.
+            if self.link.known_gone() {
+                return Err(RecvError::Disconnected);
             }
             let link = &self.link;
             match self.consumer.wait(deadline, &mut || link.peer_gone()) {

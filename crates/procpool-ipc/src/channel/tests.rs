@@ -317,3 +317,24 @@ fn halves_are_send_and_closer_is_sync() {
     is_send::<Endpoint>();
     is_send_sync::<Closer>();
 }
+
+#[test]
+fn a_dead_peer_is_remembered() {
+    let (parent, handoff) = Endpoint::create(&quick().spin(Duration::ZERO)).expect("create");
+    drop(handoff); // the peer's socket end closes: as if the peer died before opening
+    let (mut sender, mut receiver) = parent.split();
+    assert!(matches!(
+        receiver.recv_timeout(Duration::from_secs(60)),
+        Err(RecvError::Disconnected)
+    ));
+    // Known now: later calls fail at once instead of waiting for another probe. A zero
+    // timeout would report Timeout if they waited, and a send would succeed (there is room).
+    assert!(matches!(
+        receiver.recv_timeout(Duration::ZERO),
+        Err(RecvError::Disconnected)
+    ));
+    assert!(matches!(
+        sender.send_timeout(b"x", Duration::ZERO),
+        Err(SendError::Disconnected)
+    ));
+}
