@@ -660,6 +660,7 @@ impl Sender {
                 ptr,
                 mapped,
                 len,
+                deadline,
             }
         } else {
             GrantInner::Ring(slot)
@@ -768,6 +769,8 @@ enum GrantInner {
         ptr: *mut u8,
         mapped: usize,
         len: usize,
+        /// The reservation's deadline, which also bounds waiting for socket room.
+        deadline: Option<Instant>,
     },
 }
 
@@ -789,7 +792,8 @@ impl Grant<'_> {
     /// # Errors
     ///
     /// [`SendError::TooLarge`] if `used` exceeds the grant; for an out-of-band grant,
-    /// the errors of sealing and sending its memfd.
+    /// the errors of sealing and sending its memfd (waiting for socket room is bounded by
+    /// the `reserve` timeout: [`SendError::Timeout`]). A failed commit stages nothing.
     pub fn commit(self, used: usize) -> Result<(), SendError> {
         let Grant { sender, inner } = self;
         match inner {
@@ -803,7 +807,11 @@ impl Grant<'_> {
                 sender.producer.commit(slot, KIND_DATA, used);
             }
             GrantInner::Large {
-                writer, slot, len, ..
+                writer,
+                slot,
+                len,
+                deadline,
+                ..
             } => {
                 if used > len {
                     return Err(SendError::TooLarge {
@@ -818,7 +826,7 @@ impl Grant<'_> {
                 }
                 let fd = writer.seal(used)?;
                 let seq = sender.next_large_seq;
-                sender.send_fd(fd.as_fd(), seq, None)?;
+                sender.send_fd(fd.as_fd(), seq, deadline)?;
                 sender.next_large_seq += 1;
                 let body = LargeBody {
                     len: used as u64,
