@@ -20,6 +20,23 @@ pub struct MachineInfo {
     pub git_commit: String,
     /// UTC time of the run, ISO 8601.
     pub date: String,
+    /// `/proc/loadavg` (1, 5, 15 minutes) when the run started.
+    pub load_start: String,
+    /// `/proc/loadavg` when the run ended (set by the caller).
+    pub load_end: String,
+}
+
+/// The 1, 5 and 15 minute load averages from `/proc/loadavg`, or `"unknown"`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl MachineInfo {
@@ -59,6 +76,8 @@ impl MachineInfo {
             },
             date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])
                 .unwrap_or_else(|| "unknown".into()),
+            load_start: loadavg(),
+            load_end: "unknown".into(),
         }
     }
 
@@ -75,6 +94,8 @@ impl MachineInfo {
                 self.python.clone().unwrap_or_else(|| "not found".into()),
             ),
             ("commit", self.git_commit.clone()),
+            ("load average at start", self.load_start.clone()),
+            ("load average at end", self.load_end.clone()),
         ]
     }
 }

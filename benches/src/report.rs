@@ -269,6 +269,8 @@ pub fn json(outcome: &Outcome, machine: &MachineInfo) -> Value {
             "rustc": machine.rustc,
             "python": machine.python,
             "git_commit": machine.git_commit,
+            "load_start": machine.load_start,
+            "load_end": machine.load_end,
         },
         "config": {
             "workers": outcome.config.workers,

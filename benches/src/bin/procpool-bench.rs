@@ -88,7 +88,7 @@ fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&out_dir)
         .map_err(|err| format!("creating {}: {err}", out_dir.display()))?;
 
-    let machine = MachineInfo::gather(&workspace);
+    let mut machine = MachineInfo::gather(&workspace);
     let progress = ProgressBar::new(0);
     progress.set_style(
         ProgressStyle::with_template(
@@ -98,6 +98,7 @@ fn run(args: Args) -> Result<(), String> {
         .progress_chars("=> "),
     );
     let outcome = runner::run(config, &progress).map_err(|err| err.to_string())?;
+    machine.load_end = procpool_benches::machine::loadavg();
 
     println!("{}", report::terminal_table(&outcome.rows));
     for check in procpool_benches::target::checks(&outcome.rows) {
