@@ -392,16 +392,15 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
+    /// The producer of a fresh ring. Every index starts at 0 and nothing is read from the
+    /// shared words: a peer that pre-set them is caught by the first validation instead
+    /// (a non-zero `head` is "beyond tail").
     pub(crate) fn new(ring: RingRef, wait: WaitStrategy) -> Producer {
-        // Relaxed: at construction nobody else has published anything we depend on; a
-        // reopened ring (not supported yet) would need Acquire here.
-        let tail = ring.ctrl().tail.load(Ordering::Relaxed);
-        let head = ring.ctrl().head.load(Ordering::Relaxed);
         Producer {
             ring,
-            staged: tail,
-            published: tail,
-            head_cached: head.min(tail),
+            staged: 0,
+            published: 0,
+            head_cached: 0,
             wait,
         }
     }
@@ -638,14 +637,14 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
+    /// The consumer of a fresh ring. Every index starts at 0 and nothing is read from the
+    /// shared words (our own `head` is ours to overwrite; `tail` is validated on first load).
     pub(crate) fn new(ring: RingRef, wait: WaitStrategy) -> Consumer {
-        // Relaxed: nothing is published yet when an end is constructed.
-        let head = ring.ctrl().head.load(Ordering::Relaxed);
         Consumer {
             ring,
-            read: head,
-            published: head,
-            tail_seen: head,
+            read: 0,
+            published: 0,
+            tail_seen: 0,
             wait,
         }
     }
