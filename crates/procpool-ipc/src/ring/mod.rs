@@ -548,6 +548,11 @@ impl Producer {
                 None => PARK_SLICE,
             };
             futex_wait(&self.ring.ctrl().producer_sleeps, 1, slice);
+            // Relaxed: only decides whether to spend a `poll` on the probe. A flag reset to
+            // 0 means someone rang (the consumer or a closer): retry before probing.
+            if self.ring.ctrl().producer_sleeps.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
             if probe() {
                 self.ring.ctrl().producer_sleeps.store(0, Ordering::Relaxed);
                 return Err(WaitError::PeerGone);
@@ -866,6 +871,14 @@ impl Consumer {
                 None => PARK_SLICE,
             };
             futex_wait(&self.ring.ctrl().consumer_sleeps, 1, slice);
+            // Relaxed: only decides whether to spend a `poll` on the probe. A flag reset to
+            // 0 means someone rang (the producer or a closer): look before probing.
+            if self.ring.ctrl().consumer_sleeps.load(Ordering::Relaxed) == 0 {
+                if self.has_data()? {
+                    return Ok(());
+                }
+                continue;
+            }
             if probe() {
                 self.ring.ctrl().consumer_sleeps.store(0, Ordering::Relaxed);
                 // Data published just before the peer died is still delivered.
