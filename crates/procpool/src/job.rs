@@ -291,6 +291,10 @@ impl<T: Task> Job for SubmitStream<T> {
 }
 
 /// The consumer side of a map: outcomes by index, and a condition variable to wait on.
+/// An item's outcome as a map stores it: the error boxed, so buffered outcomes stay small
+/// (a `TaskError` is many times the size of a typical output).
+pub(crate) type Outcome<O> = Result<O, Box<TaskError>>;
+
 pub(crate) struct MapState<O> {
     inner: Mutex<MapInner<O>>,
     cond: Condvar,
@@ -302,9 +306,9 @@ pub(crate) struct MapInner<O> {
     /// Ordered: index of `slots[0]`, the next to yield.
     base: u64,
     /// Ordered: outcomes of `base..`, `None` until it arrives.
-    slots: VecDeque<Option<Result<O, TaskError>>>,
+    slots: VecDeque<Option<Outcome<O>>>,
     /// Unordered: outcomes in arrival order.
-    arrived: VecDeque<(u64, Result<O, TaskError>)>,
+    arrived: VecDeque<(u64, Outcome<O>)>,
     /// Outcomes received so far (both modes).
     received: u64,
     /// The consumer went away: no more outcomes are wanted.
@@ -327,7 +331,7 @@ impl<O> MapState<O> {
     }
 
     /// Stores outcomes (each item at most once, which the job guarantees) and wakes the consumer.
-    fn put_many(&self, outcomes: impl IntoIterator<Item = (u64, Result<O, TaskError>)>) {
+    fn put_many(&self, outcomes: impl IntoIterator<Item = (u64, Outcome<O>)>) {
         let mut inner = lock(&self.inner);
         if inner.abandoned {
             return;
@@ -363,19 +367,23 @@ impl<O> MapState<O> {
     /// arrival. Returns `false` on timeout.
     pub(crate) fn take_ready(
         &self,
-        out: &mut VecDeque<(u64, Result<O, TaskError>)>,
+        out: &mut VecDeque<(u64, Outcome<O>)>,
         timeout: Option<Duration>,
     ) -> bool {
         let deadline = timeout.and_then(|timeout| std::time::Instant::now().checked_add(timeout));
         let mut inner = lock(&self.inner);
         loop {
             if inner.ordered {
-                while matches!(inner.slots.front(), Some(Some(_))) {
-                    let outcome = inner.slots.pop_front().flatten().expect("checked above");
-                    let index = inner.base;
-                    inner.base += 1;
-                    out.push_back((index, outcome));
-                }
+                let ready = inner.slots.iter().take_while(|slot| slot.is_some()).count();
+                let base = inner.base;
+                out.extend(
+                    inner
+                        .slots
+                        .drain(..ready)
+                        .zip(base..)
+                        .filter_map(|(slot, index)| slot.map(|outcome| (index, outcome))),
+                );
+                inner.base += ready as u64;
             } else {
                 out.extend(inner.arrived.drain(..));
             }
@@ -446,14 +454,11 @@ impl<T: Task> MapJob<T> {
     }
 
     /// Delivers outcomes of items that have none yet (one lock for the batch).
-    fn finish_many(&self, outcomes: Vec<(u64, Result<T::Output, TaskError>)>) {
+    fn finish_many(&self, mut outcomes: Vec<(u64, Outcome<T::Output>)>) {
         let mut args = lock(&self.args);
-        let fresh: Vec<_> = outcomes
-            .into_iter()
-            .filter(|(index, _)| args.finish(*index))
-            .collect();
+        outcomes.retain(|(index, _)| args.finish(*index));
         drop(args);
-        self.state.put_many(fresh);
+        self.state.put_many(outcomes);
     }
 }
 
@@ -503,13 +508,17 @@ impl<T: Task> Job for MapJob<T> {
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
         let outcomes = batch
             .iter()
-            .map(|(index, raw)| (index, decode::<T>(raw)))
+            .map(|(index, raw)| (index, decode::<T>(raw).map_err(Box::new)))
             .collect();
         self.finish_many(outcomes);
     }
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
-        self.finish_many(items.map(|index| (index, Err(error.clone()))).collect());
+        self.finish_many(
+            items
+                .map(|index| (index, Err(Box::new(error.clone()))))
+                .collect(),
+        );
     }
 
     fn detach(&self, items: Range<u64>, error: TaskError) -> Completion {
@@ -518,7 +527,11 @@ impl<T: Task> Job for MapJob<T> {
         drop(args);
         let state = Arc::clone(&self.state);
         Box::new(move || {
-            state.put_many(taken.into_iter().map(|index| (index, Err(error.clone()))));
+            state.put_many(
+                taken
+                    .into_iter()
+                    .map(|index| (index, Err(Box::new(error.clone())))),
+            );
         })
     }
 
@@ -576,11 +589,11 @@ mod tests {
         );
 
         let unordered = MapState::<u32>::new(false);
-        unordered.put_many([(1, Ok(10)), (0, Err(TaskError::Cancelled))]);
+        unordered.put_many([(1, Ok(10)), (0, Err(Box::new(TaskError::Cancelled)))]);
         assert!(unordered.take_ready(&mut out, None));
         assert_eq!(
             out.drain(..).collect::<Vec<_>>(),
-            vec![(1, Ok(10)), (0, Err(TaskError::Cancelled))]
+            vec![(1, Ok(10)), (0, Err(Box::new(TaskError::Cancelled)))]
         );
         unordered.abandon();
         unordered.put_many([(2, Ok(2))]);

@@ -14,7 +14,7 @@ use procpool_worker::Task;
 
 use crate::core::Shared;
 use crate::error::TaskError;
-use crate::job::{MapJob, MapState, TaskOptions};
+use crate::job::{MapJob, MapState, Outcome, TaskOptions};
 use crate::wait::Timeout;
 
 /// Default for how many items a map pulls ahead of what it yielded.
@@ -51,7 +51,7 @@ struct MapRun<'p, T: Task, I> {
     /// The job, once the first `next` started it.
     job: Option<StartedMap<T>>,
     /// Outcomes taken from the job's state, not yet yielded.
-    ready: std::collections::VecDeque<(u64, Result<T::Output, TaskError>)>,
+    ready: std::collections::VecDeque<(u64, Outcome<T::Output>)>,
     /// Nothing more will be pulled from `input`.
     input_done: bool,
     /// Nothing more will be yielded.
@@ -117,7 +117,10 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
                 return Err(Timeout);
             }
         }
-        let outcome = self.ready.pop_front();
+        let outcome = self
+            .ready
+            .pop_front()
+            .map(|(index, outcome)| (index, outcome.map_err(|err| *err)));
         if outcome.is_some() {
             self.yielded += 1;
             #[cfg(feature = "progress")]
