@@ -313,3 +313,33 @@ fn shutdown_timeout_gives_up_and_leaves_work_running() {
     );
     assert!(pool.shutdown_timeout(Duration::from_secs(60)));
 }
+
+#[test]
+fn shutdown_and_drop_from_a_callback_do_not_deadlock() {
+    let _watchdog = watchdog("shutdown_and_drop_from_a_callback_do_not_deadlock");
+    let pool = Arc::new(pool(1));
+    // Work queued behind the task whose callback shuts the pool down.
+    let first = pool.submit(square, 2);
+    let later: Vec<_> = (0..50).map(|x| pool.submit(square, x)).collect();
+    let pids: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
+    let in_callback = Arc::clone(&pool);
+    first.on_done(move |_| {
+        in_callback.shutdown();
+        // The last reference may go here too: dropping the pool on its own thread.
+        drop(in_callback);
+    });
+    drop(pool);
+    for (x, handle) in later.into_iter().enumerate() {
+        assert_eq!(
+            handle.result(),
+            Ok((x * x) as u64),
+            "accepted work still finishes"
+        );
+    }
+    // The workers are stopped once that work is done.
+    for pid in pids {
+        while alive(pid) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -110,6 +110,8 @@ struct Core {
     /// Jobs with a timeout in flight; the watchdog runs while this is non-zero.
     timed_jobs: usize,
     watchdog: Option<JoinHandle<()>>,
+    /// `shutdown` was asked for on a reader thread: close once no job is left.
+    close_when_drained: bool,
     /// Threads accepting attaching workers (`Pool::listen`).
     acceptors: Vec<JoinHandle<()>>,
     /// Scratch buffer for encoding frames.
@@ -225,6 +227,7 @@ impl Shared {
                 deaths: 0,
                 timed_jobs: 0,
                 watchdog: None,
+                close_when_drained: false,
                 acceptors: Vec::new(),
                 frame: AlignedVec::new(),
                 retired_tasks: 0,
@@ -543,6 +546,16 @@ impl Shared {
                 && entry.job.options().timeout.is_some()
             {
                 core.timed_jobs -= 1;
+            }
+            if core.close_when_drained && core.jobs.is_empty() && core.phase == Phase::Draining {
+                // A shutdown asked for on a pool thread could not wait: finish it now, without
+                // joining (the readers end once their workers exit).
+                core.phase = Phase::Closed;
+                for worker in core.workers.values_mut() {
+                    if !worker.stopping {
+                        send_shutdown(worker);
+                    }
+                }
             }
             self.changed.notify_all();
         }
@@ -1041,6 +1054,12 @@ impl Shared {
                 let _ = core.sched.close_input(job_id);
                 self.check_job(&mut core, job_id);
             }
+        }
+        if ON_READER.with(std::cell::Cell::get) && !core.jobs.is_empty() {
+            // On a reader thread (a callback): waiting here would block the outcomes it waits
+            // for. The pool closes itself once the accepted work is done.
+            core.close_when_drained = true;
+            return false;
         }
         while !core.jobs.is_empty() && core.broken.is_none() && core.phase == Phase::Draining {
             core = match deadline {

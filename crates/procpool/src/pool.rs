@@ -168,6 +168,10 @@ impl Pool {
 
     /// Stops accepting work, waits until everything accepted has finished, then stops the
     /// workers and waits for them to exit. Idempotent.
+    ///
+    /// Called from an `on_done` callback (which runs on one of the pool's threads), it cannot
+    /// wait for work whose outcomes that thread delivers: it stops accepting work and returns
+    /// at once, and the pool stops its workers when the accepted work is done.
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
