@@ -343,3 +343,15 @@ fn shutdown_and_drop_from_a_callback_do_not_deadlock() {
         }
     }
 }
+
+#[test]
+fn worker_program_that_forgets_init_does_not_recurse() {
+    let _watchdog = watchdog("worker_program_that_forgets_init_does_not_recurse");
+    let err = Pool::builder()
+        .workers(1)
+        .program(env!("CARGO_BIN_EXE_no-init-worker"))
+        .build()
+        .expect_err("a program without init() is no worker");
+    // Its own build() refused (exit code 3) instead of starting workers of its own.
+    assert!(err.to_string().contains("exited with code 3"), "{err}");
+}

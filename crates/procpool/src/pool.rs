@@ -320,11 +320,23 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidConfig`] for zero workers or an unencodable initializer,
+    /// [`ErrorKind::InvalidConfig`] for zero workers, an unencodable initializer, or when
+    /// called in a worker process whose `main` did not call [`init`](crate::init) first,
     /// [`ErrorKind::Spawn`] if the worker program cannot be started or exits at once,
     /// [`ErrorKind::Handshake`] if it is not built from the same code,
     /// [`ErrorKind::InitializerFailed`] if the initializer fails.
     pub fn build(self) -> Result<Pool, Error> {
+        if std::env::var_os(procpool_worker::ENV_WORKER_FDS).is_some()
+            || std::env::var_os(procpool_worker::ENV_FORK_SERVER).is_some()
+        {
+            // This process was started as a worker and `init` did not take over: building a
+            // pool here would start workers that do the same, recursively.
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "this process was started as a procpool worker, but its main did not call \
+                 procpool::init() before building a pool; call it first thing in main",
+            ));
+        }
         let launcher =
             crate::backend::launcher(self.start_method, self.program.clone(), self.args.clone())?;
         self.build_with(launcher)
