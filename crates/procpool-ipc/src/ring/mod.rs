@@ -508,7 +508,8 @@ impl Producer {
         self.publish();
         let spin_until = Instant::now() + self.wait.spin;
         let mut spins = 0u32;
-        loop {
+        // A zero spin window parks at once.
+        while !self.wait.spin.is_zero() {
             spin_hint();
             if let Some(slot) = self.try_reserve(len)? {
                 return Ok(slot);
@@ -829,7 +830,8 @@ impl Consumer {
         self.publish_head();
         let spin_until = Instant::now() + self.wait.spin;
         let mut spins = 0u32;
-        loop {
+        // A zero spin window parks at once (the park loop still looks first).
+        while !self.wait.spin.is_zero() {
             if self.has_data()? {
                 return Ok(());
             }
