@@ -169,6 +169,10 @@ fn stats_report_workers_and_work() {
     let worker_pids: HashSet<u32> = stats.workers.iter().map(|w| w.pid).collect();
     assert!(pids.is_subset(&worker_pids), "{pids:?} vs {worker_pids:?}");
     assert_eq!(stats.deaths, 0);
+    assert_eq!(stats.jobs, 0, "nothing is pending");
+    assert_eq!((stats.queued, stats.in_flight), (0, 0));
+    let _ = pool.call(square, 1);
+    assert_eq!(pool.stats().jobs, 0, "an idle submit stream is not a job");
 }
 
 #[test]

@@ -1350,7 +1350,21 @@ impl Shared {
             workers,
             queued,
             in_flight,
-            jobs: core.jobs.len(),
+            // A submit stream counts only while it has calls pending.
+            jobs: core
+                .jobs
+                .keys()
+                .filter(|job_id| {
+                    let is_stream = core
+                        .streams
+                        .values()
+                        .any(|(stream_id, _)| stream_id == *job_id);
+                    !is_stream
+                        || core.sched.job_progress(**job_id).is_some_and(|progress| {
+                            progress.queued + progress.in_flight + progress.awaiting_decision > 0
+                        })
+                })
+                .count(),
             restarts: core.restarts,
             deaths: core.deaths,
         }

@@ -14,7 +14,7 @@ pub struct PoolStats {
     pub queued: u64,
     /// Items handed to workers and not finished.
     pub in_flight: u64,
-    /// Calls and maps not finished.
+    /// Maps not finished, plus one per task whose submitted calls are not all finished.
     pub jobs: usize,
     /// Workers started to replace one that ended (crash, timeout, recycling).
     pub restarts: u64,
