@@ -11,6 +11,9 @@
 //! After the criterion groups it prints `idle_cpu`: the CPU time a default-strategy peer
 //! burns in the second after its last message (`/proc/<pid>/stat`).
 //!
+//! The bench process pins itself to CPU 0 and its peer to CPU 1 (two cores, like the
+//! issue's measurements); `PROCPOOL_IPC_BENCH_NO_PIN=1` turns that off.
+//!
 //! Run: `cargo bench -p procpool-ipc --bench roundtrip` (add `-- --quick` for a fast look).
 
 mod peer;
@@ -201,9 +204,11 @@ criterion_group! {
 
 fn main() {
     if let Ok(role) = std::env::var(peer::ROLE_ENV) {
+        peer::pin_to(1);
         peer_main(&role);
         return;
     }
+    peer::pin_to(0);
     benches();
     idle_cpu();
     Criterion::default().configure_from_args().final_summary();

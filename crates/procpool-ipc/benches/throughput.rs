@@ -9,6 +9,9 @@
 //!   over `SCM_RIGHTS`, mapped read-only by the peer, which reads one byte per page);
 //!   `large_64MiB/baseline_memcpy`: one in-process `memcpy` of 64 MiB.
 //!
+//! The bench process pins itself to CPU 0 and its peer to CPU 1 (two cores, like the
+//! issue's measurements); `PROCPOOL_IPC_BENCH_NO_PIN=1` turns that off.
+//!
 //! Run: `cargo bench -p procpool-ipc --bench throughput` (add `-- --quick` for a fast look).
 
 mod peer;
@@ -155,9 +158,11 @@ criterion_group! {
 
 fn main() {
     if let Ok(role) = std::env::var(peer::ROLE_ENV) {
+        peer::pin_to(1);
         peer_main(&role);
         return;
     }
+    peer::pin_to(0);
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -75,6 +75,26 @@ pub(crate) fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// Pins the calling thread to `cpu` (if the machine has it), so the bench process and
+/// its peer sit on two different cores, as in the measurements. Skipped with
+/// `PROCPOOL_IPC_BENCH_NO_PIN=1`.
+pub(crate) fn pin_to(cpu: usize) {
+    if std::env::var_os("PROCPOOL_IPC_BENCH_NO_PIN").is_some() {
+        return;
+    }
+    let n_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n_cpus < 2 {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays inside it for cpu < CPU_SETSIZE, and
+    // sched_setaffinity only reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n_cpus, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// The inherited fd `n` (3, 4, …).
 pub(crate) fn inherited(n: i32) -> OwnedFd {
     // SAFETY: the parent placed our fds at 3.. with dup2; nothing else owns them.
