@@ -192,6 +192,9 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
         md,
         "\nTargets are read off the medians above; the benchmark is not tuned to them.\n"
     );
+    if let Some(warning) = crate::target::contention_warning(&outcome.rows) {
+        let _ = writeln!(md, "**Caution:** {warning}.\n");
+    }
     let _ = writeln!(md, "## Sizes\n");
     for (workload, text) in outcome.params.describe() {
         if cfg.workloads.contains(&workload) {

@@ -187,6 +187,22 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
     out
 }
 
+/// A warning when the machine visibly lacked free cores: rayon (in-process threads, no
+/// transport at all) is the yardstick; below 0.9 efficiency on `cpu_scaling`, every parallel
+/// figure of the run is depressed by whatever else was running.
+pub fn contention_warning(rows: &[Row]) -> Option<String> {
+    let rayon = find(rows, "cpu_scaling", "rayon")?;
+    (rayon.value < 0.9).then(|| {
+        format!(
+            "the machine was busy: rayon reached only {:.2} efficiency on `cpu_scaling` \
+             (about 1.0 on an idle machine), so parallel figures and targets that need free \
+             cores (efficiency, makespan, throughput) are depressed for every system; compare \
+             systems within a round rather than with the absolute targets",
+            rayon.value
+        )
+    })
+}
+
 /// "met", or "missed: at 40% of the target".
 pub fn verdict(check: &TargetCheck) -> String {
     match (check.met, check.fraction_of_target) {
@@ -263,6 +279,15 @@ mod tests {
         assert_eq!(verdict(map), "missed: at 20% of the target");
         let skewed = &checks[2];
         assert!((skewed.fraction_of_target.unwrap() - 1.03 / 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn contention_is_flagged_from_rayons_efficiency() {
+        let busy = vec![row("cpu_scaling", "rayon", Lang::Rust, 0.5, "efficiency")];
+        assert!(contention_warning(&busy).unwrap().contains("0.50"));
+        let idle = vec![row("cpu_scaling", "rayon", Lang::Rust, 0.99, "efficiency")];
+        assert_eq!(contention_warning(&idle), None);
+        assert_eq!(contention_warning(&[]), None);
     }
 
     #[test]

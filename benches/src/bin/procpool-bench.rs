@@ -110,6 +110,9 @@ fn run(args: Args) -> Result<(), String> {
             procpool_benches::target::verdict(&check)
         );
     }
+    if let Some(warning) = procpool_benches::target::contention_warning(&outcome.rows) {
+        println!("caution: {warning}");
+    }
     for note in &outcome.notes {
         println!("note: {note}");
     }
