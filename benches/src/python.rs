@@ -135,6 +135,32 @@ mod tests {
         assert_eq!(round.calibration["ns_per_iter"], 100.0);
     }
 
+    /// Runs the real script (CI has Python 3.11) on its cheapest workload and reads it back.
+    #[test]
+    fn the_script_runs_and_its_output_parses() {
+        let py = PythonBaseline::find().expect("python3 is on every development and CI machine");
+        let round = py
+            .run_round(Workload::Startup, 1, true, None)
+            .expect("the script runs");
+        let systems: Vec<&str> = round.samples.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            systems,
+            [
+                "ProcessPoolExecutor fork",
+                "ProcessPoolExecutor spawn",
+                "multiprocessing.Pool fork"
+            ]
+        );
+        assert!(
+            round
+                .samples
+                .iter()
+                .all(|(_, s)| s.unit == "ms" && s.value > 0.0)
+        );
+        assert!(round.calibration["ns_per_iter"].as_f64().unwrap() > 0.0);
+        assert_eq!(round.raw["workers"], 1);
+    }
+
     #[test]
     fn rejects_output_that_is_not_the_scripts() {
         assert!(parse_round("Traceback (most recent call last):").is_err());
