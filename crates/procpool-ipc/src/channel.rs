@@ -183,6 +183,7 @@ impl Link {
     }
 
     /// Whether an earlier probe already saw the peer gone (no syscall).
+    #[inline]
     fn known_gone(&self) -> bool {
         // Relaxed: a sticky local flag; a stale 0 only means one more probe later.
         self.peer_gone.load(Ordering::Relaxed) != 0
@@ -568,6 +569,7 @@ impl Sender {
     /// [`SendError::Disconnected`] when the channel is closed or the peer died,
     /// [`SendError::TooLarge`] above `max_frame`, [`SendError::Corrupt`] if the peer
     /// broke the protocol, [`SendError::Io`] if an out-of-band transfer failed.
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.send_deadline(frame, None)
     }
@@ -581,6 +583,7 @@ impl Sender {
         self.send_deadline(frame, Some(Instant::now() + timeout))
     }
 
+    #[inline]
     fn check(&self, len: usize) -> Result<(), SendError> {
         if let Some(corruption) = self.poisoned {
             return Err(SendError::Corrupt(corruption));
@@ -618,6 +621,7 @@ impl Sender {
     /// # Errors
     ///
     /// As for [`send_timeout`](Sender::send_timeout).
+    #[inline]
     pub fn reserve(
         &mut self,
         len: usize,
@@ -626,6 +630,7 @@ impl Sender {
         self.reserve_deadline(len, timeout.map(|timeout| Instant::now() + timeout), true)
     }
 
+    #[inline]
     fn reserve_deadline(
         &mut self,
         len: usize,
@@ -681,6 +686,7 @@ impl Sender {
     /// Makes every staged frame visible with one Release store, and wakes the consumer
     /// if it sleeps. `send` publishes by itself; after `Grant::commit` call this (once
     /// for a batch).
+    #[inline]
     pub fn publish(&mut self) {
         self.producer.publish();
     }
@@ -794,6 +800,7 @@ impl Grant<'_> {
     /// [`SendError::TooLarge`] if `used` exceeds the grant; for an out-of-band grant,
     /// the errors of sealing and sending its memfd (waiting for socket room is bounded by
     /// the `reserve` timeout: [`SendError::Timeout`]). A failed commit stages nothing.
+    #[inline]
     pub fn commit(self, used: usize) -> Result<(), SendError> {
         let Grant { sender, inner } = self;
         match inner {
@@ -848,6 +855,7 @@ impl Grant<'_> {
 
 impl std::ops::Deref for Grant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.inner {
             // SAFETY: the slot's payload area is `slot.len` bytes reserved for us (see
@@ -865,6 +873,7 @@ impl std::ops::Deref for Grant<'_> {
 }
 
 impl std::ops::DerefMut for Grant<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &mut self.inner {
             // SAFETY: as in `deref`; `&mut self` makes this the only view.
@@ -915,6 +924,7 @@ impl Receiver {
     /// dropped its endpoint, was closed by a [`Closer`], or died (seen within ~50 ms via
     /// the socket pair); [`RecvError::Corrupt`] if the peer broke the protocol (the
     /// channel stays poisoned).
+    #[inline]
     pub fn recv(&mut self) -> Result<Frame<'_>, RecvError> {
         self.recv_deadline(None)
     }
@@ -933,6 +943,7 @@ impl Receiver {
     /// # Errors
     ///
     /// As for `recv`; peer death is checked at most every 50 ms.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_>>, RecvError> {
         if let Some((item, end)) = self.peek()? {
             return self.make_frame(item, end).map(Some);
@@ -962,6 +973,7 @@ impl Receiver {
         }
     }
 
+    #[inline]
     fn peek(&mut self) -> Result<Option<(Item, u64)>, RecvError> {
         if let Some(corruption) = self.poisoned {
             return Err(RecvError::Corrupt(corruption));
@@ -976,6 +988,7 @@ impl Receiver {
         RecvError::Corrupt(corruption)
     }
 
+    #[inline]
     fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>, RecvError> {
         let (item, end) = loop {
             if let Some(found) = self.peek()? {
@@ -998,6 +1011,7 @@ impl Receiver {
         self.make_frame(item, end)
     }
 
+    #[inline]
     fn make_frame(&mut self, item: Item, end: u64) -> Result<Frame<'_>, RecvError> {
         let data = match item {
             Item::Data { pos, len } => FrameData::Ring { pos, len },
@@ -1108,6 +1122,7 @@ impl fmt::Debug for Frame<'_> {
 
 impl std::ops::Deref for Frame<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.data {
             // SAFETY: `pos`/`len` come from the `try_peek` that produced this frame, and
@@ -1119,6 +1134,7 @@ impl std::ops::Deref for Frame<'_> {
 }
 
 impl Drop for Frame<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.receiver.consumer.release(self.end);
     }

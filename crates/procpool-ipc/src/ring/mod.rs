@@ -224,6 +224,7 @@ impl RingRef {
         }
     }
 
+    #[inline]
     fn ctrl(&self) -> &RingControl {
         // SAFETY: `new`'s contract: valid and aligned while `_owner` lives, which is as long
         // as `self`. Every field is an atomic, so a shared reference is fine even though
@@ -231,12 +232,14 @@ impl RingRef {
         unsafe { self.ctrl.as_ref() }
     }
 
+    #[inline]
     fn mask(&self) -> u64 {
         self.capacity as u64 - 1
     }
 
     /// Pointer to byte `pos` of the data area (`pos == capacity` is the one-past-the-end
     /// pointer of an empty payload in the last slot).
+    #[inline]
     fn at(&self, pos: usize) -> *mut u8 {
         debug_assert!(pos <= self.capacity);
         // SAFETY: `pos <= capacity`, so the result stays inside the data area or one past it.
@@ -244,6 +247,7 @@ impl RingRef {
     }
 
     /// Reads the frame header at `pos` with one volatile copy.
+    #[inline]
     fn read_header(&self, pos: usize) -> FrameHeader {
         debug_assert!(pos % FRAME_ALIGN == 0 && pos + FRAME_HEADER_SIZE <= self.capacity);
         // SAFETY: `pos` is 16-aligned and below `capacity` (a multiple of 16), so 16 bytes
@@ -259,11 +263,13 @@ impl RingRef {
     ///
     /// The 16 bytes at `pos` belong to the producer (between the published tail and
     /// `head + capacity`), and `pos` is 16-aligned and at most `capacity - 16`.
+    #[inline]
     unsafe fn write_header(&self, pos: usize, header: FrameHeader) {
         // SAFETY: by the caller's contract the bytes are in bounds, aligned and ours.
         unsafe { std::ptr::write_volatile(self.at(pos) as *mut FrameHeader, header) }
     }
 
+    #[inline]
     fn closed(&self) -> bool {
         // Acquire: pairs with the fetch_or in `close`, so a waiter that sees the bit also
         // sees everything the closer did before (nothing in the data area depends on it).
@@ -453,6 +459,7 @@ impl Producer {
 
     /// Reserves room for a frame with a `len`-byte payload without blocking.
     /// `len <= max_in_ring()` (the caller checks). May stage a WRAP frame.
+    #[inline]
     pub(crate) fn try_reserve(&mut self, len: usize) -> Result<Option<Slot>, Corruption> {
         debug_assert!(len <= self.max_in_ring());
         let need = frame_size(len) as u64;
@@ -492,6 +499,7 @@ impl Producer {
     }
 
     /// Reserves room, spinning then parking; publishes staged frames before waiting.
+    #[inline]
     pub(crate) fn reserve(
         &mut self,
         len: usize,
@@ -562,11 +570,13 @@ impl Producer {
     }
 
     /// Pointer to the payload area of `slot` (16-aligned, `slot.len` bytes, ours).
+    #[inline]
     pub(crate) fn payload_ptr(&self, slot: Slot) -> *mut u8 {
         self.ring.at(slot.pos + FRAME_HEADER_SIZE)
     }
 
     /// Stages a frame of `used <= slot.len` bytes: visible after the next `publish`.
+    #[inline]
     pub(crate) fn commit(&mut self, slot: Slot, kind: u32, used: usize) {
         debug_assert!(used <= slot.len);
         debug_assert_eq!(slot.pos as u64, self.staged & self.ring.mask());
@@ -587,6 +597,7 @@ impl Producer {
     }
 
     /// Copies `bytes` into `slot` and stages it as a DATA frame.
+    #[inline]
     pub(crate) fn write_frame(&mut self, slot: Slot, kind: u32, bytes: &[u8]) {
         assert!(bytes.len() <= slot.len);
         // SAFETY: the payload area of `slot` is `slot.len` bytes owned by us (see
@@ -599,6 +610,7 @@ impl Producer {
 
     /// Makes all staged frames visible with one Release store, then wakes the consumer
     /// if it announced it sleeps.
+    #[inline]
     pub(crate) fn publish(&mut self) {
         if self.staged == self.published {
             return;
@@ -698,6 +710,7 @@ impl Consumer {
     }
 
     /// Whether a frame (or WRAP) is readable, refreshing `tail` if needed.
+    #[inline]
     pub(crate) fn has_data(&mut self) -> Result<bool, Corruption> {
         if self.read != self.tail_seen {
             return Ok(true);
@@ -707,6 +720,7 @@ impl Consumer {
     }
 
     /// The next frame and the index just past it, without blocking. Skips WRAP frames.
+    #[inline]
     pub(crate) fn try_peek(&mut self) -> Result<Option<(Item, u64)>, Corruption> {
         let cap = self.ring.capacity as u64;
         loop {
@@ -782,6 +796,7 @@ impl Consumer {
     ///
     /// `pos` and `len` come from the latest `try_peek`, and the frame has not been
     /// released; the returned slice must not outlive the release.
+    #[inline]
     pub(crate) unsafe fn payload(&self, pos: usize, len: usize) -> &[u8] {
         debug_assert!(pos + len <= self.ring.capacity);
         // SAFETY: `try_peek` checked `pos + len <= capacity`; the bytes are published (the
@@ -792,6 +807,7 @@ impl Consumer {
 
     /// Releases everything before `end` (the index `try_peek` returned). Publishes `head`
     /// lazily: see README, "Publishing head".
+    #[inline]
     pub(crate) fn release(&mut self, end: u64) {
         debug_assert!(end >= self.read && end <= self.tail_seen);
         self.read = end;
