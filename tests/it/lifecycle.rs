@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, TaskError};
-use procpool_tests::{add_offset, failing_init, set_offset, sleep_then_pid, square, worker_pid};
+use procpool_tests::{
+    add_offset, env_var, failing_init, set_offset, sleep_then_pid, square, worker_pid,
+};
 
 use crate::util::{builder, pool, wait_running, watchdog};
 
@@ -358,4 +360,17 @@ fn worker_program_that_forgets_init_does_not_recurse() {
         .expect_err("a program without init() is no worker");
     // Its own build() refused (exit code 3) instead of starting workers of its own.
     assert!(err.to_string().contains("exited with code 3"), "{err}");
+}
+
+#[test]
+fn workers_get_the_environment_they_are_given() {
+    let _watchdog = watchdog("workers_get_the_environment_they_are_given");
+    let pool = builder(1)
+        .env("PROCPOOL_TEST_GREETING", "hello")
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.call(env_var, "PROCPOOL_TEST_GREETING".to_owned()),
+        Ok(Some("hello".to_owned()))
+    );
 }

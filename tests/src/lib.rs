@@ -50,6 +50,12 @@ pub fn mark_then_sleep(marker: &str, millis: u64) -> u32 {
     std::process::id()
 }
 
+/// The value of environment variable `name` in the worker.
+#[procpool::task]
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Returns `x`, except that it aborts the worker when `x == bad`.
 #[procpool::task]
 pub fn abort_on(x: u64, bad: u64) -> u64 {
@@ -92,7 +98,8 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 11] = [
+    let tasks: [*const (); 12] = [
+        env_var::call as *const (),
         mark_then_sleep::call as *const (),
         abort_on::call as *const (),
         nap::call as *const (),

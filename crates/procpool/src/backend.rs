@@ -23,6 +23,7 @@ pub(crate) fn launcher(
     method: StartMethod,
     program: Option<PathBuf>,
     args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 ) -> Result<Box<dyn Launcher>, Error> {
     let worker_method = match method {
         StartMethod::Spawn => procpool_worker::StartMethod::Spawn,
@@ -38,6 +39,9 @@ pub(crate) fn launcher(
     }
     for arg in args {
         spawner = spawner.arg(arg);
+    }
+    for (key, value) in envs {
+        spawner = spawner.env(key, value);
     }
     spawner.start().map_err(|err| {
         Error::with_source(

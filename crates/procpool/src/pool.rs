@@ -63,6 +63,7 @@ pub struct PoolBuilder {
     start_method: StartMethod,
     program: Option<PathBuf>,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
     initializer: Option<Result<InitializerCall, String>>,
     max_tasks_per_child: Option<u64>,
     handshake_timeout: Duration,
@@ -89,6 +90,7 @@ impl Pool {
             start_method: StartMethod::Spawn,
             program: None,
             args: Vec::new(),
+            envs: Vec::new(),
             initializer: None,
             max_tasks_per_child: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -275,6 +277,12 @@ impl PoolBuilder {
         self
     }
 
+    /// An environment variable for the worker processes (they inherit the rest).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     /// A task every worker runs once at start, before any other; its output is available to
     /// later tasks in that worker through [`worker_state`](crate::worker_state).
     ///
@@ -337,8 +345,12 @@ impl PoolBuilder {
                  procpool::init() before building a pool; call it first thing in main",
             ));
         }
-        let launcher =
-            crate::backend::launcher(self.start_method, self.program.clone(), self.args.clone())?;
+        let launcher = crate::backend::launcher(
+            self.start_method,
+            self.program.clone(),
+            self.args.clone(),
+            self.envs.clone(),
+        )?;
         self.build_with(launcher)
     }
 
