@@ -430,7 +430,7 @@ impl Shared {
                     return Err(format!(
                         "outcomes for items {}..{} of chunk {}, expected from {} to at most {}",
                         batch.first_index,
-                        batch.first_index + n,
+                        batch.first_index.saturating_add(n),
                         batch.chunk_id,
                         info.next,
                         info.items.end
