@@ -214,7 +214,23 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
             .join(", ")
     );
     if let Some(cal) = &outcome.python_calibration {
-        let _ = writeln!(md, "Python (last round): `{cal}`.");
+        let ns = cal["ns_per_iter"].as_f64().unwrap_or(f64::NAN);
+        let loops = cal["loops"]
+            .as_object()
+            .map(|loops| {
+                crate::busy::UNITS
+                    .iter()
+                    .filter_map(|(name, _)| Some(format!("{name} = {} steps", loops.get(*name)?)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let item = cal["measured_1us_item_ns"].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "Python (last round): {ns:.1} ns per LCG step ({loops}); one \"1 µs\" item, call \
+             included, really costs {item:.0} ns."
+        );
     }
     let _ = writeln!(
         md,
