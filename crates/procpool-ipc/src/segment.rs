@@ -170,6 +170,12 @@ impl OobWriter {
         Ok(self.map.as_mut().map(|map| &mut map[..]).unwrap_or(&mut []))
     }
 
+    /// The memfd, unsealed (tests play a peer that skips sealing).
+    #[cfg(test)]
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+
     /// Shrinks to `used` bytes (`0 < used <= len`), unmaps, seals read-only and returns the fd.
     pub(crate) fn seal(mut self, used: usize) -> io::Result<OwnedFd> {
         // F_SEAL_WRITE fails with EBUSY while a writable shared mapping exists.

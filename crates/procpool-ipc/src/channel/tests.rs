@@ -338,3 +338,136 @@ fn a_dead_peer_is_remembered() {
         Err(SendError::Disconnected)
     ));
 }
+
+/// Plays a hostile sender of LARGE frames: optionally sends `fd` with sequence `fd_seq`,
+/// then commits a LARGE frame with `body`, bypassing every check of `Sender`.
+fn forge_large(sender: &mut Sender, body: LargeBody, fd: Option<(OwnedFd, u64)>) {
+    if let Some((fd, fd_seq)) = fd {
+        send_with_fds(
+            sender.link.socket.as_fd(),
+            &fd_seq.to_le_bytes(),
+            &[fd.as_fd()],
+            false,
+        )
+        .expect("send fd");
+    }
+    let slot = sender
+        .producer
+        .try_reserve(LARGE_BODY_SIZE)
+        .expect("ring")
+        .expect("space");
+    // SAFETY: LargeBody is plain integers.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&body as *const LargeBody).cast::<u8>(),
+            size_of::<LargeBody>(),
+        )
+    };
+    sender.producer.write_frame(slot, KIND_LARGE, bytes);
+    sender.producer.publish();
+}
+
+fn sealed_memfd(len: usize) -> OwnedFd {
+    let mut writer = OobWriter::create(len).expect("memfd");
+    writer.write_all(&vec![3; len]).expect("write");
+    writer.seal(len).expect("seal")
+}
+
+fn large_error(body: LargeBody, fd: Option<(OwnedFd, u64)>) -> (RecvError, RecvError) {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    forge_large(&mut sender, body, fd);
+    let first = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect_err("refused");
+    let second = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect_err("poisoned");
+    (first, second)
+}
+
+#[test]
+fn hostile_large_frames_are_refused() {
+    let (first, second) = large_error(LargeBody { len: 100, seq: 0 }, None);
+    assert!(
+        matches!(first, RecvError::Corrupt(Corruption::LargeMissingFd)),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, RecvError::Corrupt(Corruption::LargeMissingFd)),
+        "{second:?}"
+    );
+
+    let (first, _) = large_error(LargeBody { len: 100, seq: 5 }, Some((sealed_memfd(100), 5)));
+    assert!(
+        matches!(
+            first,
+            RecvError::Corrupt(Corruption::LargeSequence {
+                expected: 0,
+                found: 5
+            })
+        ),
+        "{first:?}"
+    );
+
+    let (first, _) = large_error(LargeBody { len: 100, seq: 0 }, Some((sealed_memfd(100), 9)));
+    assert!(
+        matches!(
+            first,
+            RecvError::Corrupt(Corruption::LargeSequence {
+                expected: 0,
+                found: 9
+            })
+        ),
+        "{first:?}"
+    );
+
+    let (first, _) = large_error(LargeBody { len: 100, seq: 0 }, Some((sealed_memfd(64), 0)));
+    assert!(
+        matches!(
+            first,
+            RecvError::Corrupt(Corruption::LargeSizeMismatch {
+                expected: 100,
+                found: 64
+            })
+        ),
+        "{first:?}"
+    );
+
+    let unsealed = OwnedFd::from(OobWriter::create(100).expect("memfd").into_file());
+    let (first, _) = large_error(LargeBody { len: 100, seq: 0 }, Some((unsealed, 0)));
+    assert!(
+        matches!(first, RecvError::Corrupt(Corruption::LargeNotSealed)),
+        "{first:?}"
+    );
+
+    let (first, _) = large_error(
+        LargeBody {
+            len: 1 << 40,
+            seq: 0,
+        },
+        None,
+    );
+    assert!(
+        matches!(first, RecvError::Corrupt(Corruption::LargeTooLong { .. })),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn open_rejects_a_truncated_region() {
+    let region = Region::create(1024).expect("region");
+    let (_mine, theirs) = socket_pair().expect("socketpair");
+    let res = Endpoint::open(Handoff::new(region.dup_fd().expect("dup"), theirs));
+    assert!(
+        matches!(
+            res,
+            Err(OpenError::SizeMismatch {
+                expected: 4096,
+                found: 1024
+            })
+        ),
+        "{res:?}"
+    );
+}
