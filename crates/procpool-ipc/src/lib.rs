@@ -22,6 +22,9 @@
 //! Closing is explicit (drop, [`Sender::close`], [`Closer`]) or observed: a process that
 //! dies closes its socket end, which the survivor polls between park slices.
 //!
+//! Beside the rings, the region holds a [`Mailbox`]: a few atomic words either side may
+//! load or store at any time, for signals that must not queue behind frames.
+//!
 //! The peer is never trusted: every index and length read from shared memory is checked,
 //! and a violation is a [`Corruption`] error that poisons the channel, never UB, a panic
 //! or a hang. The protocol is written up in `src/ring/README.md`.
