@@ -18,12 +18,31 @@
 //! (re-queue the unstarted, retry or fail the one it was running), starts a replacement and
 //! goes on as the replacement's reader.
 //!
+//! # Jobs
+//!
+//! A `map` is one scheduler job whose items are pulled from the caller's iterator. All
+//! `submit`s of one task with one set of options share one long-lived streaming job
+//! ([`SubmitStream`]), so calls queued together travel in one chunk and the scheduler does
+//! constant work per call. Before a chunk is encoded the job *claims* its items: items
+//! cancelled (or failed) while queued are skipped there and never sent.
+//!
+//! # Worker loss
+//!
+//! The scheduler knows what a lost worker held. The worker's mailbox (words 0 and 1, written
+//! before each item) says exactly which item was running: that item is blamed (retried while
+//! the call allows, else `WorkerDied` or `TimedOut`); items of its chunk that finished but
+//! whose outcomes were still batched in the worker are re-run when the call allows retries
+//! (or the pool itself killed the worker for a timeout) and fail with `WorkerDied` otherwise;
+//! everything after is re-queued. A worker that died between items is charged nothing
+//! (beyond a bounded count, so a chunk that kills workers before its first item still ends).
+//!
 //! # Exactly one outcome
 //!
 //! An item leaves the pool through exactly one of: an outcome frame, a failure decided here
 //! (worker lost, timed out, cancelled, terminated, encoding failed), or its job being
 //! dropped by its consumer. Jobs ignore a second outcome for an item, so a race between a
-//! failure and a late frame cannot deliver twice.
+//! failure and a late frame cannot deliver twice. Items failed while still queued are
+//! *detached* under the lock (so no dispatch can claim them) and completed after it.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
