@@ -2,7 +2,7 @@
 //!
 //! Both ends share one [`Slot`]: a mutex-protected state machine plus a condition variable
 //! (for blocking waits), one waker (for `async` use), a list of `on_done` callbacks and a list
-//! of listeners (for [`wait`](crate::wait) and [`as_completed`](crate::as_completed)).
+//! of listeners (for [`wait`](crate::wait()) and [`as_completed`](crate::as_completed)).
 //!
 //! ```text
 //!   Pending ──start()──▶ Running ──complete()──▶ Completing ──▶ Done

@@ -40,7 +40,7 @@
 //! - [`Pool::map`] applies a task to an iterator and yields results in input order, lazily and
 //!   in bounded memory; [`Pool::map_unordered`] yields them as they finish, with their index.
 //!   Items are sent in chunks sized from measured item cost, so even tiny tasks are cheap.
-//! - [`wait`] and [`as_completed`] wait on many handles at once.
+//! - [`wait()`] and [`as_completed`] wait on many handles at once.
 //! - [`Pool::task`] sets per-call options: a [`timeout`](TaskCall::timeout) that kills a stuck
 //!   worker, and [`retries`](TaskCall::retries) for calls lost with their worker.
 //!
