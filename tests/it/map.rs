@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use procpool::TaskError;
 use std::time::Duration;
 
-use procpool_tests::{even_only, nap, square};
+use procpool_tests::{even_only, nap, sleep_then_pid, square};
 
 use crate::util::{pool, watchdog};
 
@@ -88,4 +88,22 @@ fn map_next_timeout_leaves_the_map_usable() {
     assert_eq!(map.next_timeout(Duration::from_secs(60)), Ok(Some(Ok(500))));
     assert_eq!(map.next(), Some(Ok(1)));
     assert_eq!(map.next(), None);
+}
+
+#[test]
+fn idle_worker_takes_over_the_tail_of_a_long_chunk() {
+    let _watchdog = watchdog("idle_worker_takes_over_the_tail_of_a_long_chunk");
+    // Chunks of 8: one worker gets items 0..8, the other 8..12 and is idle long before the
+    // first has finished; the scheduler then asks the first to yield its unstarted items.
+    let pool = crate::util::builder(2).chunksize(8).build().unwrap();
+    let pids: Vec<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(50, 12))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let first_chunk: std::collections::HashSet<u32> = pids[..8].iter().copied().collect();
+    assert_eq!(
+        first_chunk.len(),
+        2,
+        "the first chunk's tail ran on the other worker: {pids:?}"
+    );
 }
