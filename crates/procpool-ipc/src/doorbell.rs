@@ -84,15 +84,39 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Loom cannot model a futex; parking degrades to yielding (the model checks indices).
+/// The futex as loom sees it: one global mutex and condition variable. A waiter checks
+/// the word under the mutex and waits on the condvar (releasing the mutex atomically), a
+/// waker takes the mutex and notifies, which is exactly the futex guarantee: a wake issued
+/// after the store either finds the waiter asleep or the waiter sees the stored value.
+/// There is no timeout under loom, so a lost wake-up is a deadlock loom reports.
 #[cfg(procpool_loom)]
-pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {
-    loom::thread::yield_now();
+mod loom_futex {
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        pub(super) static ref PARKING: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
 }
 
-/// Loom cannot model a futex; see `futex_wait`.
+/// Parks while `*word == expected` (loom model: no timeout).
 #[cfg(procpool_loom)]
-pub(crate) fn futex_wake(_word: &AtomicU32) {}
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Duration) {
+    let (lock, condvar) = &*loom_futex::PARKING;
+    let guard = lock.lock().expect("loom futex mutex");
+    // Relaxed: the mutex orders this load after a waker's store that preceded its lock.
+    if word.load(crate::sync::Ordering::Relaxed) != expected {
+        return;
+    }
+    drop(condvar.wait(guard).expect("loom futex condvar"));
+}
+
+/// Wakes every waiter (loom model).
+#[cfg(procpool_loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32) {
+    let (lock, condvar) = &*loom_futex::PARKING;
+    let _guard = lock.lock().expect("loom futex mutex");
+    condvar.notify_all();
+}
 
 #[cfg(all(test, not(procpool_loom)))]
 mod tests {
