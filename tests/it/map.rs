@@ -95,9 +95,10 @@ fn idle_worker_takes_over_the_tail_of_a_long_chunk() {
     let _watchdog = watchdog("idle_worker_takes_over_the_tail_of_a_long_chunk");
     // Chunks of 8: one worker gets items 0..8, the other 8..12 and is idle long before the
     // first has finished; the scheduler then asks the first to yield its unstarted items.
-    let pool = crate::util::builder(2).chunksize(8).build().unwrap();
+    let pool = pool(2);
     let pids: Vec<u32> = pool
         .map(sleep_then_pid, std::iter::repeat_n(50, 12))
+        .chunksize(NonZeroUsize::new(8).unwrap())
         .collect::<Result<_, _>>()
         .unwrap();
     let first_chunk: std::collections::HashSet<u32> = pids[..8].iter().copied().collect();

@@ -52,7 +52,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use procpool_sched::{
-    ChunkId, ChunkStatus, InputLen, JobId, Scheduler, SchedulerConfig, TaskKey, WorkerId,
+    ChunkId, ChunkPolicy, ChunkStatus, InputLen, JobId, JobOptions, Scheduler, SchedulerConfig,
+    TaskKey, WorkerId,
 };
 use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
 use procpool_worker::{AlignedVec, Task};
@@ -923,10 +924,11 @@ impl Shared {
         key: u64,
         len: InputLen,
         job: Arc<dyn Job>,
+        options: JobOptions,
     ) -> Result<JobId, TaskError> {
         let mut core = self.lock();
         Self::accepting(&core)?;
-        Ok(self.register_job(&mut core, key, len, job))
+        Ok(self.register_job(&mut core, key, len, job, options))
     }
 
     /// Registers a job with the scheduler and the job table (the pool accepts work).
@@ -936,9 +938,10 @@ impl Shared {
         key: u64,
         len: InputLen,
         job: Arc<dyn Job>,
+        options: JobOptions,
     ) -> JobId {
         let timed = job.options().timeout.is_some();
-        let job_id = core.sched.submit(TaskKey(key), len);
+        let job_id = core.sched.submit_with(TaskKey(key), len, options);
         core.jobs.insert(
             job_id,
             JobEntry {
@@ -1027,7 +1030,8 @@ impl Shared {
             None => {
                 let stream = Arc::new(SubmitStream::<T>::new(options));
                 let job: Arc<dyn Job> = Arc::clone(&stream) as Arc<dyn Job>;
-                let job_id = self.register_job(core, T::ID, InputLen::Unknown, job);
+                let job_id =
+                    self.register_job(core, T::ID, InputLen::Unknown, job, JobOptions::default());
                 let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&stream) as _;
                 core.streams.insert(key, (job_id, any));
                 (job_id, stream)
@@ -1053,8 +1057,13 @@ impl Shared {
         self: &Arc<Self>,
         job: Arc<MapJob<T>>,
         len: InputLen,
+        chunksize: Option<NonZeroU64>,
     ) -> Result<JobId, TaskError> {
-        self.add_job(T::ID, len, job)
+        let mut options = JobOptions::new();
+        if let Some(chunksize) = chunksize {
+            options = options.policy(ChunkPolicy::Fixed(chunksize));
+        }
+        self.add_job(T::ID, len, job, options)
     }
 
     /// Waits for accepted work, then stops the workers.

@@ -48,6 +48,8 @@ struct MapRun<'p, T: Task, I> {
     ordered: bool,
     options: TaskOptions,
     window: usize,
+    /// Fixed chunk size for this map, instead of the pool's policy.
+    chunksize: Option<std::num::NonZeroU64>,
     /// The job, once the first `next` started it.
     job: Option<StartedMap<T>>,
     /// Outcomes taken from the job's state, not yet yielded.
@@ -71,6 +73,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             ordered,
             options,
             window: DEFAULT_WINDOW,
+            chunksize: None,
             job: None,
             ready: std::collections::VecDeque::new(),
             input_done: false,
@@ -98,7 +101,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
                 (lower, Some(upper)) if lower == upper => InputLen::Known(lower as u64),
                 _ => InputLen::Unknown,
             };
-            match self.shared.start_map(Arc::clone(&job), len) {
+            match self.shared.start_map(Arc::clone(&job), len, self.chunksize) {
                 Ok(id) => self.job = Some(StartedMap { id, job, state }),
                 Err(err) => {
                     self.finished = true;
@@ -186,6 +189,14 @@ macro_rules! map_options {
         /// when item costs vary.
         pub fn window(mut self, items: NonZeroUsize) -> Self {
             self.run.window = items.get();
+            self
+        }
+
+        /// Sends this map's items in chunks of exactly `items` (fewer only at the end), like
+        /// Python's `chunksize`, instead of the pool's chunk policy (by default sized from the
+        /// measured cost of the task's items).
+        pub fn chunksize(mut self, items: NonZeroUsize) -> Self {
+            self.run.chunksize = std::num::NonZeroU64::new(items.get() as u64);
             self
         }
 
