@@ -212,6 +212,14 @@ pub enum ProtocolError {
     /// More items than a frame can describe.
     #[error("too many items for one frame: {0}")]
     TooManyItems(usize),
+    /// The frame's items `first_index .. first_index + count` do not fit in `u64`.
+    #[error("item indices {first_index} + {count} run past the end of the index space")]
+    IndexOverflow {
+        /// The frame's first item index.
+        first_index: u64,
+        /// The frame's item count.
+        count: u32,
+    },
 }
 
 /// A `Hello` that the parent must refuse.
@@ -747,6 +755,7 @@ pub fn parse_from_worker(frame: &[u8]) -> Result<FromWorker<'_>, ProtocolError> 
 }
 
 fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a>, ProtocolError> {
+    check_index_range(header)?;
     let count = header.count as usize;
     let table_len = count
         .checked_mul(OUTCOME_ENTRY_LEN)
@@ -774,6 +783,18 @@ fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a
         data,
         table,
     })
+}
+
+/// Refuses a frame whose items `first_index .. first_index + count` would overflow `u64`,
+/// so every later `first_index + pos` (pos < count) is exact; returns `first_index`.
+fn check_index_range(header: &Header) -> Result<u64, ProtocolError> {
+    match header.first_index.checked_add(u64::from(header.count)) {
+        Some(_) => Ok(header.first_index),
+        None => Err(ProtocolError::IndexOverflow {
+            first_index: header.first_index,
+            count: header.count,
+        }),
+    }
 }
 
 /// Validates a `Hello` frame and checks it against this side's version and `expected_fingerprint`.
@@ -910,9 +931,9 @@ pub fn parse_to_worker(frame: &[u8]) -> Result<ToWorker<'_>, ProtocolError> {
             Ok(ToWorker::Setup(deserialize::<Setup>(setup)?))
         }
         kind::CALL_BATCH => Ok(ToWorker::CallBatch {
+            first_index: check_index_range(&header)?,
             chunk_id: header.chunk_id,
             task_id: header.task_id,
-            first_index: header.first_index,
             count: header.count,
             args: body,
         }),

@@ -30,7 +30,6 @@ const F1_FRAME: [u8; 110] = [
 ];
 
 #[test]
-#[ignore = "open finding F1 (docs/FUZZING.md, /work/notes/REQUESTS.md): parse_from_worker accepts Outcomes whose indices overflow u64"]
 fn f1_outcomes_with_indices_past_u64_max_are_refused() {
     let frame = aligned(&F1_FRAME);
     let res = protocol::parse_from_worker(&frame);
@@ -41,7 +40,6 @@ fn f1_outcomes_with_indices_past_u64_max_are_refused() {
 }
 
 #[test]
-#[ignore = "open finding F1 (docs/FUZZING.md, /work/notes/REQUESTS.md): parse_from_worker accepts Outcomes whose indices overflow u64"]
 fn f1_real_outcomes_moved_to_the_end_of_the_index_space_are_refused() {
     // A genuine two-item outcome frame from the runner, with first_index set to u64::MAX - 0:
     // items u64::MAX and u64::MAX + 1 (which does not exist).
@@ -61,14 +59,15 @@ fn f1_real_outcomes_moved_to_the_end_of_the_index_space_are_refused() {
         res.is_err(),
         "first_index u64::MAX with 2 items must be a ProtocolError, got {res:?}"
     );
-    // Sanity: with first_index = u64::MAX - 1 the two items fit exactly and must parse.
-    bytes[24..32].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    // Sanity: with first_index = u64::MAX - 2 the two items and the end of the range
+    // (`first_index + count`, which the worker computes as its next index) fit exactly.
+    bytes[24..32].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
     let frame = aligned(&bytes);
     match protocol::parse_from_worker(&frame) {
         Ok(FromWorker::Outcomes(batch)) => {
             let indices: Vec<u64> = batch.iter().map(|(index, _)| index).collect();
-            assert_eq!(indices, [u64::MAX - 1, u64::MAX]);
+            assert_eq!(indices, [u64::MAX - 2, u64::MAX - 1]);
         }
-        other => panic!("a frame whose last index is u64::MAX must parse, got {other:?}"),
+        other => panic!("a frame whose end index is u64::MAX must parse, got {other:?}"),
     }
 }
