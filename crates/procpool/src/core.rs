@@ -256,20 +256,30 @@ impl Shared {
             launcher,
             config,
         });
+        // Start every process first, so their start-up overlaps the handshakes below.
+        let mut links = Vec::with_capacity(shared.config.n_workers);
         for _ in 0..shared.config.n_workers {
-            if let Err(err) = shared.spawn_reader() {
+            match shared.launcher.launch() {
+                Ok(link) => links.push(link),
+                Err(err) => {
+                    kill_links(links);
+                    shared.terminate();
+                    return Err(err);
+                }
+            }
+        }
+        let mut links = links.into_iter();
+        while let Some(link) = links.next() {
+            let started = shared
+                .start_link(link, true)
+                .and_then(|started| shared.spawn_reader_for(started));
+            if let Err(err) = started {
+                kill_links(links.collect());
                 shared.terminate();
                 return Err(err);
             }
         }
         Ok(shared)
-    }
-
-    /// Starts one worker, registers it and starts its reader thread.
-    fn spawn_reader(self: &Arc<Self>) -> Result<(), Error> {
-        let link = self.launcher.launch()?;
-        let started = self.start_link(link, true)?;
-        self.spawn_reader_for(started)
     }
 
     /// Starts the reader thread of a worker that passed its handshake.
@@ -1405,6 +1415,14 @@ impl Shared {
 
     pub(crate) fn n_workers(&self) -> usize {
         self.config.n_workers
+    }
+}
+
+/// Kills and reaps workers that were launched but not handshaken (a failed build).
+fn kill_links(links: Vec<Link>) {
+    for mut link in links {
+        link.control.kill();
+        let _ = link.process.wait_exit(Duration::from_secs(2));
     }
 }
 
