@@ -9,4 +9,5 @@ mod faults;
 mod handles;
 mod lifecycle;
 mod map;
+mod reexports;
 mod util;
