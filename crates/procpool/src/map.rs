@@ -23,12 +23,14 @@ pub(crate) const DEFAULT_WINDOW: usize = 65_536;
 /// Iterator from [`Pool::map`](crate::Pool::map): one `Result` per input item, in input order.
 ///
 /// Options can be set before the first `next` call.
+#[must_use = "maps are lazy: nothing runs until the iterator is consumed"]
 pub struct Map<'p, T: Task, I> {
     run: MapRun<'p, T, I>,
 }
 
 /// Iterator from [`Pool::map_unordered`](crate::Pool::map_unordered): `(input index, outcome)`
 /// in the order items finish.
+#[must_use = "maps are lazy: nothing runs until the iterator is consumed"]
 pub struct MapUnordered<'p, T: Task, I> {
     run: MapRun<'p, T, I>,
 }

@@ -58,6 +58,7 @@ pub enum StartMethod {
 
 /// Configures and starts a [`Pool`]; from [`Pool::builder`].
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct PoolBuilder {
     workers: Option<usize>,
     start_method: StartMethod,
@@ -408,6 +409,7 @@ impl PoolBuilder {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "call `submit`, `call` or `map` to run the task"]
 pub struct TaskCall<'p, T> {
     pool: &'p Pool,
     task: T,
