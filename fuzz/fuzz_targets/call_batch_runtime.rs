@@ -121,8 +121,13 @@ fuzz_target!(|data: &[u8]| {
     });
     match (res, announced) {
         (Ok(()), Some((_, first, count))) if !yielded => {
-            let expected: Vec<u64> = (0..u64::from(count)).map(|i| first.wrapping_add(i)).collect();
-            assert_eq!(seen, expected, "a completed chunk must answer each item once, in order");
+            let expected: Vec<u64> = (0..u64::from(count))
+                .map(|i| first.wrapping_add(i))
+                .collect();
+            assert_eq!(
+                seen, expected,
+                "a completed chunk must answer each item once, in order"
+            );
         }
         (Ok(()), _) => {}
         (Err(err), _) => {

@@ -20,7 +20,10 @@ use procpool_ipc::{Endpoint, Handoff, MAILBOX_WORDS, RecvError, SendError};
 fn memfd(len: u64, bytes: &[u8], seals: u8) -> Option<OwnedFd> {
     // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
     let fd = unsafe {
-        libc::memfd_create(c"fuzz-region".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        libc::memfd_create(
+            c"fuzz-region".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
     if fd < 0 {
         return None;
@@ -51,7 +54,15 @@ fn memfd(len: u64, bytes: &[u8], seals: u8) -> Option<OwnedFd> {
 fn socket_pair(kind: libc::c_int) -> Option<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is valid for two ints.
-    if unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
         return None;
     }
     // SAFETY: socketpair returned two fresh fds we now own.
@@ -76,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
         6 => 1 << 20,
         _ => 4096 + 2 * (4096 + 65536),
     };
-    let seals = if flags & 0x10 != 0 { flags & 0x0f } else { 0x07 };
+    let seals = if flags & 0x10 != 0 {
+        flags & 0x0f
+    } else {
+        0x07
+    };
     let Some(region) = memfd(len, body, seals) else {
         return;
     };

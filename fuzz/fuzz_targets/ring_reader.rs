@@ -33,6 +33,17 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use procpool_ipc::{ChannelConfig, Endpoint, Handoff, Receiver, RecvError, SendError, Sender};
 
+thread_local! {
+    /// Outcome tally of the current input, for `PROCPOOL_FUZZ_STATS=1` (see docs/FUZZING.md).
+    static TALLY: std::cell::RefCell<std::collections::BTreeMap<String, u32>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Counts one outcome (cheap; printed only when asked).
+fn tally(what: String) {
+    TALLY.with(|t| *t.borrow_mut().entry(what).or_default() += 1);
+}
+
 /// Byte offsets inside a ring block (mirrors `wire.rs` / `ring/README.md`).
 const TAIL: usize = 0;
 const HEAD: usize = 128;
@@ -236,7 +247,9 @@ fn payload(fill: &mut u8, len: usize) -> Vec<u8> {
 
 /// Checks a receive result against the side's poison state and the model; returns the bytes.
 /// Copies a received frame out (touching every byte), ending the borrow of the receiver.
-fn owned(res: Result<Option<procpool_ipc::Frame<'_>>, RecvError>) -> Result<Option<(Vec<u8>, bool)>, RecvError> {
+fn owned(
+    res: Result<Option<procpool_ipc::Frame<'_>>, RecvError>,
+) -> Result<Option<(Vec<u8>, bool)>, RecvError> {
     res.map(|frame| frame.map(|frame| (frame.to_vec(), frame.is_out_of_band())))
 }
 
@@ -248,6 +261,25 @@ fn check_recv(
     tainted: bool,
 ) {
     let was_poisoned = side.poisoned.clone();
+    tally(match &res {
+        Ok(Some((_, oob))) => format!(
+            "recv-frame{}{}",
+            if *oob { "-oob" } else { "" },
+            if tainted { "" } else { "-exact" }
+        ),
+        Ok(None) => "recv-none".to_owned(),
+        Err(RecvError::Corrupt(c)) => format!(
+            "recv-corrupt-{}",
+            format!("{c:?}").split([' ', '{', '(']).next().unwrap_or("")
+        ),
+        Err(err) => format!(
+            "recv-{}",
+            format!("{err:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("")
+        ),
+    });
     match res {
         Ok(Some((frame, out_of_band))) => {
             assert!(
@@ -255,9 +287,15 @@ fn check_recv(
                 "a poisoned receiver delivered a frame after {was_poisoned:?}"
             );
             if out_of_band {
-                assert!(frame.len() as u64 <= max_frame, "oob frame beyond max_frame");
+                assert!(
+                    frame.len() as u64 <= max_frame,
+                    "oob frame beyond max_frame"
+                );
             } else {
-                assert!(frame.len() <= side.max_in_ring, "in-ring frame beyond the ring");
+                assert!(
+                    frame.len() <= side.max_in_ring,
+                    "in-ring frame beyond the ring"
+                );
             }
             if !tainted {
                 let expected = model.in_flight.pop_front();
@@ -290,6 +328,20 @@ fn check_recv(
 
 fn check_send(side: &mut SendSide, res: Result<(), SendError>, tainted: bool) -> bool {
     let was_poisoned = side.poisoned.clone();
+    tally(match &res {
+        Ok(()) => "send-ok".to_owned(),
+        Err(SendError::Corrupt(c)) => format!(
+            "send-corrupt-{}",
+            format!("{c:?}").split([' ', '{']).next().unwrap_or("")
+        ),
+        Err(err) => format!(
+            "send-{}",
+            format!("{err:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("")
+        ),
+    });
     match res {
         Ok(()) => {
             assert!(
@@ -358,13 +410,24 @@ fn send_fds(socket: BorrowedFd<'_>, payload: &[u8], fds: &[i32]) {
     }
     // SAFETY: `msg` points at live buffers for the duration of the call. Non-blocking: a full
     // socket just drops the message (the hostile peer does not care).
-    unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    unsafe {
+        libc::sendmsg(
+            socket.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 /// A memfd of `size` bytes filled with a pattern, sealed as the fuzzer chooses.
 fn make_memfd(size: usize, seals: u8) -> Option<OwnedFd> {
     // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
-    let fd = unsafe { libc::memfd_create(c"fuzz-oob".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"fuzz-oob".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -465,9 +528,12 @@ impl World {
                 let word = control_word(input.u8());
                 if word == TAIL || word == HEAD {
                     let w = self.hostile.word64(ring, word);
-                    let value = index_value(input, w.load(Ordering::Relaxed), self.hostile.cap[ring]);
+                    let value =
+                        index_value(input, w.load(Ordering::Relaxed), self.hostile.cap[ring]);
                     // Release: like an honest producer/consumer publishing an index.
-                    self.hostile.word64(ring, word).store(value, Ordering::Release);
+                    self.hostile
+                        .word64(ring, word)
+                        .store(value, Ordering::Release);
                 } else {
                     let value = match input.u8() % 4 {
                         0 => 0,
@@ -476,7 +542,9 @@ impl World {
                         _ => input.u32(),
                     };
                     // SeqCst: the flags and `closed` are only ever written SeqCst by the endpoints.
-                    self.hostile.word32(ring, word).store(value, Ordering::SeqCst);
+                    self.hostile
+                        .word32(ring, word)
+                        .store(value, Ordering::SeqCst);
                 }
             }
             Op::WriteHeader => {
@@ -550,12 +618,18 @@ impl World {
                     .word64(ring, TAIL)
                     .store(tail.wrapping_add(size), Ordering::Release);
                 // SeqCst + reset flag: what an honest producer does to wake a sleeping consumer.
-                self.hostile.word32(ring, CONSUMER_SLEEPS).store(0, Ordering::SeqCst);
+                self.hostile
+                    .word32(ring, CONSUMER_SLEEPS)
+                    .store(0, Ordering::SeqCst);
             }
             Op::SocketMessage => {
                 self.tainted = true;
                 let shape = input.u8();
-                let seq = if shape & 0x80 != 0 { input.u64() } else { u64::from(shape & 3) };
+                let seq = if shape & 0x80 != 0 {
+                    input.u64()
+                } else {
+                    u64::from(shape & 3)
+                };
                 let size = usize::from(input.u16()) % 70_000;
                 let seals = input.u8();
                 let Some(socket) = &self.hostile.socket else {
@@ -583,7 +657,9 @@ impl World {
                         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
                             for fd in fds {
                                 // SAFETY: pipe2 returned two fresh fds we now own.
-                                owned.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                                owned.push(unsafe {
+                                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                                });
                             }
                             owned.truncate(1);
                         }
@@ -595,11 +671,23 @@ impl World {
             }
             Op::ParentTryRecv => {
                 let res = owned(self.parent_rx.rx.try_recv());
-                check_recv(&mut self.parent_rx, res, self.max_frame, &mut self.to_parent, self.tainted);
+                check_recv(
+                    &mut self.parent_rx,
+                    res,
+                    self.max_frame,
+                    &mut self.to_parent,
+                    self.tainted,
+                );
             }
             Op::ParentRecv => {
                 let res = owned(self.parent_rx.rx.recv_timeout(Duration::ZERO).map(Some));
-                check_recv(&mut self.parent_rx, res, self.max_frame, &mut self.to_parent, self.tainted);
+                check_recv(
+                    &mut self.parent_rx,
+                    res,
+                    self.max_frame,
+                    &mut self.to_parent,
+                    self.tainted,
+                );
             }
             Op::ParentSend => {
                 let len = frame_len(input, self.hostile.cap[0]);
@@ -693,7 +781,9 @@ impl World {
                         // A closer on a fresh handle is not reachable after split; closing the
                         // hostile way: both bits on both rings.
                         for ring in 0..2 {
-                            self.hostile.word32(ring, CLOSED).fetch_or(3, Ordering::SeqCst);
+                            self.hostile
+                                .word32(ring, CLOSED)
+                                .fetch_or(3, Ordering::SeqCst);
                         }
                     }
                 }
@@ -719,6 +809,20 @@ impl AsFdBorrowed for OwnedFd {
 }
 
 fuzz_target!(|data: &[u8]| {
+    static STATS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let stats = *STATS.get_or_init(|| std::env::var_os("PROCPOOL_FUZZ_STATS").is_some());
+    TALLY.with(|t| t.borrow_mut().clear());
+    run(data);
+    if stats {
+        TALLY.with(|t| {
+            for what in t.borrow().keys() {
+                eprintln!("STAT {what}");
+            }
+        });
+    }
+});
+
+fn run(data: &[u8]) {
     let mut input = Input(data);
     let Some(mut world) = World::new(&mut input) else {
         return;
@@ -732,6 +836,12 @@ fuzz_target!(|data: &[u8]| {
     // Drain what is left: both receivers must end in a frame, no data or a typed error.
     for _ in 0..8 {
         let res = owned(world.parent_rx.rx.try_recv());
-        check_recv(&mut world.parent_rx, res, world.max_frame, &mut world.to_parent, world.tainted);
+        check_recv(
+            &mut world.parent_rx,
+            res,
+            world.max_frame,
+            &mut world.to_parent,
+            world.tainted,
+        );
     }
-});
+}

@@ -92,8 +92,17 @@ fuzz_target!(|data: &[u8]| {
 
     // The bytes alone as one item's archive (how `RawOutcome::decode` sees them).
     let body = &buf[shift..];
-    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::add_one>(body)));
-    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::echo_bytes>(body)));
-    std::hint::black_box(format!("{:?}", protocol::decode_output::<builtin::sha512_file>(body)));
+    std::hint::black_box(format!(
+        "{:?}",
+        protocol::decode_output::<builtin::add_one>(body)
+    ));
+    std::hint::black_box(format!(
+        "{:?}",
+        protocol::decode_output::<builtin::echo_bytes>(body)
+    ));
+    std::hint::black_box(format!(
+        "{:?}",
+        protocol::decode_output::<builtin::sha512_file>(body)
+    ));
     std::hint::black_box(format!("{:?}", protocol::decode_failure(body)));
 });

@@ -17,7 +17,9 @@ use procpool_worker::protocol::{self, InitializerCall, Setup};
 use procpool_worker::{AlignedVec, LocalRunner, RunOptions, Task, builtin, run_worker};
 
 fn dir(target: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     fs::create_dir_all(&dir).expect("create corpus dir");
     dir
 }
@@ -106,7 +108,9 @@ fn worker_seeds() {
         // The outcomes the runner writes for it.
         let mut runner = LocalRunner::new();
         let mut outs = Vec::new();
-        runner.run(&frame, |out| outs.push(out.to_vec())).expect("run");
+        runner
+            .run(&frame, |out| outs.push(out.to_vec()))
+            .expect("run");
         for (i, out) in outs.into_iter().enumerate() {
             frames.push((format!("outcomes-{name}-{i}"), out));
         }
@@ -116,7 +120,11 @@ fn worker_seeds() {
     }
     let mut ping = AlignedVec::new();
     protocol::encode_ping(9, &mut ping);
-    save("call_batch_runtime", "ping", &[&[0u8, 7][..], &ping[..]].concat());
+    save(
+        "call_batch_runtime",
+        "ping",
+        &[&[0u8, 7][..], &ping[..]].concat(),
+    );
     for (name, frame) in frames {
         let mut seed = vec![0];
         seed.extend_from_slice(&frame);
@@ -127,7 +135,11 @@ fn worker_seeds() {
 
 fn region_seeds() {
     // (size selector of region_open, submission capacity, completion capacity)
-    for (sel, sub, comp) in [(3u8, 4096usize, 4096usize), (4, 4096, 8192), (7, 65536, 65536)] {
+    for (sel, sub, comp) in [
+        (3u8, 4096usize, 4096usize),
+        (4, 4096, 8192),
+        (7, 65536, 65536),
+    ] {
         let config = ChannelConfig::new()
             .submission_capacity(sub)
             .completion_capacity(comp);
@@ -158,12 +170,16 @@ fn ring_seeds() {
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         (
             "honest-pingpong",
-            vec![0x0a, 9, 0, 40, 5, 7, 0, 100, 10, 9, 0, 0, 6, 8, 0, 30, 4, 10, 11, 0, 20, 12, 1, 5],
+            vec![
+                0x0a, 9, 0, 40, 5, 7, 0, 100, 10, 9, 0, 0, 6, 8, 0, 30, 4, 10, 11, 0, 20, 12, 1, 5,
+            ],
         ),
         (
             // Large frames go out of band (len mode 3: u16 % 4*cap).
             "honest-large",
-            vec![0x0a, 9, 3, 0x88, 0x13, 5, 7, 3, 0x10, 0x27, 10, 9, 2, 200, 5, 5],
+            vec![
+                0x0a, 9, 3, 0x88, 0x13, 5, 7, 3, 0x10, 0x27, 10, 9, 2, 200, 5, 5,
+            ],
         ),
         (
             // Small rings: many frames wrap around.
@@ -176,15 +192,16 @@ fn ring_seeds() {
         ),
         (
             "hostile-large-fd",
-            vec![0x0a, 4, 0x00, 0x64, 0x00, 0x0f, 3, 1, 0x64, 0x00, 0x00, 5, 5],
+            vec![
+                0x0a, 4, 0x00, 0x64, 0x00, 0x0f, 3, 1, 0x64, 0x00, 0x00, 5, 5,
+            ],
         ),
-        (
-            "hostile-tail",
-            vec![0x0a, 9, 0, 16, 0, 1, 0, 1, 3, 5, 6, 5],
-        ),
+        ("hostile-tail", vec![0x0a, 9, 0, 16, 0, 1, 0, 1, 3, 5, 6, 5]),
         (
             "hostile-head",
-            vec![0x0a, 0, 0, 1, 6, 0, 0, 0, 0, 0, 0, 0, 1, 7, 0, 200, 7, 0, 200, 7, 0, 200],
+            vec![
+                0x0a, 0, 0, 1, 6, 0, 0, 0, 0, 0, 0, 0, 1, 7, 0, 200, 7, 0, 200, 7, 0, 200,
+            ],
         ),
         ("peer-dies", vec![0x0a, 9, 0, 10, 14, 5, 6, 6, 7, 0, 1]),
         ("close", vec![0x0a, 9, 0, 10, 13, 1, 5, 5, 13, 2, 7, 0, 5]),
@@ -198,7 +215,12 @@ fn main() {
     ring_seeds();
     region_seeds();
     worker_seeds();
-    for target in ["ring_reader", "region_open", "worker_messages", "call_batch_runtime"] {
+    for target in [
+        "ring_reader",
+        "region_open",
+        "worker_messages",
+        "call_batch_runtime",
+    ] {
         let n = fs::read_dir(dir(target)).map(|d| d.count()).unwrap_or(0);
         println!("{target}: {n} files in fuzz/corpus/{target}");
     }
