@@ -11,17 +11,37 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, ToWorker};
+use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, RawOutcome, ToWorker};
 use procpool_worker::{AlignedVec, Task, builtin};
 
 fn decode_all<T: Task>(batch: &OutcomeBatch<'_>)
 where
     T::Output: std::fmt::Debug,
 {
-    for (index, outcome) in protocol::decode_outputs::<T>(batch) {
-        let index = index.wrapping_sub(batch.first_index);
-        assert!(index < batch.len() as u64, "outcome index out of range");
+    let decoded = protocol::decode_outputs::<T>(batch);
+    assert_eq!(decoded.len(), batch.len(), "decode_outputs length");
+    let mut expected = batch.indices();
+    for (index, outcome) in decoded {
+        assert_eq!(
+            Some(index),
+            expected.next(),
+            "outcome indices must follow the batch's"
+        );
         std::hint::black_box(format!("{outcome:?}"));
+    }
+    // Each run on its own, as the parent's fast path reads them.
+    for run in batch.runs() {
+        match run.outcome {
+            RawOutcome::Values(bytes) => {
+                std::hint::black_box(format!(
+                    "{:?}",
+                    protocol::decode_values::<T>(bytes, run.count)
+                ));
+            }
+            RawOutcome::Failure(bytes) => {
+                std::hint::black_box(format!("{:?}", protocol::decode_failure(bytes)));
+            }
+        }
     }
 }
 
@@ -50,17 +70,28 @@ fuzz_target!(|data: &[u8]| {
 
     // Parent side.
     match protocol::parse_from_worker(frame) {
-        // Known finding F1 (docs/FUZZING.md): `OutcomeBatch::iter` computes
-        // `first_index + pos` unchecked, so a frame whose item indices pass u64::MAX panics
-        // (debug) or wraps (release). Skipped here until it is rejected at parse time, so
-        // the fuzzer can look for other bugs; the regression test is
-        // crates/procpool-worker/tests/fuzz_regressions.rs.
-        Ok(FromWorker::Outcomes(batch))
-            if batch.first_index.checked_add(batch.len() as u64).is_none() => {}
         Ok(FromWorker::Outcomes(batch)) => {
-            assert_eq!(batch.iter().len(), batch.len());
-            for (_, outcome) in batch.iter() {
-                std::hint::black_box(outcome);
+            // Finding F1 (fixed in 74625f5): parsing now guarantees the indices fit in u64.
+            let indices = batch.indices();
+            assert_eq!((indices.end - indices.start) as usize, batch.len());
+            let runs = batch.runs();
+            assert_eq!(runs.len(), batch.run_count());
+            let mut next = batch.first_index;
+            let mut items = 0usize;
+            for run in runs {
+                assert_eq!(run.first_index, next, "runs must be consecutive");
+                assert!(run.count >= 1, "empty run");
+                next += run.count as u64;
+                items += run.count;
+            }
+            assert_eq!(
+                items,
+                batch.len(),
+                "run counts must add up to the frame's count"
+            );
+            if let Some((first, bytes)) = batch.values_run() {
+                assert_eq!(first, batch.first_index);
+                std::hint::black_box(bytes.len());
             }
             decode_all::<builtin::add_one>(&batch);
             decode_all::<builtin::noop>(&batch);
