@@ -32,12 +32,18 @@
 //! - `Hello`: body = archived [`Hello`]. Then `Ready` (no body) or `InitFailed`
 //!   (body = archived [`TaskFailure`]).
 //! - `Outcomes`: the outcomes of items `first_index .. first_index + count` of one chunk.
-//!   A long chunk is answered by several `Outcomes` frames. Body layout:
-//!   `data` (one independent archive per item, back to back; rkyv pads each as its types need,
-//!   relative to the 16-aligned body), then padding to 8, then a table of `count` entries of
-//!   8 bytes `{offset: u32, len_and_status: u32}`: the item's bytes are `data[offset..][..len]`
-//!   with `len = len_and_status & 0x7fff_ffff`; bit 31 clear means an archive of `T::Output`,
-//!   set means an archive of [`TaskFailure`].
+//!   A long chunk is answered by several `Outcomes` frames. The outcomes are grouped in *runs*
+//!   of consecutive items: a run of successes is ONE archive of `Vec<T::Output>` (so the parent
+//!   validates and deserializes it in one go, a memcpy for plain-data outputs), a failure is an
+//!   archive of [`TaskFailure`] standing for one or more consecutive items. Body layout:
+//!   `data` (the runs' archives back to back, each starting 16-aligned relative to the
+//!   16-aligned body), then a table of `runs` entries of 16 bytes
+//!   `{offset: u32, len_and_status: u32, count: u32, reserved: u32 = 0}`, then an 8-byte trailer
+//!   `{runs: u32, reserved: u32 = 0}`. A run's bytes are `data[offset..][..len]` with
+//!   `len = len_and_status & 0x7fff_ffff`; bit 31 clear means an archive of a `Vec<T::Output>`
+//!   of exactly `count` items, set means an archive of the [`TaskFailure`] of one item
+//!   (`count` = 1, so a frame's size bounds how many failures it can carry). Runs are in item
+//!   order; every `count` is at least 1 and the counts add up to the header's `count`.
 //! - `Yielded`: the worker stopped this chunk on request; `first_index` is the first item it
 //!   did not start. Every item before it has been answered in earlier `Outcomes` frames.
 //! - `Pong`: answers `Ping`.
@@ -60,13 +66,16 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
 
-/// Size of one entry of an `Outcomes` table.
-const OUTCOME_ENTRY_LEN: usize = 8;
+/// Size of one entry of an `Outcomes` table (one run).
+const RUN_ENTRY_LEN: usize = 16;
+
+/// Size of the trailer after an `Outcomes` table (the number of runs).
+const RUN_TRAILER_LEN: usize = 8;
 
 /// Alignment of every archive inside a frame body.
 const ARCHIVE_ALIGN: usize = 16;
@@ -212,6 +221,14 @@ pub enum ProtocolError {
     /// More items than a frame can describe.
     #[error("too many items for one frame: {0}")]
     TooManyItems(usize),
+    /// A run of outcomes could not be decoded (reported for each of its items).
+    #[error("the outcome of item {index} could not be decoded: {reason}")]
+    BadRun {
+        /// The item.
+        index: u64,
+        /// Why its run could not be decoded.
+        reason: String,
+    },
     /// The frame's items `first_index .. first_index + count` do not fit in `u64`.
     #[error("item indices {first_index} + {count} run past the end of the index space")]
     IndexOverflow {
@@ -307,7 +324,7 @@ pub enum FromWorker<'a> {
     },
 }
 
-/// A validated `Outcomes` frame: per item, output bytes or failure bytes.
+/// A validated `Outcomes` frame: runs of outputs and failures (see [`OutcomeBatch::runs`]).
 #[derive(Clone, Copy)]
 pub struct OutcomeBatch<'a> {
     /// The chunk these outcomes belong to.
@@ -316,53 +333,142 @@ pub struct OutcomeBatch<'a> {
     pub task_id: TaskId,
     /// Item index of the first outcome.
     pub first_index: u64,
+    /// Number of items (the header's count, equal to the sum of the runs' counts).
+    count: usize,
     /// The body's data area.
     data: &'a [u8],
-    /// The entries, already checked to lie inside `data`.
+    /// The run entries, already checked to lie inside `data` and to add up to `count`.
     table: &'a [u8],
 }
 
-/// One item's outcome, still as bytes.
+/// One run of consecutive outcomes of an [`OutcomeBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeRun<'a> {
+    /// Item index of the run's first item.
+    pub first_index: u64,
+    /// Number of items in the run (at least 1).
+    pub count: usize,
+    /// The run's bytes.
+    pub outcome: RawOutcome<'a>,
+}
+
+/// A run's outcome, still as bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawOutcome<'a> {
-    /// An archive of the task's output; decode with [`decode_output`].
-    Value(&'a [u8]),
-    /// An archive of a [`TaskFailure`]; decode with [`decode_failure`].
+    /// An archive of `Vec<T::Output>` with the run's `count` items; decode with
+    /// [`decode_values`].
+    Values(&'a [u8]),
+    /// An archive of the [`TaskFailure`] of the run's one item; decode with [`decode_failure`].
     Failure(&'a [u8]),
 }
 
 impl<'a> OutcomeBatch<'a> {
-    /// Number of outcomes in this frame.
+    /// Number of outcomes (items) in this frame.
     pub fn len(&self) -> usize {
-        self.table.len() / OUTCOME_ENTRY_LEN
+        self.count
     }
 
     /// Whether the frame has no outcomes.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.count == 0
     }
 
-    /// The outcome at position `pos` of this frame (item index `first_index + pos`).
-    ///
-    /// # Panics
-    ///
-    /// If `pos >= self.len()`.
-    pub fn get(&self, pos: usize) -> RawOutcome<'a> {
-        let entry = &self.table[pos * OUTCOME_ENTRY_LEN..][..OUTCOME_ENTRY_LEN];
-        let offset = read_u32(entry, 0) as usize;
-        let len_and_status = read_u32(entry, 4);
-        let len = (len_and_status & !FAILURE_BIT) as usize;
-        let bytes = &self.data[offset..offset + len];
-        if len_and_status & FAILURE_BIT == 0 {
-            RawOutcome::Value(bytes)
-        } else {
-            RawOutcome::Failure(bytes)
+    /// Number of runs in this frame.
+    pub fn run_count(&self) -> usize {
+        self.table.len() / RUN_ENTRY_LEN
+    }
+
+    /// The frame's runs in item order.
+    pub fn runs(&self) -> Runs<'a> {
+        Runs {
+            data: self.data,
+            table: self.table,
+            next_index: self.first_index,
         }
     }
 
-    /// `(item index, outcome)` for every outcome in the frame.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (u64, RawOutcome<'a>)> + '_ {
-        (0..self.len()).map(move |pos| (self.first_index + pos as u64, self.get(pos)))
+    /// When the whole frame is one run of successes (the common case): the index of its
+    /// first item and the archive of its outputs, for [`decode_values`] with [`Self::len`].
+    pub fn values_run(&self) -> Option<(u64, &'a [u8])> {
+        let mut runs = self.runs();
+        match (runs.next(), runs.next()) {
+            (
+                Some(OutcomeRun {
+                    first_index,
+                    outcome: RawOutcome::Values(bytes),
+                    ..
+                }),
+                None,
+            ) => Some((first_index, bytes)),
+            _ => None,
+        }
+    }
+
+    /// The item indices of this frame, `first_index .. first_index + len` (they fit in `u64`:
+    /// parsing checked it).
+    pub fn indices(&self) -> std::ops::Range<u64> {
+        self.first_index..self.first_index + self.count as u64
+    }
+}
+
+/// Iterator over the runs of an [`OutcomeBatch`].
+#[derive(Debug, Clone)]
+pub struct Runs<'a> {
+    data: &'a [u8],
+    table: &'a [u8],
+    next_index: u64,
+}
+
+impl<'a> Iterator for Runs<'a> {
+    type Item = OutcomeRun<'a>;
+
+    fn next(&mut self) -> Option<OutcomeRun<'a>> {
+        let (entry, rest) = self.table.split_first_chunk::<RUN_ENTRY_LEN>()?;
+        self.table = rest;
+        let entry = RunEntry::read(entry);
+        let bytes = &self.data[entry.offset..entry.offset + entry.len];
+        let first_index = self.next_index;
+        // Parsing checked that the counts add up to the frame's, whose indices fit in u64.
+        self.next_index += entry.count as u64;
+        Some(OutcomeRun {
+            first_index,
+            count: entry.count,
+            outcome: if entry.failure {
+                RawOutcome::Failure(bytes)
+            } else {
+                RawOutcome::Values(bytes)
+            },
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.table.len() / RUN_ENTRY_LEN;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Runs<'_> {}
+
+/// One decoded table entry.
+#[derive(Debug, Clone, Copy)]
+struct RunEntry {
+    offset: usize,
+    len: usize,
+    failure: bool,
+    count: usize,
+    reserved: u32,
+}
+
+impl RunEntry {
+    fn read(entry: &[u8; RUN_ENTRY_LEN]) -> Self {
+        let len_and_status = read_u32(entry, 4);
+        RunEntry {
+            offset: read_u32(entry, 0) as usize,
+            len: (len_and_status & !FAILURE_BIT) as usize,
+            failure: len_and_status & FAILURE_BIT != 0,
+            count: read_u32(entry, 8) as usize,
+            reserved: read_u32(entry, 12),
+        }
     }
 }
 
@@ -373,21 +479,8 @@ impl fmt::Debug for OutcomeBatch<'_> {
             .field("task_id", &format_args!("{:016x}", self.task_id))
             .field("first_index", &self.first_index)
             .field("len", &self.len())
+            .field("runs", &self.run_count())
             .finish()
-    }
-}
-
-impl RawOutcome<'_> {
-    /// Decodes the outcome as task `T`'s result.
-    ///
-    /// # Errors
-    ///
-    /// A [`ProtocolError`] when the bytes do not validate as `T::Output` (or as a failure).
-    pub fn decode<T: Task>(self) -> Result<Result<T::Output, TaskFailure>, ProtocolError> {
-        match self {
-            RawOutcome::Value(bytes) => decode_output::<T>(bytes).map(Ok),
-            RawOutcome::Failure(bytes) => decode_failure(bytes).map(Err),
-        }
     }
 }
 
@@ -756,30 +849,52 @@ pub fn parse_from_worker(frame: &[u8]) -> Result<FromWorker<'_>, ProtocolError> 
 
 fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a>, ProtocolError> {
     check_index_range(header)?;
-    let count = header.count as usize;
-    let table_len = count
-        .checked_mul(OUTCOME_ENTRY_LEN)
-        .ok_or(ProtocolError::TooManyItems(count))?;
-    if body.len() < table_len {
-        return Err(ProtocolError::Truncated {
-            len: body.len() + HEADER_LEN,
-            needed: table_len + HEADER_LEN,
-        });
+    let truncated = |needed: usize| ProtocolError::Truncated {
+        len: body.len() + HEADER_LEN,
+        needed: needed.saturating_add(HEADER_LEN),
+    };
+    let Some(rest) = body.len().checked_sub(RUN_TRAILER_LEN) else {
+        return Err(truncated(RUN_TRAILER_LEN));
+    };
+    let runs = read_u32(body, rest) as usize;
+    if read_u32(body, rest + 4) != 0 {
+        return Err(ProtocolError::BadOutcomeEntry { index: runs });
     }
-    let (data, table) = body.split_at(body.len() - table_len);
-    for index in 0..count {
-        let entry = &table[index * OUTCOME_ENTRY_LEN..][..OUTCOME_ENTRY_LEN];
-        let offset = read_u32(entry, 0) as usize;
-        let len = (read_u32(entry, 4) & !FAILURE_BIT) as usize;
-        let fits = offset.checked_add(len).is_some_and(|end| end <= data.len());
-        if !fits {
+    let table_len = runs
+        .checked_mul(RUN_ENTRY_LEN)
+        .ok_or(ProtocolError::TooManyItems(runs))?;
+    let Some(data_len) = rest.checked_sub(table_len) else {
+        return Err(truncated(table_len.saturating_add(RUN_TRAILER_LEN)));
+    };
+    let (data, table) = body[..rest].split_at(data_len);
+    let mut total: u64 = 0;
+    for (index, entry) in table.chunks_exact(RUN_ENTRY_LEN).enumerate() {
+        let entry = RunEntry::read(entry.try_into().expect("chunks of RUN_ENTRY_LEN"));
+        let fits = entry
+            .offset
+            .checked_add(entry.len)
+            .is_some_and(|end| end <= data.len());
+        let count_ok = if entry.failure {
+            entry.count == 1
+        } else {
+            entry.count >= 1
+        };
+        if !fits || !count_ok || entry.reserved != 0 {
             return Err(ProtocolError::BadOutcomeEntry { index });
         }
+        total += entry.count as u64;
+    }
+    if total != u64::from(header.count) {
+        return Err(ProtocolError::CountMismatch {
+            header: header.count as usize,
+            body: usize::try_from(total).unwrap_or(usize::MAX),
+        });
     }
     Ok(OutcomeBatch {
         chunk_id: header.chunk_id,
         task_id: header.task_id,
         first_index: header.first_index,
+        count: header.count as usize,
         data,
         table,
     })
@@ -864,7 +979,8 @@ pub fn check_hello_has_tasks(
     Ok(info)
 }
 
-/// Decodes an item's output bytes as task `T`'s output (validating them first).
+/// Decodes one archive of a single `T::Output` (validating it first). Outputs travel in runs;
+/// this reads a lone value, e.g. one stored by the caller.
 ///
 /// # Errors
 ///
@@ -874,8 +990,47 @@ pub fn decode_output<T: Task>(bytes: &[u8]) -> Result<T::Output, ProtocolError> 
     deserialize::<T::Output>(archived)
 }
 
-/// Decodes every outcome of `batch` as task `T`'s: `(item index, outcome)` per item, where a
-/// malformed item is a [`ProtocolError`] for that item only.
+/// Decodes a run of outputs ([`RawOutcome::Values`]) of task `T` holding `count` items: one
+/// validation and one deserialization for the whole run (a memcpy when `T::Output`'s archived
+/// form is its native form, as for integers and byte vectors).
+///
+/// # Errors
+///
+/// [`ProtocolError::Archive`] when the bytes are not a valid archive of `Vec<T::Output>`,
+/// [`ProtocolError::CountMismatch`] when it does not hold `count` items.
+///
+/// # Examples
+///
+/// ```
+/// use procpool_worker::protocol::{self, FromWorker};
+/// use procpool_worker::{builtin, AlignedVec, LocalRunner};
+///
+/// let mut calls = AlignedVec::new();
+/// protocol::encode_call_batch::<builtin::add_one>(1, 10, &[1, 2], &mut calls)?;
+/// let mut got = Vec::new();
+/// LocalRunner::new().run(&calls, |frame| {
+///     let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(frame) else { return };
+///     let (first, bytes) = batch.values_run().expect("no failures");
+///     assert_eq!(first, 10);
+///     got = protocol::decode_values::<builtin::add_one>(bytes, batch.len()).unwrap();
+/// })?;
+/// assert_eq!(got, [2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_values<T: Task>(bytes: &[u8], count: usize) -> Result<Vec<T::Output>, ProtocolError> {
+    let archived = access::<ArchivedVec<Archived<T::Output>>>(bytes)?;
+    if archived.len() != count {
+        return Err(ProtocolError::CountMismatch {
+            header: count,
+            body: archived.len(),
+        });
+    }
+    deserialize::<Vec<T::Output>>(archived)
+}
+
+/// Decodes every outcome of `batch` as task `T`'s, item by item: `(item index, outcome)`,
+/// where a malformed run is a [`ProtocolError`] for each of its items. Each run is validated
+/// and decoded once.
 ///
 /// # Examples
 ///
@@ -895,13 +1050,92 @@ pub fn decode_output<T: Task>(bytes: &[u8]) -> Result<T::Output, ProtocolError> 
 /// assert_eq!(got, [(10, 2), (11, 3)]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn decode_outputs<'b, T: Task>(
-    batch: &'b OutcomeBatch<'_>,
-) -> impl ExactSizeIterator<Item = (u64, Result<Result<T::Output, TaskFailure>, ProtocolError>)> + 'b
-{
-    batch
-        .iter()
-        .map(|(index, outcome)| (index, outcome.decode::<T>()))
+pub fn decode_outputs<'a, T: Task>(batch: &OutcomeBatch<'a>) -> DecodeOutputs<'a, T> {
+    DecodeOutputs {
+        runs: batch.runs(),
+        current: Current::Done,
+        remaining: batch.len(),
+    }
+}
+
+/// One decoded outcome: the item's output, its failure, or why its run could not be read.
+pub type DecodedOutcome<O> = Result<Result<O, TaskFailure>, ProtocolError>;
+
+/// The items of [`decode_outputs`]: `(item index, outcome)` in item order, one run decoded at
+/// a time.
+pub struct DecodeOutputs<'a, T: Task> {
+    runs: Runs<'a>,
+    current: Current<T::Output>,
+    remaining: usize,
+}
+
+/// The run [`DecodeOutputs`] is handing out.
+enum Current<O> {
+    /// Nothing left in it.
+    Done,
+    /// Decoded values; the next has this index.
+    Values(u64, std::vec::IntoIter<O>),
+    /// A run that could not be decoded: its remaining item indices and the reason.
+    Unreadable(std::ops::Range<u64>, String),
+}
+
+impl<T: Task> Iterator for DecodeOutputs<'_, T> {
+    type Item = (u64, DecodedOutcome<T::Output>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match &mut self.current {
+                Current::Values(index, values) => {
+                    if let Some(value) = values.next() {
+                        let at = *index;
+                        *index += 1;
+                        self.remaining -= 1;
+                        return Some((at, Ok(Ok(value))));
+                    }
+                }
+                Current::Unreadable(indices, reason) => {
+                    if let Some(index) = indices.next() {
+                        self.remaining -= 1;
+                        let error = ProtocolError::BadRun {
+                            index,
+                            reason: reason.clone(),
+                        };
+                        return Some((index, Err(error)));
+                    }
+                }
+                Current::Done => {}
+            }
+            let run = self.runs.next()?;
+            let indices = run.first_index..run.first_index + run.count as u64;
+            match run.outcome {
+                RawOutcome::Values(bytes) => {
+                    self.current = match decode_values::<T>(bytes, run.count) {
+                        Ok(values) => Current::Values(run.first_index, values.into_iter()),
+                        Err(error) => Current::Unreadable(indices, error.to_string()),
+                    };
+                }
+                RawOutcome::Failure(bytes) => {
+                    self.current = Current::Done;
+                    self.remaining -= 1;
+                    return Some((run.first_index, decode_failure(bytes).map(Err)));
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<T: Task> ExactSizeIterator for DecodeOutputs<'_, T> {}
+
+impl<T: Task> fmt::Debug for DecodeOutputs<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecodeOutputs")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
 }
 
 /// Decodes an item's failure bytes.
@@ -1004,16 +1238,18 @@ pub(crate) fn encode_pong(nonce: u64, out: &mut AlignedVec) {
     );
 }
 
-/// Builds `Outcomes` frames item by item, reusing its buffers and serializer arena.
+/// Builds `Outcomes` frames run by run, reusing its buffers and serializer arena.
 ///
 /// The data area is serialized in place after the header; [`OutcomeEncoder::finish`] appends the
-/// table and fills in the header. Each item is an independent archive (sharing state is reset
-/// per item), so the parent can decode any one alone.
+/// table and fills in the header. Each run is an independent archive (sharing state is reset
+/// per run), so the parent can decode any one alone.
 pub(crate) struct OutcomeEncoder<'arena> {
     /// Writer holds header + data area; the allocator is the worker's reused arena.
     serializer: Serializer<AlignedVec, ArenaHandle<'arena>, Share>,
-    /// The encoded table entries for the items written since the last reset.
+    /// The encoded table entries for the runs written since the last reset.
     table: Vec<u8>,
+    /// Items in those runs.
+    items: usize,
     chunk_id: u64,
     task_id: TaskId,
     first_index: u64,
@@ -1024,6 +1260,7 @@ pub(crate) struct OutcomeEncoder<'arena> {
 pub(crate) struct Mark {
     data: usize,
     table: usize,
+    items: usize,
 }
 
 impl<'arena> OutcomeEncoder<'arena> {
@@ -1032,6 +1269,7 @@ impl<'arena> OutcomeEncoder<'arena> {
         let mut encoder = Self {
             serializer: Serializer::new(buffer, arena, Share::new()),
             table: Vec::new(),
+            items: 0,
             chunk_id: 0,
             task_id: 0,
             first_index: 0,
@@ -1050,14 +1288,15 @@ impl<'arena> OutcomeEncoder<'arena> {
         self.serializer.writer.clear();
         self.serializer.writer.extend_from_slice(&[0; HEADER_LEN]);
         self.table.clear();
+        self.items = 0;
         self.chunk_id = chunk_id;
         self.task_id = task_id;
         self.first_index = first_index;
     }
 
-    /// Number of outcomes since the last reset.
+    /// Number of outcomes (items) since the last reset.
     pub(crate) fn len(&self) -> usize {
-        self.table.len() / OUTCOME_ENTRY_LEN
+        self.items
     }
 
     /// Bytes of data written since the last reset.
@@ -1067,14 +1306,16 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// The first item index the next `reset` should use to continue this chunk.
     pub(crate) fn next_index(&self) -> u64 {
-        self.first_index + self.len() as u64
+        // `parse_to_worker` refused call batches whose index range overflows.
+        self.first_index.wrapping_add(self.items as u64)
     }
 
-    /// A point to roll back to if the next item panics half-way through serialization.
+    /// A point to roll back to if a run panics half-way through serialization.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             data: self.serializer.writer.len(),
             table: self.table.len(),
+            items: self.items,
         }
     }
 
@@ -1082,55 +1323,64 @@ impl<'arena> OutcomeEncoder<'arena> {
     pub(crate) fn rollback(&mut self, mark: Mark) {
         self.serializer.writer.resize(mark.data, 0);
         self.table.truncate(mark.table);
+        self.items = mark.items;
         self.serializer.sharing = Share::new();
     }
 
-    /// Appends a value outcome; if it cannot be serialized, a `BadOutput` failure instead.
+    /// Appends one run of successes: ONE archive of `values` as a `Vec`. On error nothing is
+    /// appended.
     #[inline]
-    pub(crate) fn push_value<V>(&mut self, value: &V)
+    pub(crate) fn push_values<V>(&mut self, values: &[V]) -> Result<(), rancor::Error>
     where
         V: for<'a> Serialize<WireSerializer<'a>>,
     {
-        if let Err(error) = self.push_archive(0, value) {
-            self.push_failure(&TaskFailure::new(FailureKind::BadOutput, error.to_string()));
+        if values.is_empty() {
+            return Ok(());
         }
+        self.push_archive(0, values.len(), &SliceAsVec(values))
     }
 
-    /// Appends a failure outcome.
+    /// Appends a failure outcome of one item.
     pub(crate) fn push_failure(&mut self, failure: &TaskFailure) {
-        if self.push_archive(FAILURE_BIT, failure).is_err() {
+        if self.push_archive(FAILURE_BIT, 1, failure).is_err() {
             // A `TaskFailure` of plain strings always serializes into a growable vector;
             // should that ever change, the item still gets a well-formed (empty-message) failure.
             let fallback = TaskFailure::new(failure.kind, String::new());
-            let _ = self.push_archive(FAILURE_BIT, &fallback);
+            let _ = self.push_archive(FAILURE_BIT, 1, &fallback);
         }
     }
 
     #[inline]
-    fn push_archive<V>(&mut self, status: u32, value: &V) -> Result<(), rancor::Error>
+    fn push_archive<V>(&mut self, status: u32, count: usize, value: &V) -> Result<(), rancor::Error>
     where
         V: for<'a> Serialize<WireSerializer<'a>>,
     {
-        let begin = self.serializer.writer.len();
+        let start = self.serializer.writer.len();
+        // Every run starts 16-aligned, so its bytes can be read in place.
+        let begin = start.next_multiple_of(ARCHIVE_ALIGN);
+        self.serializer.writer.resize(begin, 0);
         let res = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut self.serializer);
-        // Sharing must never span items: each archive stands alone.
+        // Sharing must never span runs: each archive stands alone.
         self.serializer.sharing = Share::new();
         let end = self.serializer.writer.len();
         let len = u32::try_from(end - begin)
             .ok()
             .filter(|len| len & FAILURE_BIT == 0);
-        match (res, len) {
-            (Ok(_), Some(len)) => {
-                let mut entry = [0; OUTCOME_ENTRY_LEN];
-                // The data area is bounded by the length check above, times the item count.
+        let count32 = u32::try_from(count).ok();
+        match (res, len, count32) {
+            (Ok(_), Some(len), Some(count32)) => {
+                let mut entry = [0; RUN_ENTRY_LEN];
+                // The data area is bounded by the length check above, times the run count.
                 let offset = (begin - HEADER_LEN) as u32;
                 entry[..4].copy_from_slice(&offset.to_le_bytes());
-                entry[4..].copy_from_slice(&(len | status).to_le_bytes());
+                entry[4..8].copy_from_slice(&(len | status).to_le_bytes());
+                entry[8..12].copy_from_slice(&count32.to_le_bytes());
                 self.table.extend_from_slice(&entry);
+                self.items += count;
                 Ok(())
             }
-            (res, _) => {
-                self.serializer.writer.resize(begin, 0);
+            (res, _, _) => {
+                self.serializer.writer.resize(start, 0);
                 Err(res.err().unwrap_or_else(|| {
                     <rancor::Error as rancor::Source>::new(OutcomeTooLarge(end - begin))
                 }))
@@ -1144,13 +1394,16 @@ impl<'arena> OutcomeEncoder<'arena> {
         let header = Header {
             kind: kind::OUTCOMES,
             version: PROTOCOL_VERSION,
-            count: self.len() as u32,
+            count: self.items as u32,
             chunk_id: self.chunk_id,
             task_id: self.task_id,
             first_index: self.first_index,
         };
+        let runs = (self.table.len() / RUN_ENTRY_LEN) as u32;
         let writer = &mut self.serializer.writer;
         writer.extend_from_slice(&self.table);
+        writer.extend_from_slice(&runs.to_le_bytes());
+        writer.extend_from_slice(&[0; 4]);
         header.write_to(&mut writer[..HEADER_LEN]);
         writer.as_slice()
     }
@@ -1158,7 +1411,7 @@ impl<'arena> OutcomeEncoder<'arena> {
 
 /// One outcome's archive does not fit the 31-bit length of a table entry.
 #[derive(Debug, thiserror::Error)]
-#[error("outcome of {0} bytes exceeds the 2 GiB limit of one item")]
+#[error("outcomes of {0} bytes exceed the 2 GiB limit of one run")]
 struct OutcomeTooLarge(usize);
 
 impl fmt::Debug for OutcomeEncoder<'_> {

@@ -5,8 +5,10 @@
 //! A `CallBatch` frame is validated once (bytecheck over the whole argument archive), then the
 //! task's monomorphised batch runner walks the items. Before each item it publishes the chunk
 //! and item in the mailbox (words 0 and 1) and checks the yield request (word 2). Each item runs
-//! under `catch_unwind`; its output or failure is serialized straight into a reused outcome
-//! buffer. Outcomes are flushed to the completion ring at the end of the chunk, and earlier when
+//! under `catch_unwind`; outputs of consecutive successes are kept until the run ends (a failure,
+//! a flush, the end of the chunk) and then serialized as ONE archive into a reused outcome buffer,
+//! so the parent validates and decodes a whole run at once; a failure is serialized at once.
+//! Outcomes are flushed to the completion ring at the end of the chunk, and earlier when
 //! the pending batch is old (about 1 ms, checked with an adaptive stride so fast items do not
 //! pay for a clock read each) or large, so results of long chunks stream back.
 //!
@@ -202,8 +204,8 @@ pub fn run_worker(endpoint: procpool_ipc::Endpoint, opts: RunOptions) -> Result<
 /// let mut outputs = Vec::new();
 /// runner.run(&frame, |out| {
 ///     if let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(out) {
-///         for (_, outcome) in batch.iter() {
-///             outputs.push(outcome.decode::<builtin::add_one>().unwrap().unwrap());
+///         for (_, outcome) in protocol::decode_outputs::<builtin::add_one>(&batch) {
+///             outputs.push(outcome.unwrap().unwrap());
 ///         }
 ///     }
 /// })?;
@@ -516,13 +518,14 @@ impl BatchRun<'_, '_> {
     }
 
     /// Called before item `offset`: publishes it, honours a yield request and flushes when due.
+    /// `pending` holds the outputs not yet in the encoder (committed before any flush).
     #[inline]
-    fn before_item(&mut self, offset: u32) -> Step {
-        if offset > 0 && self.pacer.tick() && self.flush_if_due() == Step::Stop {
+    fn before_item(&mut self, offset: u32, pending: &mut dyn Pending) -> Step {
+        if offset > 0 && self.pacer.tick() && self.flush_if_due(pending) == Step::Stop {
             return Step::Stop;
         }
         if self.mailbox.load(word::YIELD) == self.chunk_id.wrapping_add(1) {
-            self.yield_at(offset);
+            self.yield_at(offset, pending);
             return Step::Stop;
         }
         self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
@@ -532,11 +535,12 @@ impl BatchRun<'_, '_> {
     /// Every `stride` items: flushes if the pending batch is large or old; stops the chunk if
     /// the transport failed (only sending can fail).
     #[cold]
-    fn flush_if_due(&mut self) -> Step {
-        if self.encoder.len() >= FLUSH_ITEMS
-            || self.encoder.data_len() >= self.opts.flush_bytes
+    fn flush_if_due(&mut self, pending: &mut dyn Pending) -> Step {
+        if self.encoder.len() + pending.len() >= FLUSH_ITEMS
+            || self.encoder.data_len() + pending.size_estimate() >= self.opts.flush_bytes
             || self.pacer.read_clock(self.opts.flush_interval)
         {
+            pending.commit(self.encoder);
             self.flush();
         }
         if self.error.is_some() {
@@ -548,11 +552,13 @@ impl BatchRun<'_, '_> {
 
     /// Stops the chunk before item `offset`: flushes, then reports `Yielded`.
     #[cold]
-    fn yield_at(&mut self, offset: u32) {
+    fn yield_at(&mut self, offset: u32, pending: &mut dyn Pending) {
         let wanted = self.chunk_id.wrapping_add(1);
         self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+        pending.commit(self.encoder);
         self.flush();
-        let next_index = self.first_index + u64::from(offset);
+        // `parse_to_worker` refused call batches whose index range overflows.
+        let next_index = self.first_index.wrapping_add(u64::from(offset));
         let mut frame = AlignedVec::new();
         protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
         self.send(&frame);
@@ -600,7 +606,7 @@ impl BatchRun<'_, '_> {
     fn fail_all(&mut self, failure: &TaskFailure) {
         self.start();
         for offset in 0..self.count {
-            if self.before_item(offset) == Step::Stop {
+            if self.before_item(offset, &mut NoPending) == Step::Stop {
                 self.mailbox.store(word::RUNNING_CHUNK, 0);
                 return;
             }
@@ -624,26 +630,114 @@ pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
     };
     run.start();
     let mut pool = rkyv::de::Pool::new();
+    // Outputs of the current run of successes, encoded as ONE archive when the run ends (a
+    // failure, a flush, the end of the chunk).
+    let mut pending = PendingValues::<T::Output>(Vec::new());
     for (offset, args) in archived.iter().enumerate() {
         // `access_args` checked `archived.len() == count`, a u32.
         let offset = offset as u32;
-        if run.before_item(offset) == Step::Stop {
+        if run.before_item(offset, &mut pending) == Step::Stop {
             run.mailbox.store(word::RUNNING_CHUNK, 0);
             return;
         }
-        let mark = run.encoder.mark();
-        let encoder = &mut *run.encoder;
-        let res = catch_task_panic(|| match T::invoke(args, &mut pool) {
-            Ok(value) => encoder.push_value(&value),
-            Err(failure) => encoder.push_failure(&failure),
-        });
-        if let Err(failure) = res {
-            run.encoder.rollback(mark);
-            run.encoder.push_failure(&failure);
-            pool = rkyv::de::Pool::new();
+        match catch_task_panic(|| T::invoke(args, &mut pool)) {
+            Ok(Ok(value)) => pending.0.push(value),
+            Ok(Err(failure)) => {
+                pending.commit(run.encoder);
+                run.encoder.push_failure(&failure);
+            }
+            Err(failure) => {
+                pending.commit(run.encoder);
+                run.encoder.push_failure(&failure);
+                pool = rkyv::de::Pool::new();
+            }
         }
     }
+    pending.commit(run.encoder);
     run.end();
+}
+
+/// Outputs run but not yet in the outcome encoder.
+trait Pending {
+    /// How many.
+    fn len(&self) -> usize;
+    /// A lower bound of their encoded size.
+    fn size_estimate(&self) -> usize;
+    /// Encodes them as one run (item by item, with failures, if the run cannot be encoded
+    /// whole) and forgets them.
+    fn commit(&mut self, encoder: &mut OutcomeEncoder<'_>);
+}
+
+/// Nothing pending (a chunk answered with failures only).
+struct NoPending;
+
+impl Pending for NoPending {
+    fn len(&self) -> usize {
+        0
+    }
+
+    fn size_estimate(&self) -> usize {
+        0
+    }
+
+    fn commit(&mut self, _encoder: &mut OutcomeEncoder<'_>) {}
+}
+
+/// The outputs of a run of successes of one task.
+struct PendingValues<V>(Vec<V>);
+
+impl<V> Pending for PendingValues<V>
+where
+    V: for<'a> rkyv::Serialize<protocol::WireSerializer<'a>>,
+{
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn size_estimate(&self) -> usize {
+        self.0.len() * std::mem::size_of::<rkyv::Archived<V>>()
+    }
+
+    #[inline]
+    fn commit(&mut self, encoder: &mut OutcomeEncoder<'_>) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mark = encoder.mark();
+        // Serialization runs user code (`Serialize` impls) and may panic like the task itself.
+        let whole = catch_task_panic(|| encoder.push_values(&self.0));
+        if !matches!(whole, Ok(Ok(()))) {
+            encoder.rollback(mark);
+            commit_one_by_one(&self.0, encoder);
+        }
+        // Dropping outputs runs user code too; their outcomes are already encoded.
+        // (`Vec::clear` empties the vector before dropping, so it is empty even after a panic.)
+        let values = &mut self.0;
+        let _ = catch_task_panic(|| values.clear());
+    }
+}
+
+/// The slow path of [`PendingValues::commit`]: each output as its own run, the ones that do
+/// not serialize (or panic) as failures.
+#[cold]
+fn commit_one_by_one<V>(values: &[V], encoder: &mut OutcomeEncoder<'_>)
+where
+    V: for<'a> rkyv::Serialize<protocol::WireSerializer<'a>>,
+{
+    for value in values {
+        let mark = encoder.mark();
+        match catch_task_panic(|| encoder.push_values(std::slice::from_ref(value))) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                encoder.rollback(mark);
+                encoder.push_failure(&TaskFailure::new(FailureKind::BadOutput, error.to_string()));
+            }
+            Err(failure) => {
+                encoder.rollback(mark);
+                encoder.push_failure(&failure);
+            }
+        }
+    }
 }
 
 /// Runs task `T` as the initializer and stores its output as worker state.

@@ -65,7 +65,7 @@ fn f1_real_outcomes_moved_to_the_end_of_the_index_space_are_refused() {
     let frame = aligned(&bytes);
     match protocol::parse_from_worker(&frame) {
         Ok(FromWorker::Outcomes(batch)) => {
-            let indices: Vec<u64> = batch.iter().map(|(index, _)| index).collect();
+            let indices: Vec<u64> = batch.indices().collect();
             assert_eq!(indices, [u64::MAX - 2, u64::MAX - 1]);
         }
         other => panic!("a frame whose end index is u64::MAX must parse, got {other:?}"),

@@ -140,8 +140,8 @@ impl Parent {
                 panic!("expected outcomes");
             };
             assert_eq!(batch.chunk_id, chunk_id);
-            for (index, outcome) in batch.iter() {
-                all.push((index, outcome.decode::<T>().expect("decodes")));
+            for (index, outcome) in protocol::decode_outputs::<T>(&batch) {
+                all.push((index, outcome.expect("decodes")));
             }
         }
         all
@@ -194,8 +194,8 @@ fn runtime_unknown_task_fails_each_item_and_the_next_batch_works() {
         panic!("expected outcomes");
     };
     assert_eq!(batch.len(), 3);
-    for (_, outcome) in batch.iter() {
-        let RawOutcome::Failure(bytes) = outcome else {
+    for run in batch.runs() {
+        let RawOutcome::Failure(bytes) = run.outcome else {
             panic!("expected a failure");
         };
         assert_eq!(

@@ -50,7 +50,8 @@ fn args_strategy() -> impl Strategy<Value = MixedArgs> {
     )
 }
 
-/// Encodes `outcomes` as frames of at most `per_frame` items, as the worker would.
+/// Encodes `outcomes` as frames of at most `per_frame` items, as the worker would: each run of
+/// consecutive successes within a frame is one archive, each failure its own run.
 fn encode_outcomes(
     outcomes: &[Result<Vec<String>, TaskFailure>],
     per_frame: usize,
@@ -59,13 +60,20 @@ fn encode_outcomes(
     let mut arena = Arena::new();
     let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
     let mut frames = Vec::new();
+    let mut pending: Vec<Vec<String>> = Vec::new();
     encoder.reset(9, <mixed as Task>::ID, first_index);
     for outcome in outcomes {
         match outcome {
-            Ok(value) => encoder.push_value(value),
-            Err(failure) => encoder.push_failure(failure),
+            Ok(value) => pending.push(value.clone()),
+            Err(failure) => {
+                encoder.push_values(&pending).unwrap();
+                pending.clear();
+                encoder.push_failure(failure);
+            }
         }
-        if encoder.len() == per_frame {
+        if encoder.len() + pending.len() == per_frame {
+            encoder.push_values(&pending).unwrap();
+            pending.clear();
             let next = encoder.next_index();
             let mut frame = AlignedVec::new();
             frame.extend_from_slice(encoder.finish());
@@ -73,6 +81,7 @@ fn encode_outcomes(
             encoder.reset(9, <mixed as Task>::ID, next);
         }
     }
+    encoder.push_values(&pending).unwrap();
     if encoder.len() > 0 {
         let mut frame = AlignedVec::new();
         frame.extend_from_slice(encoder.finish());
@@ -84,8 +93,16 @@ fn encode_outcomes(
 /// Parses everything a worker could send and decodes every item; must never panic.
 fn parse_everything(frame: &[u8]) {
     if let Ok(FromWorker::Outcomes(batch)) = parse_from_worker(frame) {
-        for (_, outcome) in batch.iter() {
-            let _ = outcome.decode::<mixed>();
+        let _ = batch.indices();
+        let _ = batch.values_run();
+        for run in batch.runs() {
+            match run.outcome {
+                RawOutcome::Values(bytes) => drop(decode_values::<mixed>(bytes, run.count)),
+                RawOutcome::Failure(bytes) => drop(decode_failure(bytes)),
+            }
+        }
+        for (_, outcome) in decode_outputs::<mixed>(&batch) {
+            let _ = outcome;
         }
     }
     let _ = check_hello(frame, 1);
@@ -94,8 +111,17 @@ fn parse_everything(frame: &[u8]) {
     }
     if frame.len() >= HEADER_LEN {
         let _ = decode_output::<mixed>(&frame[HEADER_LEN..]);
+        let _ = decode_values::<mixed>(&frame[HEADER_LEN..], 1);
         let _ = decode_failure(&frame[HEADER_LEN..]);
     }
+}
+
+/// Mostly successes, so runs of several values form between failures.
+fn run_heavy_outcome_strategy() -> impl Strategy<Value = Result<Vec<String>, TaskFailure>> {
+    prop_oneof![
+        4 => proptest::collection::vec(".{0,12}", 0..4).prop_map(Ok),
+        1 => failure_strategy().prop_map(Err),
+    ]
 }
 
 fn aligned(bytes: &[u8]) -> AlignedVec {
@@ -146,12 +172,60 @@ proptest! {
             };
             prop_assert_eq!(batch.chunk_id, 9);
             prop_assert_eq!(batch.first_index, expected_index);
-            for (index, outcome) in batch.iter() {
+            for (index, outcome) in decode_outputs::<mixed>(&batch) {
                 prop_assert_eq!(index, expected_index);
                 expected_index += 1;
-                decoded.push(outcome.decode::<mixed>().unwrap());
+                decoded.push(outcome.unwrap());
             }
         }
+        prop_assert_eq!(decoded, outcomes);
+    }
+
+    #[test]
+    fn runs_mixed_with_failures_roundtrip(
+        outcomes in proptest::collection::vec(run_heavy_outcome_strategy(), 0..60),
+        per_frame in 1_usize..40,
+        first_index in 0_u64..1_000_000,
+    ) {
+        let frames = encode_outcomes(&outcomes, per_frame, first_index);
+        let mut decoded = Vec::new();
+        let mut next = first_index;
+        for frame in &frames {
+            let FromWorker::Outcomes(batch) = parse_from_worker(frame).unwrap() else {
+                panic!("not outcomes");
+            };
+            let model = &outcomes[(batch.first_index - first_index) as usize..][..batch.len()];
+            // One run per maximal stretch of successes, one per failure.
+            let stretches = model
+                .iter()
+                .enumerate()
+                .filter(|(i, o)| o.is_ok() && (*i == 0 || model[i - 1].is_err()))
+                .count();
+            let failures = model.iter().filter(|o| o.is_err()).count();
+            prop_assert_eq!(batch.run_count(), stretches + failures);
+            prop_assert_eq!(batch.values_run().is_some(), failures == 0 && !model.is_empty());
+            prop_assert_eq!(batch.indices(), next..next + model.len() as u64);
+            for run in batch.runs() {
+                prop_assert_eq!(run.first_index, next);
+                prop_assert!(run.count >= 1);
+                next += run.count as u64;
+                match run.outcome {
+                    RawOutcome::Values(bytes) => {
+                        let values = decode_values::<mixed>(bytes, run.count).unwrap();
+                        decoded.extend(values.into_iter().map(Ok));
+                        // The wrong count is refused, not truncated or padded.
+                        let wrong = decode_values::<mixed>(bytes, run.count + 1);
+                        let refused = matches!(wrong, Err(ProtocolError::CountMismatch { .. }));
+                        prop_assert!(refused, "wrong count accepted");
+                    }
+                    RawOutcome::Failure(bytes) => {
+                        prop_assert_eq!(run.count, 1);
+                        decoded.push(Err(decode_failure(bytes).unwrap()));
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(next, first_index + outcomes.len() as u64);
         prop_assert_eq!(decoded, outcomes);
     }
 
@@ -175,7 +249,7 @@ proptest! {
 
     #[test]
     fn mutated_or_truncated_frames_never_panic(
-        outcomes in proptest::collection::vec(outcome_strategy(), 1..6),
+        outcomes in proptest::collection::vec(run_heavy_outcome_strategy(), 1..8),
         args in proptest::collection::vec(args_strategy(), 1..6),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         cut in any::<prop::sample::Index>(),
@@ -370,15 +444,104 @@ fn count_mismatch_is_detected() {
     ));
 }
 
+/// Byte offset of field `field` (0 offset, 4 len+status, 8 count, 12 reserved) of run entry
+/// `run` in an outcome frame of `len` bytes with `runs` runs.
+fn entry_field(len: usize, runs: usize, run: usize, field: usize) -> usize {
+    len - RUN_TRAILER_LEN - (runs - run) * RUN_ENTRY_LEN + field
+}
+
 #[test]
 fn bad_outcome_tables_are_refused() {
-    let frames = encode_outcomes(&[Ok(vec!["a".into()]), Ok(vec![])], 8, 0);
-    let mut frame = aligned(&frames[0]);
-    let len = frame.len();
-    // The last table entry's offset points past the data.
-    frame[len - 8..len - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let frames = encode_outcomes(
+        &[
+            Ok(vec!["a".into()]),
+            Ok(vec![]),
+            Err(TaskFailure::new(FailureKind::Failed, "x")),
+        ],
+        8,
+        0,
+    );
+    let original = aligned(&frames[0]);
+    let len = original.len();
+    let FromWorker::Outcomes(batch) = parse_from_worker(&original).unwrap() else {
+        panic!("not outcomes");
+    };
+    assert_eq!((batch.len(), batch.run_count()), (3, 2));
+    assert!(batch.values_run().is_none(), "a failure follows the values");
+
+    let refused = |at: usize, value: u32| {
+        let mut frame = aligned(&original);
+        frame[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        parse_from_worker(&frame).map(|_| ()).unwrap_err()
+    };
+    // The last entry's offset points past the data.
     assert!(matches!(
-        parse_from_worker(&frame),
-        Err(ProtocolError::BadOutcomeEntry { index: 1 })
+        refused(entry_field(len, 2, 1, 0), u32::MAX),
+        ProtocolError::BadOutcomeEntry { index: 1 }
     ));
+    // A run of zero items.
+    assert!(matches!(
+        refused(entry_field(len, 2, 0, 8), 0),
+        ProtocolError::BadOutcomeEntry { index: 0 }
+    ));
+    // A failure standing for two items (a failure run has exactly one).
+    assert!(matches!(
+        refused(entry_field(len, 2, 1, 8), 2),
+        ProtocolError::BadOutcomeEntry { index: 1 }
+    ));
+    // Reserved bits set.
+    assert!(matches!(
+        refused(entry_field(len, 2, 0, 12), 1),
+        ProtocolError::BadOutcomeEntry { index: 0 }
+    ));
+    // Counts that do not add up to the header's.
+    assert!(matches!(
+        refused(entry_field(len, 2, 0, 8), 5),
+        ProtocolError::CountMismatch { header: 3, body: 6 }
+    ));
+    // More runs than the body can hold.
+    assert!(matches!(
+        refused(len - RUN_TRAILER_LEN, u32::MAX),
+        ProtocolError::Truncated { .. }
+    ));
+    // A run count too high for the counts.
+    assert!(matches!(
+        refused(4, 9),
+        ProtocolError::CountMismatch { header: 9, body: 3 }
+    ));
+}
+
+#[test]
+fn an_empty_outcomes_frame_has_no_runs() {
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    encoder.reset(1, 2, 7);
+    encoder.push_values::<u64>(&[]).unwrap();
+    let frame = aligned(encoder.finish());
+    let FromWorker::Outcomes(batch) = parse_from_worker(&frame).unwrap() else {
+        panic!("not outcomes");
+    };
+    assert!(batch.is_empty());
+    assert_eq!(batch.runs().count(), 0);
+    assert_eq!(batch.values_run(), None);
+    assert_eq!(decode_outputs::<crate::builtin::add_one>(&batch).count(), 0);
+}
+
+#[test]
+fn a_run_of_plain_outputs_decodes_in_one_go() {
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    encoder.reset(1, <crate::builtin::add_one as Task>::ID, 100);
+    let values: Vec<u64> = (0..1000).map(|i| i * 3).collect();
+    encoder.push_values(&values).unwrap();
+    let frame = aligned(encoder.finish());
+    let FromWorker::Outcomes(batch) = parse_from_worker(&frame).unwrap() else {
+        panic!("not outcomes");
+    };
+    let (first, bytes) = batch.values_run().expect("one run");
+    assert_eq!(first, 100);
+    assert_eq!(
+        decode_values::<crate::builtin::add_one>(bytes, batch.len()).unwrap(),
+        values
+    );
 }

@@ -151,8 +151,8 @@ impl Harness {
             };
             assert_eq!(batch.chunk_id, chunk_id);
             assert_eq!(batch.task_id, T::ID);
-            for (index, outcome) in batch.iter() {
-                all.push((index, outcome.decode::<T>().expect("decodes")));
+            for (index, outcome) in protocol::decode_outputs::<T>(&batch) {
+                all.push((index, outcome.expect("decodes")));
             }
         }
         all
@@ -218,8 +218,8 @@ fn unknown_task_fails_each_item_and_the_worker_goes_on() {
         (batch.chunk_id, batch.task_id, batch.len()),
         (3, 0xdead_beef, 3)
     );
-    for (_, outcome) in batch.iter() {
-        let protocol::RawOutcome::Failure(bytes) = outcome else {
+    for run in batch.runs() {
+        let protocol::RawOutcome::Failure(bytes) = run.outcome else {
             panic!("expected a failure");
         };
         let failure = protocol::decode_failure(bytes).expect("decodes");
@@ -539,8 +539,8 @@ proptest::proptest! {
                 FromWorker::Outcomes(batch) => {
                     proptest::prop_assert!(got_yield.is_none(), "outcomes after Yielded");
                     proptest::prop_assert_eq!(batch.first_index, first_index + got.len() as u64);
-                    for (index, outcome) in batch.iter() {
-                        let outcome = outcome.decode::<scripted>().unwrap().map_err(|f| match f.kind {
+                    for (index, outcome) in protocol::decode_outputs::<scripted>(&batch) {
+                        let outcome = outcome.unwrap().map_err(|f| match f.kind {
                             FailureKind::Panicked => format!("panic {}", f.message),
                             FailureKind::Failed => format!("failed {}", f.message),
                             other => format!("{other:?}"),
@@ -579,4 +579,76 @@ fn zero_sized_arguments_and_outputs_roundtrip() {
         vec![(0, 1)]
     );
     worker.shutdown().expect("clean exit");
+}
+
+/// An output whose serialization panics for 13 and fails for 14 (user `Serialize` code).
+#[derive(Debug, PartialEq, Eq)]
+struct Touchy(u64);
+
+/// Serialization of a [`Touchy`] 14 fails with this.
+#[derive(Debug, thiserror::Error)]
+#[error("fourteen does not serialize")]
+struct Fourteen;
+
+impl rkyv::Archive for Touchy {
+    type Archived = rkyv::rend::u64_le;
+    type Resolver = ();
+
+    fn resolve(&self, resolver: (), out: rkyv::Place<Self::Archived>) {
+        self.0.resolve(resolver, out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for Touchy
+where
+    S: rkyv::rancor::Fallible + ?Sized,
+    S::Error: rkyv::rancor::Source,
+{
+    fn serialize(&self, _serializer: &mut S) -> Result<(), S::Error> {
+        assert_ne!(self.0, 13, "thirteen panics in serialize");
+        if self.0 == 14 {
+            return Err(<S::Error as rkyv::rancor::Source>::new(Fourteen));
+        }
+        Ok(())
+    }
+}
+
+impl<D: rkyv::rancor::Fallible + ?Sized> rkyv::Deserialize<Touchy, D> for rkyv::rend::u64_le {
+    fn deserialize(&self, _deserializer: &mut D) -> Result<Touchy, D::Error> {
+        Ok(Touchy(self.to_native()))
+    }
+}
+
+#[task(crate = crate)]
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+#[test]
+fn an_output_that_does_not_serialize_fails_alone_and_its_run_neighbours_arrive() {
+    let args: Vec<u64> = (10..18).collect();
+    let mut frame = AlignedVec::new();
+    protocol::encode_call_batch::<touchy>(5, 0, &args, &mut frame).expect("encodes");
+    let mut got = Vec::new();
+    LocalRunner::new()
+        .run(&frame, |out| {
+            let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(out) else {
+                panic!("expected outcomes");
+            };
+            for (index, outcome) in protocol::decode_outputs::<touchy>(&batch) {
+                got.push((index, outcome.expect("decodes").map_err(|f| f.kind)));
+            }
+        })
+        .expect("runs");
+    let want: Vec<(u64, Result<Touchy, FailureKind>)> = (0..8)
+        .map(|i| {
+            let outcome = match 10 + i {
+                13 => Err(FailureKind::Panicked),
+                14 => Err(FailureKind::BadOutput),
+                x => Ok(Touchy(x)),
+            };
+            (i, outcome)
+        })
+        .collect();
+    assert_eq!(got, want);
 }

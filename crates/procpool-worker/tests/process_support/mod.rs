@@ -121,10 +121,10 @@ impl Driver {
             match protocol::parse_from_worker(&frame).expect("a valid frame") {
                 FromWorker::Outcomes(batch) => {
                     assert_eq!(batch.chunk_id, chunk_id, "outcomes of the chunk sent");
-                    for (index, raw) in batch.iter() {
+                    for (index, outcome) in protocol::decode_outputs::<T>(&batch) {
                         let slot = &mut outcomes[usize::try_from(index).expect("index")];
                         assert!(slot.is_none(), "one outcome per item");
-                        *slot = Some(raw.decode::<T>().expect("a valid outcome"));
+                        *slot = Some(outcome.expect("a valid outcome"));
                     }
                 }
                 other => panic!("unexpected frame while waiting for outcomes: {other:?}"),
