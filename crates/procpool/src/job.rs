@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use procpool_worker::protocol::{self, OutcomeBatch, RawOutcome};
+use procpool_worker::protocol::{self, OutcomeBatch};
 use procpool_worker::{AlignedVec, FailureKind, Task, TaskFailure};
 
 use crate::error::TaskError;
@@ -83,14 +83,38 @@ pub(crate) fn task_error(failure: TaskFailure, task_name: &str) -> TaskError {
     }
 }
 
-fn decode<T: Task>(raw: RawOutcome<'_>) -> Result<T::Output, TaskError> {
-    match raw.decode::<T>() {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(failure)) => Err(task_error(failure, T::NAME)),
-        Err(err) => Err(TaskError::Protocol(format!(
+/// Decodes every outcome of `batch` as task `T`'s: `(item index, outcome)` in item order.
+///
+/// A frame that is one run of successes (the common case) is validated and deserialized in
+/// one go; otherwise run by run.
+fn decode<T: Task>(
+    batch: &OutcomeBatch<'_>,
+    mut sink: impl FnMut(u64, Result<T::Output, TaskError>),
+) {
+    let unreadable = |err: &dyn std::fmt::Display| {
+        TaskError::Protocol(format!(
             "the outcome of `{}` could not be decoded: {err}",
             T::NAME
-        ))),
+        ))
+    };
+    if let Some((first, bytes)) = batch.values_run() {
+        match protocol::decode_values::<T>(bytes, batch.len()) {
+            Ok(values) => (first..)
+                .zip(values)
+                .for_each(|(index, value)| sink(index, Ok(value))),
+            Err(err) => batch
+                .indices()
+                .for_each(|index| sink(index, Err(unreadable(&err)))),
+        }
+        return;
+    }
+    for (index, outcome) in protocol::decode_outputs::<T>(batch) {
+        let outcome = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failure)) => Err(task_error(failure, T::NAME)),
+            Err(err) => Err(unreadable(&err)),
+        };
+        sink(index, outcome);
     }
 }
 
@@ -256,9 +280,7 @@ impl<T: Task> Job for SubmitStream<T> {
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
-        for (index, raw) in batch.iter() {
-            self.finish(index, decode::<T>(raw));
-        }
+        decode::<T>(batch, |index, outcome| self.finish(index, outcome));
     }
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
@@ -506,10 +528,10 @@ impl<T: Task> Job for MapJob<T> {
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
-        let outcomes = batch
-            .iter()
-            .map(|(index, raw)| (index, decode::<T>(raw).map_err(Box::new)))
-            .collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        decode::<T>(batch, |index, outcome| {
+            outcomes.push((index, outcome.map_err(Box::new)))
+        });
         self.finish_many(outcomes);
     }
 
