@@ -112,7 +112,9 @@ fn opens_unsafe(code: &str) -> bool {
     false
 }
 
-/// A `SAFETY:` comment on the same line, or in the comment/attribute lines right above.
+/// A `SAFETY:` comment on the same line, or in the comment/attribute lines right above the
+/// statement the `unsafe` belongs to (a statement may start on an earlier line, as in
+/// `let fd =` followed by `unsafe { .. }` on the next).
 fn has_safety_comment(lines: &[&str], idx: usize) -> bool {
     if lines[idx].contains("SAFETY:") {
         return true;
@@ -124,7 +126,11 @@ fn has_safety_comment(lines: &[&str], idx: usize) -> bool {
         }
         let is_comment = trimmed.starts_with("//");
         let is_attr = trimmed.starts_with("#[");
-        if !(is_comment || is_attr) {
+        let ends_statement = trimmed.is_empty()
+            || trimmed.ends_with(';')
+            || trimmed.ends_with('{')
+            || trimmed.ends_with('}');
+        if !(is_comment || is_attr) && ends_statement {
             return false;
         }
     }
@@ -172,6 +178,14 @@ mod tests {
             0,
         );
         check("//! D.\nlet s = \"unsafe {\";\n", 0);
+        check(
+            "//! D.\nfn f() {\n    // SAFETY: fine.\n    let x =\n        unsafe { g() };\n}\n",
+            0,
+        );
+        check(
+            "//! D.\nfn f() {\n    x();\n    let x =\n        unsafe { g() };\n}\n",
+            1,
+        );
         check("//! D.\nlet x = /* SAFETY: ok */ unsafe { y };\n", 0);
     }
 
