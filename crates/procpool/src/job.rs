@@ -7,7 +7,7 @@
 //! Every item gets at most one outcome: later ones (a duplicate after a retry, a failure
 //! racing a delivery) are dropped here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -161,6 +161,40 @@ impl<A> ArgWindow<A> {
             self.base += 1;
         }
         value
+    }
+
+    /// Positions in `slots` of the part of `items` inside the window.
+    fn positions(&self, items: &Range<u64>) -> Range<usize> {
+        let clamp = |index: u64| {
+            usize::try_from(index.saturating_sub(self.base))
+                .unwrap_or(usize::MAX)
+                .min(self.slots.len())
+        };
+        clamp(items.start)..clamp(items.end)
+    }
+
+    /// Whether every item of `items` is in the window and unfinished.
+    fn all_unfinished(&self, items: &Range<u64>) -> bool {
+        let positions = self.positions(items);
+        items.start >= self.base
+            && (positions.end - positions.start) as u64 == items.end - items.start
+            && self.slots.range(positions).all(Option::is_some)
+    }
+
+    /// Removes the arguments of every item of `items` at once; `true` if all of them were
+    /// unfinished (then all are finished now), `false` (nothing changed) otherwise.
+    fn finish_all(&mut self, items: Range<u64>) -> bool {
+        if !self.all_unfinished(&items) {
+            return false;
+        }
+        let positions = self.positions(&items);
+        self.slots
+            .range_mut(positions)
+            .for_each(|slot| *slot = None);
+        let leading = self.slots.iter().take_while(|slot| slot.is_none()).count();
+        self.slots.drain(..leading);
+        self.base += leading as u64;
+        true
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
@@ -317,6 +351,59 @@ impl<T: Task> Job for SubmitStream<T> {
 /// (a `TaskError` is many times the size of a typical output).
 pub(crate) type Outcome<O> = Result<O, Box<TaskError>>;
 
+/// Outcomes of consecutive items, as they travel from a reader thread to the map's consumer:
+/// a whole run of successes is moved as one vector, not item by item.
+pub(crate) struct Segment<O> {
+    /// Index of the next item to take.
+    next: u64,
+    items: SegmentItems<O>,
+}
+
+enum SegmentItems<O> {
+    /// Successes of items `next..`.
+    Values(std::vec::IntoIter<O>),
+    /// The outcome of the one item `next` (until taken).
+    One(Option<Outcome<O>>),
+}
+
+impl<O> Segment<O> {
+    /// The successes of items `first..first + values.len()`.
+    pub(crate) fn values(first: u64, values: Vec<O>) -> Self {
+        Segment {
+            next: first,
+            items: SegmentItems::Values(values.into_iter()),
+        }
+    }
+
+    /// The outcome of item `index`.
+    pub(crate) fn one(index: u64, outcome: Outcome<O>) -> Self {
+        Segment {
+            next: index,
+            items: SegmentItems::One(Some(outcome)),
+        }
+    }
+
+    /// Items not taken yet.
+    pub(crate) fn len(&self) -> usize {
+        match &self.items {
+            SegmentItems::Values(values) => values.len(),
+            SegmentItems::One(one) => usize::from(one.is_some()),
+        }
+    }
+
+    /// Takes the next item's outcome.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<(u64, Outcome<O>)> {
+        let outcome = match &mut self.items {
+            SegmentItems::Values(values) => Ok(values.next()?),
+            SegmentItems::One(one) => one.take()?,
+        };
+        let index = self.next;
+        self.next += 1;
+        Some((index, outcome))
+    }
+}
+
 pub(crate) struct MapState<O> {
     inner: Mutex<MapInner<O>>,
     cond: Condvar,
@@ -325,12 +412,13 @@ pub(crate) struct MapState<O> {
 pub(crate) struct MapInner<O> {
     /// Yield in input order (`map`) or in completion order (`map_unordered`).
     ordered: bool,
-    /// Ordered: index of `slots[0]`, the next to yield.
+    /// Ordered: index of the next item to hand to the consumer.
     base: u64,
-    /// Ordered: outcomes of `base..`, `None` until it arrives.
-    slots: VecDeque<Option<Outcome<O>>>,
-    /// Unordered: outcomes in arrival order.
-    arrived: VecDeque<(u64, Outcome<O>)>,
+    /// Ordered: segments that arrived ahead of `base`, by first index.
+    ahead: BTreeMap<u64, Segment<O>>,
+    /// Segments the consumer may take: ordered, consecutive from the last one taken;
+    /// unordered, in arrival order.
+    ready: VecDeque<Segment<O>>,
     /// Outcomes received so far (both modes).
     received: u64,
     /// The consumer went away: no more outcomes are wanted.
@@ -343,8 +431,8 @@ impl<O> MapState<O> {
             inner: Mutex::new(MapInner {
                 ordered,
                 base: 0,
-                slots: VecDeque::new(),
-                arrived: VecDeque::new(),
+                ahead: BTreeMap::new(),
+                ready: VecDeque::new(),
                 received: 0,
                 abandoned: false,
             }),
@@ -354,62 +442,72 @@ impl<O> MapState<O> {
 
     /// Stores outcomes (each item at most once, which the job guarantees) and wakes the consumer.
     fn put_many(&self, outcomes: impl IntoIterator<Item = (u64, Outcome<O>)>) {
-        let mut inner = lock(&self.inner);
+        self.put_segments(
+            outcomes
+                .into_iter()
+                .map(|(index, outcome)| Segment::one(index, outcome)),
+        );
+    }
+
+    /// Stores segments (each item at most once, which the job guarantees) and wakes the
+    /// consumer if it can take something now.
+    fn put_segments(&self, segments: impl IntoIterator<Item = Segment<O>>) {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
         if inner.abandoned {
             return;
         }
         let mut wake = false;
-        for (index, outcome) in outcomes {
-            inner.received += 1;
-            if inner.ordered {
-                let Some(pos) = index
-                    .checked_sub(inner.base)
-                    .and_then(|pos| usize::try_from(pos).ok())
-                else {
-                    continue;
-                };
-                if inner.slots.len() <= pos {
-                    inner.slots.resize_with(pos + 1, || None);
-                }
-                inner.slots[pos] = Some(outcome);
-                wake |= pos == 0;
-            } else {
-                inner.arrived.push_back((index, outcome));
+        for segment in segments {
+            let len = segment.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            inner.received += len;
+            if !inner.ordered {
+                inner.ready.push_back(segment);
                 wake = true;
+                continue;
+            }
+            if segment.next < inner.base {
+                // Already handed on (the job never delivers twice; defensive).
+                continue;
+            }
+            if segment.next != inner.base {
+                inner.ahead.insert(segment.next, segment);
+                continue;
+            }
+            inner.base += len;
+            inner.ready.push_back(segment);
+            wake = true;
+            while let Some(entry) = inner.ahead.first_entry() {
+                if *entry.key() != inner.base {
+                    break;
+                }
+                let segment = entry.remove();
+                inner.base += segment.len() as u64;
+                inner.ready.push_back(segment);
             }
         }
-        drop(inner);
+        drop(guard);
         if wake {
             self.cond.notify_all();
         }
     }
 
     /// Waits (at most `timeout`) until outcomes can be yielded, then moves all of them to
-    /// `out`: ordered, the run of consecutive outcomes from the next index; unordered, every
+    /// `out`: ordered, the segments consecutive from the next index; unordered, every
     /// arrival. Returns `false` on timeout.
     pub(crate) fn take_ready(
         &self,
-        out: &mut VecDeque<(u64, Outcome<O>)>,
+        out: &mut VecDeque<Segment<O>>,
         timeout: Option<Duration>,
     ) -> bool {
         let deadline = timeout.and_then(|timeout| std::time::Instant::now().checked_add(timeout));
         let mut inner = lock(&self.inner);
         loop {
-            if inner.ordered {
-                let ready = inner.slots.iter().take_while(|slot| slot.is_some()).count();
-                let base = inner.base;
-                out.extend(
-                    inner
-                        .slots
-                        .drain(..ready)
-                        .zip(base..)
-                        .filter_map(|(slot, index)| slot.map(|outcome| (index, outcome))),
-                );
-                inner.base += ready as u64;
-            } else {
-                out.extend(inner.arrived.drain(..));
-            }
-            if !out.is_empty() {
+            if !inner.ready.is_empty() {
+                out.append(&mut inner.ready);
                 return true;
             }
             inner = match deadline {
@@ -435,8 +533,8 @@ impl<O> MapState<O> {
     pub(crate) fn abandon(&self) {
         let mut inner = lock(&self.inner);
         inner.abandoned = true;
-        inner.slots.clear();
-        inner.arrived.clear();
+        inner.ahead.clear();
+        inner.ready.clear();
     }
 }
 
@@ -499,6 +597,9 @@ impl<T: Task> Job for MapJob<T> {
         }
         // Items failed while queued (e.g. blamed for a worker's death) are skipped.
         let window = lock(&self.args);
+        if window.all_unfinished(&items) {
+            return items;
+        }
         let Some(start) = items.clone().find(|index| window.get(*index).is_some()) else {
             return items.end..items.end;
         };
@@ -517,17 +618,38 @@ impl<T: Task> Job for MapJob<T> {
         out: &mut AlignedVec,
     ) -> Result<(), TaskError> {
         let window = lock(&self.args);
-        let n = usize::try_from(items.end - items.start).unwrap_or(usize::MAX);
-        let args: Option<Vec<&T::Args>> = items.clone().map(|index| window.get(index)).collect();
-        let args = args.ok_or_else(|| {
-            TaskError::Protocol("internal: the arguments of a finished item were asked for".into())
-        })?;
-        debug_assert_eq!(args.len(), n);
-        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args.iter().copied(), out)
+        if !window.all_unfinished(&items) {
+            return Err(TaskError::Protocol(
+                "internal: the arguments of a finished item were asked for".into(),
+            ));
+        }
+        let args = window.slots.range(window.positions(&items)).map(|slot| {
+            slot.as_ref()
+                .expect("all_unfinished just checked every slot, under the same lock")
+        });
+        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args, out)
             .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
+        // The common case: one run of successes, moved to the consumer as one vector.
+        if let Some((first, bytes)) = batch.values_run()
+            && let Ok(values) = protocol::decode_values::<T>(bytes, batch.len())
+        {
+            let items = first..first + values.len() as u64;
+            if lock(&self.args).finish_all(items) {
+                self.state.put_segments([Segment::values(first, values)]);
+                return;
+            }
+            // Some items already have an outcome (a duplicate after a retry): item by item.
+            self.finish_many(
+                (first..)
+                    .zip(values)
+                    .map(|(index, value)| (index, Ok(value)))
+                    .collect(),
+            );
+            return;
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         decode::<T>(batch, |index, outcome| {
             outcomes.push((index, outcome.map_err(Box::new)))
@@ -591,6 +713,17 @@ mod tests {
         assert_eq!(window.end(), 6);
     }
 
+    /// Everything `take_ready` moved to `segments`, item by item.
+    fn drain(segments: &mut VecDeque<Segment<u32>>) -> Vec<(u64, Outcome<u32>)> {
+        let mut out = Vec::new();
+        for mut segment in segments.drain(..) {
+            while let Some(item) = segment.pop() {
+                out.push(item);
+            }
+        }
+        out
+    }
+
     #[test]
     fn map_state_orders_or_not() {
         let mut out = VecDeque::new();
@@ -599,26 +732,64 @@ mod tests {
         assert!(!ordered.take_ready(&mut out, Some(Duration::from_millis(5))));
         ordered.put_many([(0, Ok(0))]);
         assert!(ordered.take_ready(&mut out, None));
-        assert_eq!(
-            out.drain(..).collect::<Vec<_>>(),
-            vec![(0, Ok(0)), (1, Ok(10))]
-        );
+        assert_eq!(drain(&mut out), vec![(0, Ok(0)), (1, Ok(10))]);
         ordered.put_many([(2, Ok(20))]);
         assert!(ordered.take_ready(&mut out, None));
-        assert_eq!(
-            out.drain(..).collect::<Vec<_>>(),
-            vec![(2, Ok(20)), (3, Ok(30))]
-        );
+        assert_eq!(drain(&mut out), vec![(2, Ok(20)), (3, Ok(30))]);
 
         let unordered = MapState::<u32>::new(false);
         unordered.put_many([(1, Ok(10)), (0, Err(Box::new(TaskError::Cancelled)))]);
         assert!(unordered.take_ready(&mut out, None));
         assert_eq!(
-            out.drain(..).collect::<Vec<_>>(),
+            drain(&mut out),
             vec![(1, Ok(10)), (0, Err(Box::new(TaskError::Cancelled)))]
         );
         unordered.abandon();
         unordered.put_many([(2, Ok(2))]);
         assert!(!unordered.take_ready(&mut out, Some(Duration::from_millis(1))));
+    }
+
+    #[test]
+    fn map_state_joins_value_runs_and_single_outcomes_in_order() {
+        let mut out = VecDeque::new();
+        let ordered = MapState::<u32>::new(true);
+        ordered.put_segments([
+            Segment::values(3, vec![30, 40]),
+            Segment::values(6, vec![60]),
+        ]);
+        ordered.put_many([(5, Err(Box::new(TaskError::Cancelled)))]);
+        assert!(!ordered.take_ready(&mut out, Some(Duration::from_millis(1))));
+        ordered.put_segments([Segment::values(0, vec![0, 10, 20])]);
+        assert!(ordered.take_ready(&mut out, None));
+        assert_eq!(
+            drain(&mut out),
+            vec![
+                (0, Ok(0)),
+                (1, Ok(10)),
+                (2, Ok(20)),
+                (3, Ok(30)),
+                (4, Ok(40)),
+                (5, Err(Box::new(TaskError::Cancelled))),
+                (6, Ok(60)),
+            ]
+        );
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
+    fn arg_window_finishes_whole_ranges_or_nothing() {
+        let mut window = ArgWindow::new();
+        window.slots.extend((0..8).map(Some));
+        assert!(window.all_unfinished(&(2..5)));
+        assert!(window.finish_all(2..5));
+        assert!(!window.all_unfinished(&(1..3)), "2 is finished");
+        assert!(!window.finish_all(4..6), "4 is finished: nothing changes");
+        assert_eq!(window.get(5), Some(&5));
+        assert!(!window.finish_all(7..9), "9 is past the end");
+        assert_eq!(window.get(7), Some(&7));
+        assert!(window.finish_all(0..2));
+        assert_eq!(window.base, 5, "leading finished items are dropped");
+        assert!(!window.all_unfinished(&(4..6)), "4 is before the window");
+        assert_eq!(window.unfinished_outside(&[]), vec![5..8]);
     }
 }

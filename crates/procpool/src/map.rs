@@ -14,7 +14,7 @@ use procpool_worker::Task;
 
 use crate::core::Shared;
 use crate::error::TaskError;
-use crate::job::{MapJob, MapState, Outcome, TaskOptions};
+use crate::job::{MapJob, MapState, Segment, TaskOptions};
 use crate::wait::Timeout;
 
 /// Default for how many items a map pulls ahead of what it yielded.
@@ -54,8 +54,8 @@ struct MapRun<'p, T: Task, I> {
     chunksize: Option<std::num::NonZeroU64>,
     /// The job, once the first `next` started it.
     job: Option<StartedMap<T>>,
-    /// Outcomes taken from the job's state, not yet yielded.
-    ready: std::collections::VecDeque<(u64, Outcome<T::Output>)>,
+    /// Outcomes taken from the job's state, not yet yielded (runs of consecutive items).
+    ready: std::collections::VecDeque<Segment<T::Output>>,
     /// Nothing more will be pulled from `input`.
     input_done: bool,
     /// Nothing more will be yielded.
@@ -116,16 +116,22 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             self.finish();
             return Ok(None);
         }
-        if self.ready.is_empty() {
+        let outcome = loop {
+            if let Some(segment) = self.ready.front_mut() {
+                match segment.pop() {
+                    Some(outcome) => break Some(outcome),
+                    None => {
+                        self.ready.pop_front();
+                        continue;
+                    }
+                }
+            }
             let started = self.job.as_ref().expect("started above");
             if !started.state.take_ready(&mut self.ready, timeout) {
                 return Err(Timeout);
             }
-        }
-        let outcome = self
-            .ready
-            .pop_front()
-            .map(|(index, outcome)| (index, outcome.map_err(|err| *err)));
+        };
+        let outcome = outcome.map(|(index, outcome)| (index, outcome.map_err(|err| *err)));
         if outcome.is_some() {
             self.yielded += 1;
             #[cfg(feature = "progress")]
