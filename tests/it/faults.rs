@@ -222,3 +222,29 @@ fn timeout_inside_a_chunk_fails_only_that_item() {
     }
     assert_eq!(pool.stats().deaths, 1);
 }
+
+#[test]
+fn memory_limit_stops_a_worker_from_allocating_beyond_it() {
+    let _watchdog = watchdog("memory_limit_stops_a_worker_from_allocating_beyond_it");
+    // Without a limit the allocation succeeds (the machine has the memory)...
+    let unlimited = pool(1);
+    assert!(unlimited.call(builtin::allocate, 512 << 20).is_ok());
+    drop(unlimited);
+    // ...with one, it fails in the worker (try_reserve reports it), and the pool goes on.
+    let pool = crate::util::builder(1)
+        .memory_limit(256 << 20)
+        .build()
+        .unwrap();
+    assert!(
+        pool.call(builtin::allocate, 16 << 20).is_ok(),
+        "within the limit"
+    );
+    match pool.call(builtin::allocate, 512 << 20) {
+        Err(TaskError::Failed(message)) => {
+            assert!(message.contains("cannot allocate"), "{message}")
+        }
+        Err(TaskError::WorkerDied { .. }) => {}
+        other => panic!("a 512 MiB allocation under a 256 MiB limit gave {other:?}"),
+    }
+    assert_eq!(pool.call(square, 6), Ok(36), "the pool goes on");
+}

@@ -24,6 +24,7 @@ pub(crate) fn launcher(
     program: Option<PathBuf>,
     args: Vec<std::ffi::OsString>,
     envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    memory_limit: Option<u64>,
 ) -> Result<Box<dyn Launcher>, Error> {
     let worker_method = match method {
         StartMethod::Spawn => procpool_worker::StartMethod::Spawn,
@@ -42,6 +43,9 @@ pub(crate) fn launcher(
     }
     for (key, value) in envs {
         spawner = spawner.env(key, value);
+    }
+    if let Some(bytes) = memory_limit {
+        spawner = spawner.memory_limit(bytes);
     }
     spawner.start().map_err(|err| {
         Error::with_source(

@@ -147,11 +147,6 @@ impl<A> ArgWindow<A> {
         self.slots.get(usize::try_from(pos).ok()?)?.as_ref()
     }
 
-    /// Removes the arguments of `index`; `true` if the item had none removed before.
-    fn finish(&mut self, index: u64) -> bool {
-        self.take(index).is_some()
-    }
-
     /// Removes and returns the arguments of `index`, if still there.
     fn take(&mut self, index: u64) -> Option<A> {
         let pos = usize::try_from(index.checked_sub(self.base)?).ok()?;
@@ -163,12 +158,70 @@ impl<A> ArgWindow<A> {
         value
     }
 
-    /// Positions in `slots` of the part of `items` inside the window.
+    fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (pos, slot) in self.slots.iter().enumerate() {
+            let index = self.base + pos as u64;
+            if slot.is_none() || in_flight.iter().any(|range| range.contains(&index)) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.end == index => last.end += 1,
+                _ => out.push(index..index + 1),
+            }
+        }
+        out
+    }
+}
+
+/// A map's arguments by index. Unlike [`ArgWindow`], an item's arguments stay (marked done)
+/// until every earlier item is done too, so the arguments of a chunk are at most two
+/// contiguous slices and plain data is encoded with a copy. A map's window bounds how many
+/// linger.
+struct MapArgs<A> {
+    /// Index of `args[0]`.
+    base: u64,
+    args: VecDeque<A>,
+    /// Parallel to `args`: the item has an outcome (or will never run). Leading done items
+    /// are popped.
+    done: VecDeque<bool>,
+}
+
+impl<A> MapArgs<A> {
+    fn new() -> Self {
+        MapArgs {
+            base: 0,
+            args: VecDeque::new(),
+            done: VecDeque::new(),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.args.len() as u64
+    }
+
+    fn push(&mut self, args: impl IntoIterator<Item = A>) {
+        let before = self.args.len();
+        self.args.extend(args);
+        self.done.resize(self.args.len(), false);
+        debug_assert!(self.args.len() >= before);
+    }
+
+    /// Whether `index` is in the window and not done.
+    fn is_unfinished(&self, index: u64) -> bool {
+        index
+            .checked_sub(self.base)
+            .and_then(|pos| usize::try_from(pos).ok())
+            .and_then(|pos| self.done.get(pos))
+            .is_some_and(|done| !done)
+    }
+
+    /// Positions of the part of `items` inside the window.
     fn positions(&self, items: &Range<u64>) -> Range<usize> {
         let clamp = |index: u64| {
             usize::try_from(index.saturating_sub(self.base))
                 .unwrap_or(usize::MAX)
-                .min(self.slots.len())
+                .min(self.args.len())
         };
         clamp(items.start)..clamp(items.end)
     }
@@ -178,30 +231,59 @@ impl<A> ArgWindow<A> {
         let positions = self.positions(items);
         items.start >= self.base
             && (positions.end - positions.start) as u64 == items.end - items.start
-            && self.slots.range(positions).all(Option::is_some)
+            && !self.done.range(positions).any(|done| *done)
     }
 
-    /// Removes the arguments of every item of `items` at once; `true` if all of them were
-    /// unfinished (then all are finished now), `false` (nothing changed) otherwise.
+    /// Marks `index` done; `true` if it was not.
+    fn finish(&mut self, index: u64) -> bool {
+        if !self.is_unfinished(index) {
+            return false;
+        }
+        let pos = self.positions(&(index..index + 1)).start;
+        self.done[pos] = true;
+        self.pop_done();
+        true
+    }
+
+    /// Marks every item of `items` done at once; `true` if all of them were unfinished,
+    /// `false` (nothing changed) otherwise.
     fn finish_all(&mut self, items: Range<u64>) -> bool {
         if !self.all_unfinished(&items) {
             return false;
         }
         let positions = self.positions(&items);
-        self.slots
-            .range_mut(positions)
-            .for_each(|slot| *slot = None);
-        let leading = self.slots.iter().take_while(|slot| slot.is_none()).count();
-        self.slots.drain(..leading);
-        self.base += leading as u64;
+        self.done.range_mut(positions).for_each(|done| *done = true);
+        self.pop_done();
         true
+    }
+
+    fn pop_done(&mut self) {
+        let leading = self.done.iter().take_while(|done| **done).count();
+        if leading > 0 {
+            self.done.drain(..leading);
+            self.args.drain(..leading);
+            self.base += leading as u64;
+        }
+    }
+
+    /// The arguments of `items` (all in the window) as two slices, front then back.
+    fn slices(&self, items: &Range<u64>) -> (&[A], &[A]) {
+        let positions = self.positions(items);
+        let (a, b) = self.args.as_slices();
+        if positions.end <= a.len() {
+            (&a[positions], &[])
+        } else if positions.start >= a.len() {
+            (&b[positions.start - a.len()..positions.end - a.len()], &[])
+        } else {
+            (&a[positions.start..], &b[..positions.end - a.len()])
+        }
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
         let mut out: Vec<Range<u64>> = Vec::new();
-        for (pos, slot) in self.slots.iter().enumerate() {
+        for (pos, done) in self.done.iter().enumerate() {
             let index = self.base + pos as u64;
-            if slot.is_none() || in_flight.iter().any(|range| range.contains(&index)) {
+            if *done || in_flight.iter().any(|range| range.contains(&index)) {
                 continue;
             }
             match out.last_mut() {
@@ -540,7 +622,7 @@ impl<O> MapState<O> {
 
 /// A `map` or `map_unordered` over items added as the consumer pulls them.
 pub(crate) struct MapJob<T: Task> {
-    args: Mutex<ArgWindow<T::Args>>,
+    args: Mutex<MapArgs<T::Args>>,
     state: Arc<MapState<T::Output>>,
     options: TaskOptions,
     /// Per item: (deaths while it ran, deaths before it started).
@@ -550,7 +632,7 @@ pub(crate) struct MapJob<T: Task> {
 impl<T: Task> MapJob<T> {
     pub(crate) fn new(state: Arc<MapState<T::Output>>, options: TaskOptions) -> Self {
         MapJob {
-            args: Mutex::new(ArgWindow::new()),
+            args: Mutex::new(MapArgs::new()),
             state,
             options,
             deaths: Mutex::new(HashMap::new()),
@@ -561,7 +643,7 @@ impl<T: Task> MapJob<T> {
     pub(crate) fn push_args(&self, args: impl IntoIterator<Item = T::Args>) -> u64 {
         let mut window = lock(&self.args);
         let first = window.end();
-        window.slots.extend(args.into_iter().map(Some));
+        window.push(args);
         first
     }
 
@@ -600,11 +682,11 @@ impl<T: Task> Job for MapJob<T> {
         if window.all_unfinished(&items) {
             return items;
         }
-        let Some(start) = items.clone().find(|index| window.get(*index).is_some()) else {
+        let Some(start) = items.clone().find(|index| window.is_unfinished(*index)) else {
             return items.end..items.end;
         };
         let end = (start + 1..items.end)
-            .find(|index| window.get(*index).is_none())
+            .find(|index| !window.is_unfinished(*index))
             .unwrap_or(items.end);
         start..end
     }
@@ -623,11 +705,8 @@ impl<T: Task> Job for MapJob<T> {
                 "internal: the arguments of a finished item were asked for".into(),
             ));
         }
-        let args = window.slots.range(window.positions(&items)).map(|slot| {
-            slot.as_ref()
-                .expect("all_unfinished just checked every slot, under the same lock")
-        });
-        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args, out)
+        let (front, back) = window.slices(&items);
+        protocol::encode_call_batch_slices::<T>(chunk_id, items.start, front, back, out)
             .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
@@ -701,15 +780,15 @@ mod tests {
     fn arg_window_tracks_unfinished_items() {
         let mut window = ArgWindow::new();
         window.slots.extend((0..6).map(Some));
-        assert!(window.finish(0));
-        assert!(!window.finish(0), "finishing twice reports false");
+        assert!(window.take(0).is_some());
+        assert!(window.take(0).is_none(), "finishing twice reports false");
         assert_eq!(window.base, 1);
-        assert!(window.finish(3));
+        assert!(window.take(3).is_some());
         assert_eq!(window.get(3), None);
         assert_eq!(window.get(4), Some(&4));
         assert_eq!(window.unfinished_outside(&[]), vec![1..3, 4..6]);
         assert_eq!(window.unfinished_outside(&[2..5]), Vec::from([1..2, 5..6]));
-        assert!(!window.finish(99));
+        assert!(window.take(99).is_none());
         assert_eq!(window.end(), 6);
     }
 
@@ -777,19 +856,30 @@ mod tests {
 
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
-    fn arg_window_finishes_whole_ranges_or_nothing() {
-        let mut window = ArgWindow::new();
-        window.slots.extend((0..8).map(Some));
+    fn map_args_finish_whole_ranges_or_nothing_and_hand_out_slices() {
+        let mut window = MapArgs::new();
+        window.push(0..8);
+        assert_eq!(window.slices(&(1..4)), (&[1, 2, 3][..], &[][..]));
         assert!(window.all_unfinished(&(2..5)));
         assert!(window.finish_all(2..5));
         assert!(!window.all_unfinished(&(1..3)), "2 is finished");
         assert!(!window.finish_all(4..6), "4 is finished: nothing changes");
-        assert_eq!(window.get(5), Some(&5));
+        assert!(window.is_unfinished(5));
         assert!(!window.finish_all(7..9), "9 is past the end");
-        assert_eq!(window.get(7), Some(&7));
+        assert!(window.is_unfinished(7));
         assert!(window.finish_all(0..2));
         assert_eq!(window.base, 5, "leading finished items are dropped");
         assert!(!window.all_unfinished(&(4..6)), "4 is before the window");
         assert_eq!(window.unfinished_outside(&[]), vec![5..8]);
+        assert!(window.finish(6));
+        assert!(!window.finish(6), "finishing twice reports false");
+        assert_eq!(window.unfinished_outside(&[]), vec![5..6, 7..8]);
+        // Wrap the deque around: the arguments of a range come as two slices.
+        window.push(8..20);
+        assert!(window.finish_all(5..6) && window.finish(7));
+        window.push(20..24);
+        let (front, back) = window.slices(&(10..22));
+        let joined: Vec<i32> = front.iter().chain(back).copied().collect();
+        assert_eq!(joined, (10..22).collect::<Vec<_>>());
     }
 }

@@ -65,6 +65,7 @@ pub struct PoolBuilder {
     program: Option<PathBuf>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    memory_limit: Option<u64>,
     initializer: Option<Result<InitializerCall, String>>,
     max_tasks_per_child: Option<u64>,
     handshake_timeout: Duration,
@@ -92,6 +93,7 @@ impl Pool {
             program: None,
             args: Vec::new(),
             envs: Vec::new(),
+            memory_limit: None,
             initializer: None,
             max_tasks_per_child: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -284,6 +286,16 @@ impl PoolBuilder {
         self
     }
 
+    /// Limits each worker's address space to `bytes` (`RLIMIT_AS`).
+    ///
+    /// A task that allocates beyond it sees the allocation fail: a `try_reserve` returns an
+    /// error, any other allocation aborts the worker, which the pool handles like any worker
+    /// death ([`TaskError::WorkerDied`], or a retry). Leave room for the program itself.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// A task every worker runs once at start, before any other; its output is available to
     /// later tasks in that worker through [`worker_state`](crate::worker_state).
     ///
@@ -351,6 +363,7 @@ impl PoolBuilder {
             self.program.clone(),
             self.args.clone(),
             self.envs.clone(),
+            self.memory_limit,
         )?;
         self.build_with(launcher)
     }
