@@ -374,3 +374,45 @@ fn workers_get_the_environment_they_are_given() {
         Ok(Some("hello".to_owned()))
     );
 }
+
+/// Open file descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn every_shutdown_path_releases_the_pools_file_descriptors() {
+    const CHILD: &str = "PROCPOOL_TEST_FD_CHILD";
+    let _watchdog = watchdog("every_shutdown_path_releases_the_pools_file_descriptors");
+    if std::env::var_os(CHILD).is_none() {
+        // Other tests open descriptors concurrently in this process: measure in a child that
+        // runs only this test.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "lifecycle::every_shutdown_path_releases_the_pools_file_descriptors",
+                "--exact",
+            ])
+            .env(CHILD, "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child measurement failed: {status:?}");
+        return;
+    }
+    // Warm-up: one-time descriptors (e.g. the spawner thread's) are not the pool's.
+    drop(pool(2));
+    let before = open_fds();
+    for end in ["drop", "shutdown", "shutdown_now", "terminate"] {
+        let pool = pool(2);
+        let handles: Vec<_> = (0..20).map(|x| pool.submit(square, x)).collect();
+        let _ = pool.map(square, 0..1_000).count();
+        match end {
+            "shutdown" => pool.shutdown(),
+            "shutdown_now" => pool.shutdown_now(),
+            "terminate" => pool.terminate(),
+            _ => {}
+        }
+        drop(pool);
+        drop(handles);
+        assert_eq!(open_fds(), before, "descriptors left open after `{end}`");
+    }
+}
