@@ -677,6 +677,47 @@ where
     }
 }
 
+/// Serializes two slices, one after the other, as if they were one `Vec` (the two halves of a
+/// ring buffer): a plain copy of both when the items' archived form is their native form.
+struct TwoSlicesAsVec<'s, A>(&'s [A], &'s [A]);
+
+impl<A: Archive> Archive for TwoSlicesAsVec<'_, A> {
+    type Archived = ArchivedVec<A::Archived>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(self.0.len() + self.1.len(), resolver, out);
+    }
+}
+
+impl<A, S> Serialize<S> for TwoSlicesAsVec<'_, A>
+where
+    A: Serialize<S>,
+    S: Fallible + Allocator + Writer + ?Sized,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        if !A::COPY_OPTIMIZATION.is_enabled() {
+            let (front, back) = (self.0, self.1);
+            let items = (0..front.len() + back.len()).map(|i| match front.get(i) {
+                Some(item) => item,
+                None => &back[i - front.len()],
+            });
+            return ArchivedVec::<A::Archived>::serialize_from_iter::<A, _, _>(items, serializer);
+        }
+        let pos = rkyv::ser::WriterExt::align_for::<A::Archived>(serializer)?;
+        for half in [self.0, self.1] {
+            // SAFETY: `COPY_OPTIMIZATION` is enabled only for types whose archived form is
+            // their native bytes (rkyv's `[T]` serializer writes them the same way), and a
+            // slice of initialized `A` is `size_of_val` readable bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(half.as_ptr().cast::<u8>(), std::mem::size_of_val(half))
+            };
+            serializer.write(bytes)?;
+        }
+        Ok(VecResolver::from_pos(pos))
+    }
+}
+
 /// Serializes an iterator's items as if they were a `Vec`.
 struct IterAsVec<I>(I);
 
@@ -755,6 +796,25 @@ pub fn encode_call_batch<T: Task>(
 ) -> Result<(), ProtocolError> {
     start_frame(&call_header::<T>(chunk_id, first_index, args.len())?, out);
     append_archive(&SliceAsVec(args), out)
+}
+
+/// Like [`encode_call_batch`], for arguments in two slices (e.g. the halves of a
+/// `VecDeque`'s range): items `front` then `back`. Plain-data arguments are copied, not
+/// serialized one by one.
+///
+/// # Errors
+///
+/// As [`encode_call_batch`].
+pub fn encode_call_batch_slices<T: Task>(
+    chunk_id: u64,
+    first_index: u64,
+    front: &[T::Args],
+    back: &[T::Args],
+    out: &mut AlignedVec,
+) -> Result<(), ProtocolError> {
+    let n = front.len() + back.len();
+    start_frame(&call_header::<T>(chunk_id, first_index, n)?, out);
+    append_archive(&TwoSlicesAsVec(front, back), out)
 }
 
 /// Like [`encode_call_batch`], for arguments that are not contiguous.

@@ -432,6 +432,32 @@ fn misaligned_frames_are_refused() {
 }
 
 #[test]
+fn call_batches_from_two_slices_equal_one_slice() {
+    use crate::builtin::{add_one, echo_bytes};
+    let plain: Vec<u64> = (0..100).collect();
+    for cut in [0, 1, 37, 100] {
+        let (front, back) = plain.split_at(cut);
+        let mut one = AlignedVec::new();
+        let mut two = AlignedVec::new();
+        encode_call_batch::<add_one>(3, 5, &plain, &mut one).unwrap();
+        encode_call_batch_slices::<add_one>(3, 5, front, back, &mut two).unwrap();
+        assert_eq!(one.as_slice(), two.as_slice(), "plain data, cut at {cut}");
+    }
+    // Arguments that are not plain data take the item-by-item path.
+    let bytes: Vec<Vec<u8>> = (0..5).map(|i| vec![i; i as usize]).collect();
+    let (front, back) = bytes.split_at(2);
+    let mut one = AlignedVec::new();
+    let mut two = AlignedVec::new();
+    encode_call_batch::<echo_bytes>(3, 5, &bytes, &mut one).unwrap();
+    encode_call_batch_slices::<echo_bytes>(3, 5, front, back, &mut two).unwrap();
+    assert_eq!(one.as_slice(), two.as_slice());
+    let ToWorker::CallBatch { args, count, .. } = parse_to_worker(&two).unwrap() else {
+        panic!("not a call batch");
+    };
+    assert_eq!(access_args::<echo_bytes>(args, count).unwrap().len(), 5);
+}
+
+#[test]
 fn count_mismatch_is_detected() {
     let mut frame = AlignedVec::new();
     encode_call_batch::<crate::builtin::add_one>(1, 0, &[1, 2, 3], &mut frame).unwrap();
