@@ -799,8 +799,11 @@ pub(crate) fn catch_task_panic<R>(f: impl FnOnce() -> R) -> Result<R, TaskFailur
             Some(recorded) => recorded,
             None => (payload_message(payload.as_ref()), None),
         };
-        // Dropping a payload can itself panic; forget it rather than risk that.
-        std::mem::forget(payload);
+        // Dropping a payload can itself panic: drop it under `catch_unwind`, and forget only
+        // the payload of such a second panic.
+        if let Err(nested) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(nested);
+        }
         TaskFailure {
             kind: FailureKind::Panicked,
             message,

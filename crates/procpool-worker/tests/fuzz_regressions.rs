@@ -159,7 +159,6 @@ const KEPT_LIMIT: isize = 16 * 1024;
 /// its text, about 40 bytes for `panic!("{msg}")` with a short message. A task that panics on
 /// every item of a long `map` grows the worker without bound (about 80 KB here).
 #[test]
-#[ignore = "open finding F2 (docs/FUZZING.md, /work/notes/REQUESTS.md): catch_task_panic leaks each panic payload"]
 fn f2_panicking_items_do_not_leak_their_payloads() {
     let messages: Vec<String> = (0..200).map(|i| format!("item {i} panics")).collect();
     let kept = bytes_kept_over_ten_runs::<builtin::panic>(&messages);
