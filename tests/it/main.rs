@@ -7,6 +7,7 @@
 mod chaos;
 mod faults;
 mod handles;
+mod hostile;
 mod lifecycle;
 mod map;
 mod reexports;

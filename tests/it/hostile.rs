@@ -1,0 +1,195 @@
+//! Hostile or broken processes attaching through `Pool::listen`: they are refused, and the pool
+//! goes on serving with its own workers and with well-behaved attached ones.
+//!
+//! The fake worker must be a process of its own: the pool SIGKILLs a refused peer (by the pid the
+//! kernel reports for the socket), so it cannot be this test process. The test re-runs its own
+//! binary with `--exact hostile::role_fake_worker` and the role in [`ROLE_VAR`]; that process
+//! connects with a plain `UnixStream`, takes the channel with `procpool_ipc::recv_handoff` and
+//! `Endpoint::open`, and then misbehaves.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use procpool_tests::{sleep_then_pid, square};
+
+use crate::util::{builder, watchdog};
+
+const ROLE_VAR: &str = "PROCPOOL_HOSTILE_ROLE";
+const SOCKET_VAR: &str = "PROCPOOL_HOSTILE_SOCKET";
+/// The handshake deadline the tests give their pools (the default is 30 s).
+const HANDSHAKE: Duration = Duration::from_secs(3);
+/// How long a refused fake may take to be gone; far above [`HANDSHAKE`], only a watchdog.
+const GONE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Kills and reaps a child process when dropped, so a failing test leaves none behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The fake worker: not a test when run normally (the role variable is unset).
+#[test]
+fn role_fake_worker() {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let socket = std::env::var(SOCKET_VAR).expect("the socket path");
+    let stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let (handoff, _) = procpool_ipc::recv_handoff(&stream, &mut []).expect("the hand-over");
+    drop(stream);
+    let mut endpoint = procpool_ipc::Endpoint::open(handoff).expect("open the channel");
+    match role.as_str() {
+        // Takes the channel and never says Hello.
+        "silent" => {}
+        // Frames that are no protocol message at all, instead of a Hello.
+        "garbage" => {
+            for len in [1usize, 7, 32, 100, 4096] {
+                let frame = vec![0xA5u8; len];
+                let _ = endpoint
+                    .sender()
+                    .send_timeout(&frame, Duration::from_secs(1));
+            }
+        }
+        // A Hello header (kind 0x0101) with a protocol version this pool does not speak, laid
+        // out as the protocol module documents: kind u16 | version u16 | count u32 | chunk_id
+        // u64 | task_id u64 | first_index u64, little endian, then the body.
+        "bad_version" => {
+            let mut frame = vec![0u8; 64];
+            frame[0..2].copy_from_slice(&0x0101u16.to_le_bytes());
+            frame[2..4].copy_from_slice(&0xBEEFu16.to_le_bytes());
+            let _ = endpoint
+                .sender()
+                .send_timeout(&frame, Duration::from_secs(1));
+        }
+        other => panic!("unknown role {other}"),
+    }
+    // Wait to be refused: the pool SIGKILLs this process, or closes the channel.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        match endpoint.receiver().recv_timeout(Duration::from_millis(100)) {
+            Ok(_) | Err(procpool_ipc::RecvError::Timeout) => {}
+            Err(procpool_ipc::RecvError::Disconnected) => std::process::exit(0),
+            Err(err) => {
+                eprintln!("fake worker: {err}");
+                std::process::exit(3);
+            }
+        }
+    }
+    std::process::exit(4);
+}
+
+/// Starts the fake worker `role` against the pool listening at `socket`.
+fn start_fake(role: &str, socket: &std::path::Path) -> ChildGuard {
+    let exe = std::env::current_exe().expect("the test binary");
+    ChildGuard(
+        Command::new(exe)
+            .args(["--exact", "hostile::role_fake_worker", "--nocapture", "--test-threads=1"])
+            .env(ROLE_VAR, role)
+            .env(SOCKET_VAR, socket)
+            .spawn()
+            .expect("start the fake worker"),
+    )
+}
+
+/// Waits until the fake has ended; it must end refused: SIGKILLed by the pool or told
+/// "disconnected" (exit 0). Returns how long that took.
+fn wait_refused(fake: &mut ChildGuard, role: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = fake.0.try_wait().expect("wait for the fake") {
+            assert!(
+                status.signal() == Some(libc::SIGKILL) || status.code() == Some(0),
+                "{role}: the fake worker was not refused but ended with {status:?}"
+            );
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < GONE_WITHIN,
+            "{role}: the fake worker is still attached after {GONE_WITHIN:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Attaches a real `test-worker` to `socket` and checks that it gets work next to the pool's
+/// own worker, then shuts the pool down (which ends the attached worker cleanly).
+fn real_worker_still_attaches(pool: procpool::Pool, socket: &std::path::Path) {
+    let mut attached = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_test-worker"))
+            .arg("attach")
+            .arg(socket)
+            .spawn()
+            .expect("start test-worker attach"),
+    );
+    let attached_pid = attached.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == attached_pid) {
+        assert!(
+            attached.0.try_wait().unwrap().is_none(),
+            "the real worker was refused after the hostile one"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pids: std::collections::HashSet<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
+        .collect::<Result<_, _>>()
+        .expect("every item succeeds");
+    assert!(
+        pids.contains(&attached_pid),
+        "the attached worker ran no item: {pids:?}"
+    );
+    pool.shutdown();
+    let status = attached.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// One hostile peer: it is refused, the pool keeps one worker (its own) and serves, and a real
+/// worker can attach afterwards.
+fn hostile_peer_is_refused(role: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1).start_timeout(HANDSHAKE).build().unwrap();
+    let own: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake(role, &socket);
+    let fake_pid = fake.0.id();
+    let took = wait_refused(&mut fake, role);
+    eprintln!("{role}: refused after {took:?}");
+    let stats = pool.stats();
+    assert!(
+        !stats.workers.iter().any(|w| w.pid == fake_pid),
+        "{role}: the fake worker was registered"
+    );
+    assert_eq!(
+        stats.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+        own,
+        "{role}: the pool's own worker is untouched"
+    );
+    let got: Vec<u64> = pool
+        .map(square, 0..1_000u64)
+        .collect::<Result<_, _>>()
+        .expect("the pool still works");
+    assert!(got.iter().enumerate().all(|(x, &y)| y == (x * x) as u64));
+    real_worker_still_attaches(pool, &socket);
+}
+
+#[test]
+fn attached_peer_that_never_says_hello_is_refused_after_the_deadline() {
+    let _watchdog = watchdog("attached_peer_that_never_says_hello_is_refused_after_the_deadline");
+    hostile_peer_is_refused("silent");
+}
+
+#[test]
+fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
+    let _watchdog = watchdog("attached_peer_that_sends_garbage_instead_of_hello_is_refused");
+    hostile_peer_is_refused("garbage");
+}
+
+#[test]
+fn attached_peer_with_a_wrong_protocol_version_is_refused() {
+    let _watchdog = watchdog("attached_peer_with_a_wrong_protocol_version_is_refused");
+    hostile_peer_is_refused("bad_version");
+}
