@@ -66,6 +66,35 @@ fn role_fake_worker() {
                 .sender()
                 .send_timeout(&frame, Duration::from_secs(1));
         }
+        // A correct handshake (Hello with this program's fingerprint, then Ready), then garbage
+        // in place of the outcomes of the first call batch it is given.
+        "garbage_after_handshake" => {
+            handshake(&mut endpoint);
+            loop {
+                match endpoint.receiver().recv_timeout(Duration::from_secs(60)) {
+                    Ok(frame) => {
+                        let bytes: &[u8] = &frame;
+                        eprintln!(
+                            "fake worker: got a frame of kind {:#06x}, {} bytes",
+                            u16::from_le_bytes([bytes[0], bytes[1]]),
+                            bytes.len()
+                        );
+                        break;
+                    }
+                    Err(err) => {
+                        eprintln!("fake worker: no call batch came: {err}");
+                        std::process::exit(5);
+                    }
+                }
+            }
+            // A frame that claims to be Outcomes for a chunk but whose body is noise.
+            let mut frame = header(0x0104);
+            frame[4..8].copy_from_slice(&1000u32.to_le_bytes());
+            frame.extend_from_slice(&[0x5Au8; 200]);
+            let _ = endpoint
+                .sender()
+                .send_timeout(&frame, Duration::from_secs(1));
+        }
         other => panic!("unknown role {other}"),
     }
     // Wait to be refused: the pool SIGKILLs this process, or closes the channel.
@@ -83,12 +112,50 @@ fn role_fake_worker() {
     std::process::exit(4);
 }
 
+/// A 32-byte frame header of `kind` with this build's protocol version and zero fields.
+fn header(kind: u16) -> Vec<u8> {
+    let mut frame = vec![0u8; procpool_worker::protocol::HEADER_LEN];
+    frame[0..2].copy_from_slice(&kind.to_le_bytes());
+    frame[2..4].copy_from_slice(&procpool_worker::protocol::PROTOCOL_VERSION.to_le_bytes());
+    frame
+}
+
+/// The worker's side of the handshake, done by hand: take `Setup`, answer `Hello` (this
+/// program's fingerprint: the fake runs the test binary, the pool's own program) and `Ready`.
+fn handshake(endpoint: &mut procpool_ipc::Endpoint) {
+    endpoint
+        .receiver()
+        .recv_timeout(Duration::from_secs(10))
+        .expect("Setup");
+    let hello = procpool_worker::protocol::Hello {
+        pid: std::process::id(),
+        fingerprint: procpool_worker::fingerprint(),
+        task_count: 0,
+        task_ids: Vec::new(),
+    };
+    let mut frame = header(0x0101);
+    frame.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&hello).expect("encode Hello"));
+    endpoint
+        .sender()
+        .send_timeout(&frame, Duration::from_secs(10))
+        .expect("send Hello");
+    endpoint
+        .sender()
+        .send_timeout(&header(0x0102), Duration::from_secs(10))
+        .expect("send Ready");
+}
+
 /// Starts the fake worker `role` against the pool listening at `socket`.
 fn start_fake(role: &str, socket: &std::path::Path) -> ChildGuard {
     let exe = std::env::current_exe().expect("the test binary");
     ChildGuard(
         Command::new(exe)
-            .args(["--exact", "hostile::role_fake_worker", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "hostile::role_fake_worker",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE_VAR, role)
             .env(SOCKET_VAR, socket)
             .spawn()
@@ -106,6 +173,7 @@ fn wait_refused(fake: &mut ChildGuard, role: &str) -> Duration {
                 status.signal() == Some(libc::SIGKILL) || status.code() == Some(0),
                 "{role}: the fake worker was not refused but ended with {status:?}"
             );
+            eprintln!("{role}: the fake worker ended with {status:?}");
             return started.elapsed();
         }
         assert!(
@@ -192,4 +260,63 @@ fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
 fn attached_peer_with_a_wrong_protocol_version_is_refused() {
     let _watchdog = watchdog("attached_peer_with_a_wrong_protocol_version_is_refused");
     hostile_peer_is_refused("bad_version");
+}
+
+/// A peer that passes the handshake and then answers its first call batch with garbage: the
+/// pool closes its channel and drops it (counted as a death), and every item ends with its
+/// correct value or, at worst, `WorkerDied` blamed on the fake. Today the fake's items are all
+/// re-queued even without retries: it never marked an item as running in its mailbox, so the
+/// pool treats it as a worker lost between items (charged nothing, within a bound).
+fn garbage_after_handshake(retries: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1)
+        .start_timeout(HANDSHAKE)
+        .chunksize(4)
+        .build()
+        .unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake("garbage_after_handshake", &socket);
+    let fake_pid = fake.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
+        assert!(
+            fake.0.try_wait().unwrap().is_none(),
+            "the fake worker ended before its handshake was accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let outcomes: Vec<_> = pool.task(square).retries(retries).map(0..400u64).collect();
+    wait_refused(&mut fake, "garbage_after_handshake");
+    let mut died = 0;
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok(y) => assert_eq!(y, (x * x) as u64, "item {x}"),
+            Err(procpool::TaskError::WorkerDied { pid, .. }) if retries == 0 => {
+                assert_eq!(pid, fake_pid, "item {x} blamed on the wrong worker");
+                died += 1;
+            }
+            Err(err) => panic!("item {x}: {err:?}"),
+        }
+    }
+    eprintln!("retries {retries}: {died} items ended with WorkerDied");
+    assert!(
+        !pool.stats().workers.iter().any(|w| w.pid == fake_pid),
+        "the garbage writer is still a worker"
+    );
+    assert!(
+        pool.stats().deaths >= 1,
+        "the violation is counted as a lost worker"
+    );
+    assert_eq!(pool.call(square, 12), Ok(144));
+}
+
+#[test]
+fn attached_worker_writing_garbage_is_dropped_and_its_items_retried() {
+    let _watchdog = watchdog("attached_worker_writing_garbage_is_dropped_and_its_items_retried");
+    garbage_after_handshake(3);
+}
+
+#[test]
+fn attached_worker_writing_garbage_fails_only_its_items() {
+    let _watchdog = watchdog("attached_worker_writing_garbage_fails_only_its_items");
+    garbage_after_handshake(0);
 }
