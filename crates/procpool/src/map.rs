@@ -89,7 +89,31 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
 
     /// The next outcome, waiting at most `timeout` (`None`: as long as it takes).
     #[allow(clippy::type_complexity)]
+    #[inline]
     fn next_outcome(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
+        // Fast path: an outcome is at hand and no input is due to be pulled (see `refill`).
+        if !self.finished
+            && (self.input_done || self.pulled - self.yielded > self.window as u64 / 2)
+            && let Some(segment) = self.ready.front_mut()
+            && let Some((index, outcome)) = segment.pop()
+        {
+            self.yielded += 1;
+            #[cfg(feature = "progress")]
+            if let Some(bar) = &self.progress {
+                bar.inc(1);
+            }
+            return Ok(Some((index, outcome.map_err(|err| *err))));
+        }
+        self.next_outcome_slow(timeout)
+    }
+
+    /// [`Self::next_outcome`] when the fast path does not apply: starts the job, pulls
+    /// input, waits for outcomes.
+    #[allow(clippy::type_complexity)]
+    fn next_outcome_slow(
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
