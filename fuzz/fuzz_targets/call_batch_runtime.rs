@@ -12,7 +12,7 @@
 //! items the header announced, each once, unless it yielded.
 //!
 //! Input: byte 0 misalignment (0..16), byte 1 task choice, then the frame. The header `count`
-//! is folded below 4096 (see docs/FUZZING.md: a trusted parent's `count` drives how many
+//! is folded below 512 (see docs/FUZZING.md: a trusted parent's `count` drives how many
 //! `BadArguments` outcomes the worker writes, so u32::MAX would just be a slow input).
 #![no_main]
 
@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use procpool_worker::protocol::{self, FromWorker, OutcomeBatch};
 use procpool_worker::{AlignedVec, FailureKind, LocalRunner, Task, TaskId, builtin};
 
-const MAX_COUNT: u32 = 4096;
+const MAX_COUNT: u32 = 512;
 
 fn check_outcomes<T: Task>(batch: &OutcomeBatch<'_>, may_panic: bool, seen: &mut Vec<u64>)
 where
