@@ -10,5 +10,6 @@ mod handles;
 mod hostile;
 mod lifecycle;
 mod map;
+mod parent_death;
 mod reexports;
 mod util;
