@@ -20,7 +20,6 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -63,13 +62,7 @@ pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
     /// Notified (all) when the phase becomes `Done`.
     done_cond: Condvar,
-    /// Set once the phase is `Done`, so a waiter can spin briefly without taking the lock.
-    done: AtomicBool,
 }
-
-/// How long a waiter spins on [`Slot::done`] before it parks: a warm round trip takes a few
-/// microseconds, while waking a parked thread costs about as much again.
-const WAIT_SPIN: Duration = Duration::from_micros(30);
 
 /// The phases of a task, as described in the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +111,6 @@ pub(crate) fn task_pair<T>() -> (TaskHandle<T>, Completer<T>) {
             waker: None,
         }),
         done_cond: Condvar::new(),
-        done: AtomicBool::new(false),
     });
     (
         TaskHandle {
@@ -356,7 +348,6 @@ impl<T> Slot<T> {
 
     /// Waits until `Done` or `deadline`; returns the guard if done.
     fn wait_done(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, State<T>>> {
-        self.spin_until_done(deadline);
         let mut state = self.lock();
         while state.phase != Phase::Done {
             match deadline {
@@ -380,27 +371,6 @@ impl<T> Slot<T> {
             }
         }
         Some(state)
-    }
-
-    /// Spins (at most [`WAIT_SPIN`], and not past `deadline`) until the slot is done.
-    fn spin_until_done(&self, deadline: Option<Instant>) {
-        // Acquire: pairs with the Release store in `finish`; the lock taken afterwards
-        // orders everything else anyway, so this is only a hint to stop spinning.
-        if self.done.load(Ordering::Acquire) {
-            return;
-        }
-        let start = Instant::now();
-        let until = deadline.map_or(start + WAIT_SPIN, |deadline| {
-            deadline.min(start + WAIT_SPIN)
-        });
-        let mut spins = 0_u32;
-        while !self.done.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-            spins += 1;
-            if spins % 64 == 0 && Instant::now() >= until {
-                return;
-            }
-        }
     }
 
     /// Moves the slot to `Done` with `outcome` if `allowed(phase)`; otherwise gives it back.
@@ -429,8 +399,6 @@ impl<T> Slot<T> {
         state.cancelled = matches!(outcome, Err(TaskError::Cancelled));
         state.outcome = Some(outcome);
         state.phase = Phase::Done;
-        // Release: pairs with the Acquire loads in `spin_until_done` (set under the lock).
-        self.done.store(true, Ordering::Release);
         let waker = state.waker.take();
         let listeners = std::mem::take(&mut state.listeners);
         drop(state);
