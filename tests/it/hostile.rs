@@ -70,21 +70,18 @@ fn role_fake_worker() {
         // in place of the outcomes of the first call batch it is given.
         "garbage_after_handshake" => {
             handshake(&mut endpoint);
-            loop {
-                match endpoint.receiver().recv_timeout(Duration::from_secs(60)) {
-                    Ok(frame) => {
-                        let bytes: &[u8] = &frame;
-                        eprintln!(
-                            "fake worker: got a frame of kind {:#06x}, {} bytes",
-                            u16::from_le_bytes([bytes[0], bytes[1]]),
-                            bytes.len()
-                        );
-                        break;
+            match endpoint.receiver().recv_timeout(Duration::from_secs(60)) {
+                Ok(frame) => {
+                    let bytes: &[u8] = &frame;
+                    let kind = u16::from_le_bytes([bytes[0], bytes[1]]);
+                    if kind != 0x0002 {
+                        eprintln!("fake worker: expected a call batch, got kind {kind:#06x}");
+                        std::process::exit(6);
                     }
-                    Err(err) => {
-                        eprintln!("fake worker: no call batch came: {err}");
-                        std::process::exit(5);
-                    }
+                }
+                Err(err) => {
+                    eprintln!("fake worker: no call batch came: {err}");
+                    std::process::exit(5);
                 }
             }
             // A frame that claims to be Outcomes for a chunk but whose body is noise.
