@@ -682,13 +682,20 @@ impl<T: Task> Job for MapJob<T> {
         if window.all_unfinished(&items) {
             return items;
         }
-        let Some(start) = items.clone().find(|index| window.is_unfinished(*index)) else {
+        // Items before the window are finished, items past its end not pulled yet: neither
+        // can be claimed.
+        let positions = window.positions(&items);
+        let Some(first) = window.done.range(positions.clone()).position(|done| !done) else {
             return items.end..items.end;
         };
-        let end = (start + 1..items.end)
-            .find(|index| !window.is_unfinished(*index))
-            .unwrap_or(items.end);
-        start..end
+        let first = positions.start + first;
+        let len = window
+            .done
+            .range(first..positions.end)
+            .position(|done| *done)
+            .unwrap_or(positions.end - first);
+        let start = window.base + first as u64;
+        start..start + len as u64
     }
 
     fn unstart(&self, _items: Range<u64>) {}
