@@ -317,3 +317,60 @@ fn attached_worker_writing_garbage_fails_only_its_items() {
     let _watchdog = watchdog("attached_worker_writing_garbage_fails_only_its_items");
     garbage_after_handshake(0);
 }
+
+/// Whether process `pid` still exists (a zombie counts: the pool must have reaped it).
+fn exists(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+/// Workers that stopped reading because they spin in a busy loop, next to one that is already
+/// dead (SIGKILLed just before), are all gone once `terminate` (directly, after a
+/// `shutdown_timeout` that gave up, or from `Drop` during a panic) returns.
+#[test]
+fn terminate_ends_busy_looping_and_dead_workers_leaving_no_process() {
+    let _watchdog = watchdog("terminate_ends_busy_looping_and_dead_workers_leaving_no_process");
+    for end in [
+        "terminate",
+        "shutdown_timeout_then_terminate",
+        "drop_while_panicking",
+    ] {
+        let mut pids = Vec::new();
+        let mut busy = Vec::new();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let pool = builder(3).build().expect("the pool starts");
+            // Ten minutes of spinning each: only killing ends them.
+            busy = (0..3)
+                .map(|_| pool.submit(procpool::builtin::spin_for, 600_000_000))
+                .collect();
+            for handle in &busy {
+                crate::util::wait_running(handle);
+            }
+            let victim = pool.stats().workers[0].pid;
+            crate::util::signal(victim, nix::sys::signal::Signal::SIGKILL);
+            pids = pool.stats().workers.iter().map(|w| w.pid).collect();
+            pids.push(victim);
+            match end {
+                "terminate" => pool.terminate(),
+                "shutdown_timeout_then_terminate" => {
+                    assert!(
+                        !pool.shutdown_timeout(Duration::from_millis(50)),
+                        "{end}: spinning work cannot be drained"
+                    );
+                    pool.terminate();
+                }
+                _ => panic!("test panic with a spinning pool"),
+            }
+        }));
+        assert_eq!(caught.is_err(), end == "drop_while_panicking", "{end}");
+        for pid in &pids {
+            assert!(!exists(*pid), "{end}: process {pid} outlived its pool");
+        }
+        for handle in busy {
+            match handle.result() {
+                Err(procpool::TaskError::Terminated | procpool::TaskError::WorkerDied { .. }) => {}
+                other => panic!("{end}: a spinning task ended with {other:?}"),
+            }
+        }
+    }
+}
