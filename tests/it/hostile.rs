@@ -69,7 +69,7 @@ fn role_fake_worker() {
         // A correct handshake (Hello with this program's fingerprint, then Ready), then garbage
         // in place of the outcomes of the first call batch it is given.
         "garbage_after_handshake" => {
-            handshake(&mut endpoint);
+            handshake(&mut endpoint, procpool_worker::fingerprint());
             match endpoint.receiver().recv_timeout(Duration::from_secs(60)) {
                 Ok(frame) => {
                     let bytes: &[u8] = &frame;
@@ -92,6 +92,8 @@ fn role_fake_worker() {
                 .sender()
                 .send_timeout(&frame, Duration::from_secs(1));
         }
+        // A well-formed Hello (and Ready) from a program with another task table.
+        "bad_fingerprint" => handshake(&mut endpoint, procpool_worker::fingerprint() ^ 1),
         other => panic!("unknown role {other}"),
     }
     // Wait to be refused: the pool SIGKILLs this process, or closes the channel.
@@ -119,14 +121,14 @@ fn header(kind: u16) -> Vec<u8> {
 
 /// The worker's side of the handshake, done by hand: take `Setup`, answer `Hello` (this
 /// program's fingerprint: the fake runs the test binary, the pool's own program) and `Ready`.
-fn handshake(endpoint: &mut procpool_ipc::Endpoint) {
+fn handshake(endpoint: &mut procpool_ipc::Endpoint, fingerprint: u64) {
     endpoint
         .receiver()
         .recv_timeout(Duration::from_secs(10))
         .expect("Setup");
     let hello = procpool_worker::protocol::Hello {
         pid: std::process::id(),
-        fingerprint: procpool_worker::fingerprint(),
+        fingerprint,
         task_count: 0,
         task_ids: Vec::new(),
     };
@@ -251,6 +253,12 @@ fn attached_peer_that_never_says_hello_is_refused_after_the_deadline() {
 fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
     let _watchdog = watchdog("attached_peer_that_sends_garbage_instead_of_hello_is_refused");
     hostile_peer_is_refused("garbage");
+}
+
+#[test]
+fn attached_peer_with_another_task_table_fingerprint_is_refused() {
+    let _watchdog = watchdog("attached_peer_with_another_task_table_fingerprint_is_refused");
+    hostile_peer_is_refused("bad_fingerprint");
 }
 
 #[test]
