@@ -109,8 +109,9 @@ impl Launcher for IpcLauncher {
     }
 }
 
-struct IpcSender {
-    sender: Sender,
+/// The frame sender over a `procpool_ipc` channel (shared with the test thread backend).
+pub(crate) struct IpcSender {
+    pub(crate) sender: Sender,
 }
 
 fn send_error(err: SendError) -> LinkError {
@@ -144,8 +145,9 @@ impl FrameSender for IpcSender {
     }
 }
 
-struct IpcReceiver {
-    receiver: Receiver,
+/// The frame receiver over a `procpool_ipc` channel (shared with the test thread backend).
+pub(crate) struct IpcReceiver {
+    pub(crate) receiver: Receiver,
 }
 
 impl FrameReceiver for IpcReceiver {

@@ -10,14 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use procpool_ipc::{ChannelConfig, Closer, Endpoint, Receiver, RecvError, SendError, Sender};
+use procpool_ipc::{ChannelConfig, Closer, Endpoint};
 use procpool_worker::RunOptions;
 
+use crate::backend::{IpcReceiver, IpcSender};
 use crate::error::{Error, ErrorKind, WorkerExit};
-use crate::link::{
-    FrameReceiver, FrameSender, Launcher, Link, LinkError, Running, WorkerControl,
-    WorkerProcessHandle,
-};
+use crate::link::{Launcher, Link, Running, WorkerControl, WorkerProcessHandle};
 
 /// Fake pids handed to thread workers, so tests can tell workers apart.
 static NEXT_PID: AtomicU32 = AtomicU32::new(1_000_000);
@@ -63,8 +61,8 @@ impl Launcher for ThreadLauncher {
             .push((pid, closer.clone()));
         let thread = Arc::new(Mutex::new(Some(thread)));
         Ok(Link {
-            sender: Box::new(ThreadSender { sender }),
-            receiver: Box::new(ThreadReceiver { receiver }),
+            sender: Box::new(IpcSender { sender }),
+            receiver: Box::new(IpcReceiver { receiver }),
             control: Arc::new(ThreadControl { pid, closer }),
             process: Box::new(ThreadProcess { thread }),
         })
@@ -72,58 +70,6 @@ impl Launcher for ThreadLauncher {
 
     fn describe(&self) -> String {
         "thread workers".into()
-    }
-}
-
-struct ThreadSender {
-    sender: Sender,
-}
-
-impl FrameSender for ThreadSender {
-    fn try_send(&mut self, frame: &[u8]) -> Result<bool, LinkError> {
-        match self.sender.send_timeout(frame, Duration::ZERO) {
-            Ok(()) => Ok(true),
-            Err(SendError::Timeout) => Ok(false),
-            Err(_) => Err(LinkError::Disconnected),
-        }
-    }
-
-    fn max_frame(&self) -> usize {
-        u32::MAX as usize
-    }
-
-    fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError> {
-        self.sender
-            .send_timeout(frame, timeout)
-            .map_err(|err| match err {
-                SendError::Timeout => LinkError::Timeout,
-                _ => LinkError::Disconnected,
-            })
-    }
-}
-
-struct ThreadReceiver {
-    receiver: Receiver,
-}
-
-impl FrameReceiver for ThreadReceiver {
-    fn recv(
-        &mut self,
-        timeout: Option<Duration>,
-        on_frame: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), LinkError> {
-        let frame = match timeout {
-            None => self.receiver.recv(),
-            Some(timeout) => self.receiver.recv_timeout(timeout),
-        };
-        match frame {
-            Ok(frame) => {
-                on_frame(&frame);
-                Ok(())
-            }
-            Err(RecvError::Timeout) => Err(LinkError::Timeout),
-            Err(_) => Err(LinkError::Disconnected),
-        }
     }
 }
 
