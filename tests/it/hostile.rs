@@ -97,6 +97,23 @@ fn role_fake_worker() {
         // A correct handshake, then silence: it takes call batches and never answers (nor marks
         // an item as running in its mailbox).
         "mute_after_handshake" => handshake(&mut endpoint, procpool_worker::fingerprint()),
+        // A correct handshake, then a flood of unsolicited Pong frames (valid messages the pool
+        // accepts and ignores), ignoring any work it is given; then it leaves.
+        "pong_flood" => {
+            handshake(&mut endpoint, procpool_worker::fingerprint());
+            for nonce in 0..200_000u64 {
+                let mut frame = header(0x0106);
+                frame[8..16].copy_from_slice(&nonce.to_le_bytes());
+                if endpoint
+                    .sender()
+                    .send_timeout(&frame, Duration::from_secs(5))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
     // Wait to be refused: the pool SIGKILLs this process, or closes the channel. The mute
@@ -435,4 +452,40 @@ fn attached_worker_that_never_answers_escapes_the_timeout() {
         assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
     }
     assert_eq!(pool.call(square, 5), Ok(25));
+}
+
+/// A peer that floods the pool with 200,000 unsolicited (valid) Pong frames while a map runs:
+/// the pool neither crashes nor hangs, and once the flooder leaves, the items it was given are
+/// re-queued (it never marked one as running) and every item ends with its correct value.
+#[test]
+fn attached_worker_flooding_the_pool_cannot_corrupt_results() {
+    let _watchdog = watchdog("attached_worker_flooding_the_pool_cannot_corrupt_results");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1)
+        .start_timeout(HANDSHAKE)
+        .chunksize(4)
+        .build()
+        .unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake("pong_flood", &socket);
+    let fake_pid = fake.0.id();
+    // The flood throttles on the ring, so the pool reads it for a while after registering it.
+    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
+        assert!(
+            fake.0.try_wait().unwrap().is_none(),
+            "the flooder ended before it was seen attached"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let outcomes: Vec<_> = pool.map(square, 0..2_000u64).collect();
+    let status = fake.0.wait().expect("the flooder ended");
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(libc::SIGKILL),
+        "{status:?}"
+    );
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
+    }
+    assert!(!pool.stats().workers.iter().any(|w| w.pid == fake_pid));
+    assert_eq!(pool.call(square, 9), Ok(81));
 }
