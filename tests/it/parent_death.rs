@@ -228,6 +228,7 @@ fn role_monitor() {
         !socket.exists(),
         "the new pool removed its socket file when dropped"
     );
+    drop(dir);
     std::process::exit(0);
 }
 
