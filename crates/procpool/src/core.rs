@@ -1252,10 +1252,12 @@ impl Shared {
                     continue;
                 }
                 // The item running now: from the mailbox if the backend has one, else the
-                // first unreported item of the worker's oldest chunk.
+                // first unreported item of the worker's oldest chunk. A mailbox that reads
+                // `Idle` while the worker holds chunks is not trusted either: an honest worker
+                // is idle only for the moment between two chunks, while a hung or hostile one
+                // could stay "idle" forever and so escape every timeout.
                 let from_mailbox = match worker.control.running() {
-                    Running::Unknown => None,
-                    Running::Idle => Some(None),
+                    Running::Unknown | Running::Idle => None,
                     Running::Item { chunk, offset } => Some(
                         chunks
                             .get(&chunk)
