@@ -171,6 +171,20 @@ fn handshake(endpoint: &mut procpool_ipc::Endpoint, fingerprint: u64) {
 }
 
 /// Starts the fake worker `role` against the pool listening at `socket`.
+/// Waits until the pool lists the fake worker among its workers (its handshake was
+/// accepted) and returns its pid; fails the test if the fake ends first.
+fn wait_attached(pool: &procpool::Pool, fake: &mut ChildGuard) -> u32 {
+    let fake_pid = fake.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
+        assert!(
+            fake.0.try_wait().unwrap().is_none(),
+            "the fake worker ended before its handshake was accepted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fake_pid
+}
+
 fn start_fake(role: &str, socket: &std::path::Path) -> ChildGuard {
     let exe = std::env::current_exe().expect("the test binary");
     ChildGuard(
@@ -307,14 +321,7 @@ fn garbage_after_handshake(retries: u32) {
         .unwrap();
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
     let mut fake = start_fake("garbage_after_handshake", &socket);
-    let fake_pid = fake.0.id();
-    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
-        assert!(
-            fake.0.try_wait().unwrap().is_none(),
-            "the fake worker ended before its handshake was accepted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let fake_pid = wait_attached(&pool, &mut fake);
     let outcomes: Vec<_> = pool.task(square).retries(retries).map(0..400u64).collect();
     wait_refused(&mut fake, "garbage_after_handshake");
     let mut died = 0;
@@ -428,14 +435,7 @@ fn attached_worker_that_never_answers_is_killed_at_the_timeout() {
         .unwrap();
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
     let mut fake = start_fake("mute_after_handshake", &socket);
-    let fake_pid = fake.0.id();
-    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
-        assert!(
-            fake.0.try_wait().unwrap().is_none(),
-            "the fake worker ended before its handshake was accepted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_attached(&pool, &mut fake);
     let outcomes: Vec<_> = pool
         .task(square)
         .timeout(Duration::from_millis(500))
@@ -467,15 +467,8 @@ fn attached_worker_flooding_the_pool_cannot_corrupt_results() {
         .unwrap();
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
     let mut fake = start_fake("pong_flood", &socket);
-    let fake_pid = fake.0.id();
     // The flood throttles on the ring, so the pool reads it for a while after registering it.
-    while !pool.stats().workers.iter().any(|w| w.pid == fake_pid) {
-        assert!(
-            fake.0.try_wait().unwrap().is_none(),
-            "the flooder ended before it was seen attached"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let fake_pid = wait_attached(&pool, &mut fake);
     let outcomes: Vec<_> = pool.map(square, 0..2_000u64).collect();
     let status = fake.0.wait().expect("the flooder ended");
     assert!(
