@@ -4,7 +4,7 @@ use crate::util::{self, Result, cargo};
 
 /// Runs the checks in order of cost: the cheapest failure is reported first.
 pub(crate) fn run(args: &[String]) -> Result {
-    let release = args.iter().any(|arg| arg == "--release");
+    let release = !args.iter().any(|arg| arg == "--no-release");
     let clippy = !args.iter().any(|arg| arg == "--no-clippy");
 
     util::run(cargo().args(["fmt", "--all", "--check"]))?;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 ci [--release] [--no-clippy]  fmt check, clippy -D warnings, tests, docs, tidy, layer check\n  \
+                 ci [--no-release] [--no-clippy]  fmt, tidy, layers, clippy -D warnings, tests (debug and release), docs\n  \
                  bench [--quick|--criterion]   procpool vs rayon, serial and Python pools (report in target/procpool-bench)\n  \
                  tidy                          repository hygiene checks (also a #[test])\n  \
                  layers                        prove the crate dependency direction\n  \
