@@ -453,6 +453,37 @@ fn attached_worker_that_never_answers_is_killed_at_the_timeout() {
     assert_eq!(pool.call(square, 5), Ok(25));
 }
 
+/// A peer that passes the handshake, takes a call batch and never answers, while the call has
+/// no timeout: it does not answer the pool's liveness pings either (it runs no heartbeat), so
+/// the pool kills it after `liveness_timeout`, and since its mailbox shows that no item had
+/// started, its items are re-queued and every item ends with its correct value.
+#[test]
+fn attached_worker_that_never_answers_is_killed_without_a_timeout() {
+    let _watchdog = watchdog("attached_worker_that_never_answers_is_killed_without_a_timeout");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1)
+        .start_timeout(HANDSHAKE)
+        .liveness_timeout(Duration::from_millis(300))
+        .chunksize(4)
+        .build()
+        .unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake("mute_after_handshake", &socket);
+    let fake_pid = wait_attached(&pool, &mut fake);
+    let outcomes: Vec<_> = pool.map(square, 0..400u64).collect();
+    let status = fake.0.wait().expect("the fake ended");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the mute worker is killed as unresponsive, not left to give up by itself ({status:?})"
+    );
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
+    }
+    assert!(!pool.stats().workers.iter().any(|w| w.pid == fake_pid));
+    assert_eq!(pool.call(square, 5), Ok(25));
+}
+
 /// A peer that floods the pool with 200,000 unsolicited (valid) Pong frames while a map runs:
 /// the pool neither crashes nor hangs, and once the flooder leaves, the items it was given are
 /// re-queued (it never marked one as running) and every item ends with its correct value.

@@ -84,6 +84,65 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     }
 }
 
+/// The 32-bit half of a 64-bit atomic word that holds its low bits: the futex key for
+/// waiting on a word whose value moves by small steps (a counter), since a futex compares
+/// only 32 bits.
+#[cfg(not(procpool_loom))]
+fn low_half(word: &crate::sync::AtomicU64) -> *mut u32 {
+    let base = word.as_ptr().cast::<u32>();
+    if cfg!(target_endian = "big") {
+        // SAFETY: the word is 8 bytes long, so its second 4-byte half is in bounds.
+        unsafe { base.add(1) }
+    } else {
+        base
+    }
+}
+
+/// Parks while the low 32 bits of `*word` equal those of `expected`, for at most `timeout`
+/// (spurious returns are allowed; callers re-check in a loop).
+///
+/// The kernel reads the half-word atomically; no Rust reference of another size is made to
+/// it, so the word is only ever accessed as an `AtomicU64` from Rust.
+#[cfg(not(procpool_loom))]
+pub(crate) fn futex_wait_u64(word: &crate::sync::AtomicU64, expected: u64, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `low_half` points at 4 aligned bytes inside the live 8-byte atomic `word` (it
+    // outlives this borrow); FUTEX_WAIT only reads them, and `ts` is a valid timespec. Every
+    // error (EAGAIN, EINTR, ETIMEDOUT) means "re-check".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            low_half(word),
+            libc::FUTEX_WAIT,
+            expected as u32,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process parked on `word` by [`futex_wait_u64`].
+#[cfg(not(procpool_loom))]
+pub(crate) fn futex_wake_u64(word: &crate::sync::AtomicU64) {
+    // SAFETY: the address is 4 aligned bytes inside the live atomic `word`; FUTEX_WAKE uses
+    // it only as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            low_half(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
 /// The futex as loom sees it: one global mutex and condition variable. A waiter checks
 /// the word under the mutex and waits on the condvar (releasing the mutex atomically), a
 /// waker takes the mutex and notifies, which is exactly the futex guarantee: a wake issued

@@ -87,6 +87,23 @@ impl Mailbox {
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }
 
+    /// Blocks while word `idx` holds `current`, for at most `timeout`; returns early when
+    /// another thread or process calls [`wake`](Mailbox::wake) on the word. Spurious returns
+    /// are possible (the word's low 32 bits are the futex key), so callers re-check the word
+    /// in a loop.
+    ///
+    /// Pairs with a writer that stores a new value and then calls `wake`: a store made
+    /// before the wait starts makes it return at once, a store made during it is followed
+    /// by the wake, so no change is missed.
+    pub fn wait(&self, idx: usize, current: u64, timeout: std::time::Duration) {
+        crate::doorbell::futex_wait_u64(self.word(idx), current, timeout);
+    }
+
+    /// Wakes every thread (in any process) blocked in [`wait`](Mailbox::wait) on word `idx`.
+    pub fn wake(&self, idx: usize) {
+        crate::doorbell::futex_wake_u64(self.word(idx));
+    }
+
     /// Swaps `value` into word `idx` and returns the previous value.
     pub fn swap(&self, idx: usize, value: u64) -> u64 {
         // AcqRel: as for `compare_exchange`.
@@ -120,5 +137,25 @@ mod tests {
         assert_eq!(mine.compare_exchange(2, 41, 7), Err(42));
         assert_eq!(mine.swap(0, 9), 0);
         assert_eq!(theirs.clone().load(0), 9);
+    }
+
+    #[test]
+    fn wait_returns_on_a_store_and_wake_from_the_other_end() {
+        let (parent, handoff) = Endpoint::create(&ChannelConfig::new()).unwrap();
+        let child = Endpoint::open(handoff).unwrap();
+        let (mine, theirs) = (parent.mailbox(), child.mailbox());
+        // A value that differs from the word returns at once.
+        mine.store(3, 5);
+        theirs.wait(3, 4, std::time::Duration::from_secs(60));
+        let waiter = std::thread::spawn(move || {
+            while theirs.load(3) == 5 {
+                theirs.wait(3, 5, std::time::Duration::from_secs(60));
+            }
+            theirs.load(3)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        mine.store(3, 6);
+        mine.wake(3);
+        assert_eq!(waiter.join().unwrap(), 6);
     }
 }

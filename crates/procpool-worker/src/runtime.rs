@@ -19,6 +19,8 @@
 //! | 0 | worker | `chunk_id + 1` of the chunk being run, 0 when idle; set when the chunk starts, cleared after its last frame was sent |
 //! | 1 | worker | offset within that chunk of the item now running, stored (Release) before the item starts |
 //! | 2 | parent | yield request: `chunk_id + 1`; the worker checks it before each item and clears it when it yields |
+//! | 3 | parent | liveness ping: a counter the parent bumps (then wakes the word's futex) while the worker holds work |
+//! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
 //!
 //! The completion ring is shared memory, so after a worker dies the parent can still drain every
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
@@ -28,6 +30,15 @@
 //! the item at word 1 was running; items after it never started.
 //! With `RunOptions::flush_interval` zero every outcome is sent before the next item starts,
 //! and a death loses at most the running item.
+//!
+//! # Heartbeat
+//!
+//! [`run_worker`] starts one small thread beside the run loop that blocks on mailbox word 3
+//! (a futex, so it costs nothing while nobody pings) and copies each new ping into word 4.
+//! It shares no lock with the run loop or the tasks, so a task that runs for hours still
+//! answers, while a stopped (SIGSTOP), frozen or fake worker does not: the parent kills a
+//! worker that holds work and leaves a ping unanswered for its liveness timeout. A task that
+//! deadlocks inside its own code looks like a long task here; per-call timeouts cover that.
 //!
 //! # Quiet panics
 //!
@@ -108,6 +119,58 @@ pub(crate) mod word {
     pub(crate) const RUNNING_ITEM: usize = 1;
     /// Yield request: the parent stores `chunk_id + 1`.
     pub(crate) const YIELD: usize = 2;
+    /// Liveness ping: a counter the parent bumps (and wakes).
+    pub(crate) const PING: usize = 3;
+    /// Liveness answer: the last ping the heartbeat thread saw.
+    pub(crate) const PONG: usize = 4;
+}
+
+/// The heartbeat thread of one worker (see the module docs); stops and is joined on drop.
+struct Heartbeat {
+    mailbox: procpool_ipc::Mailbox,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    /// Starts answering pings on `mailbox`.
+    fn start(mailbox: &procpool_ipc::Mailbox) -> std::io::Result<Heartbeat> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (words, stopped) = (mailbox.clone(), std::sync::Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("procpool-heartbeat".into())
+            // A few frames deep and allocation-free; a small stack keeps it cheap under a
+            // tight `RLIMIT_AS`.
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                // Acquire: pairs with the Release store in `Drop`; nothing else rides on it.
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    let ping = words.load(word::PING);
+                    if words.load(word::PONG) != ping {
+                        words.store(word::PONG, ping);
+                    }
+                    // Woken by the parent's next ping (or by `Drop`); the timeout is only a
+                    // backstop, a wake cannot be lost (see `Mailbox::wait`).
+                    words.wait(word::PING, ping, Duration::from_secs(60));
+                }
+            })?;
+        Ok(Heartbeat {
+            mailbox: mailbox.clone(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire load in the heartbeat loop.
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.mailbox.wake(word::PING);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The mailbox as the runtime sees it: the channel's shared words, or (in tests, benches and
@@ -169,6 +232,7 @@ pub(crate) trait Outbox {
 ///
 /// Reads `Setup`, answers `Hello`, runs the initializer if any (answering `Ready` or
 /// `InitFailed`), then runs chunks of calls until `Shutdown`. The endpoint is closed on return.
+/// Meanwhile a heartbeat thread answers the parent's liveness pings (mailbox words 3 and 4).
 ///
 /// # Errors
 ///
@@ -178,6 +242,9 @@ pub(crate) trait Outbox {
 /// [`WorkerError::Transport`] when the channel broke.
 pub fn run_worker(endpoint: procpool_ipc::Endpoint, opts: RunOptions) -> Result<(), WorkerError> {
     let mailbox = endpoint.mailbox();
+    let _heartbeat = Heartbeat::start(&mailbox).map_err(|err| {
+        WorkerError::Transport(format!("cannot start the heartbeat thread: {err}").into())
+    })?;
     let (mut sender, mut receiver) = endpoint.split();
     run_loop(
         &mut receiver,

@@ -176,7 +176,7 @@ struct IpcControl {
     pid: u32,
     closer: Closer,
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
-    /// item, 2 = yield request (chunk + 1).
+    /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer.
     mailbox: Mailbox,
     process: Arc<Mutex<WorkerProcess>>,
 }
@@ -196,6 +196,14 @@ impl WorkerControl for IpcControl {
 
     fn request_yield(&self, chunk_id: u64) {
         self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    }
+
+    fn ping(&self) -> Option<u64> {
+        Some(ping_through(&self.mailbox))
+    }
+
+    fn answered(&self, n: u64) -> bool {
+        self.mailbox.load(MAILBOX_PONG) == n
     }
 
     fn close(&self) {
@@ -219,6 +227,19 @@ const MAILBOX_RUNNING_CHUNK: usize = 0;
 const MAILBOX_RUNNING_ITEM: usize = 1;
 /// Mailbox word: yield request, `chunk id + 1` (written by the parent).
 const MAILBOX_YIELD: usize = 2;
+/// Mailbox word: liveness ping, a counter (written by the parent, then woken).
+const MAILBOX_PING: usize = 3;
+/// Mailbox word: the last ping the worker's heartbeat thread answered (written by the worker).
+const MAILBOX_PONG: usize = 4;
+
+/// Sends the next liveness ping through a worker's mailbox and returns its number.
+fn ping_through(mailbox: &Mailbox) -> u64 {
+    // Only this side writes the word (a peer that writes it only confuses its own answer).
+    let n = mailbox.load(MAILBOX_PING).wrapping_add(1);
+    mailbox.store(MAILBOX_PING, n);
+    mailbox.wake(MAILBOX_PING);
+    n
+}
 
 /// Reads words 0 and 1 of a worker's mailbox.
 fn running_from(mailbox: &Mailbox) -> Running {
@@ -315,6 +336,14 @@ impl WorkerControl for AttachedControl {
 
     fn request_yield(&self, chunk_id: u64) {
         self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    }
+
+    fn ping(&self) -> Option<u64> {
+        Some(ping_through(&self.mailbox))
+    }
+
+    fn answered(&self, n: u64) -> bool {
+        self.mailbox.load(MAILBOX_PONG) == n
     }
 
     fn close(&self) {

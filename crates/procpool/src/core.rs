@@ -75,6 +75,10 @@ const MAX_REPLACEMENT_FAILURES: u32 = 5;
 const UNATTRIBUTED_DEATHS: u32 = 3;
 /// How often the watchdog looks at running items when some job has a timeout.
 const WATCHDOG_TICK: Duration = Duration::from_millis(5);
+/// The longest the watchdog sleeps when it only checks liveness.
+const LIVENESS_MAX_TICK: Duration = Duration::from_millis(250);
+/// The default of `PoolBuilder::liveness_timeout`.
+pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -84,6 +88,8 @@ pub(crate) struct PoolConfig {
     pub(crate) initializer: Option<InitializerCall>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) terminate_grace: Duration,
+    /// Kill a worker that holds work and leaves a liveness ping unanswered this long.
+    pub(crate) liveness_timeout: Option<Duration>,
     pub(crate) sched: SchedulerConfig,
 }
 
@@ -181,6 +187,13 @@ struct WorkerEntry {
     watched: Option<(u64, u64, Instant)>,
     /// The watchdog killed it for this item: (chunk wire id, item index, limit).
     timed_out: Option<(u64, u64, Duration)>,
+    /// The liveness ping it has not answered yet: (number, when sent).
+    ping: Option<(u64, Instant)>,
+    /// When it last showed it is alive (an answered ping, an outcome frame), or stopped
+    /// holding work.
+    alive_at: Instant,
+    /// The watchdog killed it for leaving a ping unanswered this long.
+    unresponsive: Option<Duration>,
 }
 
 /// What the mailbox says a lost worker was doing.
@@ -267,6 +280,10 @@ impl Shared {
                     return Err(err);
                 }
             }
+        }
+        if shared.config.liveness_timeout.is_some() {
+            let mut core = shared.lock();
+            shared.ensure_watchdog(&mut core);
         }
         let mut links = links.into_iter();
         while let Some(link) = links.next() {
@@ -360,6 +377,9 @@ impl Shared {
                 last_event: now,
                 watched: None,
                 timed_out: None,
+                ping: None,
+                alive_at: now,
+                unresponsive: None,
             },
         );
         if core.phase == Phase::Closed {
@@ -474,6 +494,7 @@ impl Shared {
                     .ok_or("outcomes from an unknown worker")?;
                 let busy = now.saturating_duration_since(worker.last_event.max(sent_at));
                 worker.last_event = now;
+                worker.alive_at = now;
                 worker.busy += busy;
                 worker.tasks_done += n;
                 worker.watched = None;
@@ -703,6 +724,7 @@ impl Shared {
         let entry = core.workers.remove(&worker.id);
         let expected = entry.as_ref().is_some_and(|entry| entry.stopping);
         let timed_out = entry.as_ref().and_then(|entry| entry.timed_out);
+        let unresponsive = entry.as_ref().and_then(|entry| entry.unresponsive);
         if let Some(entry) = &entry {
             core.retired_tasks += entry.tasks_done;
         }
@@ -751,9 +773,15 @@ impl Shared {
                         entry.job.unstart(span.items.clone());
                     }
                 }
-                let died = TaskError::WorkerDied {
-                    pid: worker.pid,
-                    exit,
+                let died = match unresponsive {
+                    Some(limit) => TaskError::Unresponsive {
+                        pid: worker.pid,
+                        limit,
+                    },
+                    None => TaskError::WorkerDied {
+                        pid: worker.pid,
+                        exit,
+                    },
                 };
                 if let Some(item) = lost.started {
                     touched.push(item.job);
@@ -785,13 +813,14 @@ impl Shared {
                             };
                             let retries = job.options().retries;
                             let may_retry = core.phase != Phase::Closed;
-                            // The pool killed it for a timeout: the items whose outcomes it
-                            // still held are not at fault and run again.
-                            let killed_for_timeout =
-                                timed_out.is_some_and(|(_, timed_index, _)| timed_index == running);
+                            // The pool killed it (a timeout, no answer to a liveness ping): the
+                            // items whose outcomes it still held are not at fault and run again.
+                            let killed_by_pool = unresponsive.is_some()
+                                || timed_out
+                                    .is_some_and(|(_, timed_index, _)| timed_index == running);
                             if running > item.index {
                                 // Not to blame: run again if the call allows retries.
-                                if (retries > 0 || killed_for_timeout) && may_retry {
+                                if (retries > 0 || killed_by_pool) && may_retry {
                                     job.unstart(item.index..item.index + 1);
                                     let _ = core.sched.requeue(item);
                                 } else {
@@ -962,15 +991,20 @@ impl Shared {
         );
         if timed {
             core.timed_jobs += 1;
-            if core.watchdog.is_none() {
-                let shared = Arc::clone(self);
-                core.watchdog = std::thread::Builder::new()
-                    .name("procpool-watchdog".into())
-                    .spawn(move || shared.watchdog_loop())
-                    .ok();
-            }
+            self.ensure_watchdog(core);
         }
         job_id
+    }
+
+    /// Starts the watchdog thread (timeouts and liveness) unless it runs.
+    fn ensure_watchdog(self: &Arc<Self>, core: &mut Core) {
+        if core.watchdog.is_none() {
+            let shared = Arc::clone(self);
+            core.watchdog = std::thread::Builder::new()
+                .name("procpool-watchdog".into())
+                .spawn(move || shared.watchdog_loop())
+                .ok();
+        }
     }
 
     /// Makes `n` more items of a job schedulable and dispatches them.
@@ -1228,15 +1262,24 @@ impl Shared {
         }
     }
 
-    /// Kills workers whose current item exceeds its job's timeout.
+    /// Kills workers whose current item exceeds its job's timeout, and workers that hold work
+    /// but leave a liveness ping unanswered for the pool's liveness timeout.
     fn watchdog_loop(&self) {
+        let liveness = self.config.liveness_timeout;
+        // Liveness alone needs no fine tick: an eighth of the timeout, within bounds.
+        let idle_tick = liveness.map_or(WATCHDOG_TICK, |limit| {
+            (limit / 8).clamp(WATCHDOG_TICK, LIVENESS_MAX_TICK)
+        });
+        let mut tick = WATCHDOG_TICK;
         loop {
-            std::thread::sleep(WATCHDOG_TICK);
+            std::thread::sleep(tick);
             let mut core = self.lock();
             if core.phase == Phase::Closed {
                 return;
             }
-            if core.timed_jobs == 0 {
+            let timed = core.timed_jobs > 0;
+            tick = if timed { WATCHDOG_TICK } else { idle_tick };
+            if !timed && liveness.is_none() {
                 continue;
             }
             let now = Instant::now();
@@ -1247,8 +1290,18 @@ impl Shared {
                 jobs,
                 ..
             } = core;
+            let holding: std::collections::HashSet<WorkerId> =
+                chunks.values().map(|info| info.worker).collect();
             for (id, worker) in workers.iter_mut() {
-                if worker.timed_out.is_some() {
+                if worker.timed_out.is_some() || worker.unresponsive.is_some() {
+                    continue;
+                }
+                if let Some(limit) = liveness
+                    && check_liveness(worker, holding.contains(id), limit, now)
+                {
+                    continue;
+                }
+                if !timed {
                     continue;
                 }
                 // The item running now: from the mailbox if the backend has one, else the
@@ -1418,6 +1471,51 @@ impl Shared {
     pub(crate) fn n_workers(&self) -> usize {
         self.config.n_workers
     }
+}
+
+/// One liveness step for a worker: forget pings while it holds no work; otherwise ping it
+/// when it has shown no sign of life for half the timeout, and kill it when a ping stays
+/// unanswered longer than `limit`. Returns whether it was killed.
+fn check_liveness(
+    worker: &mut WorkerEntry,
+    holds_work: bool,
+    limit: Duration,
+    now: Instant,
+) -> bool {
+    if !holds_work {
+        worker.ping = None;
+        worker.alive_at = now;
+        return false;
+    }
+    match worker.ping {
+        Some((n, _)) if worker.control.answered(n) => {
+            worker.ping = None;
+            worker.alive_at = now;
+        }
+        Some((_, sent)) => {
+            let waited = now.saturating_duration_since(sent);
+            if waited > limit {
+                tracing::warn!(
+                    pid = worker.pid,
+                    ?waited,
+                    "worker holds work but did not answer a liveness ping (stopped, frozen, or not \
+                     a procpool worker); killing it"
+                );
+                worker.unresponsive = Some(limit);
+                worker.control.kill();
+                return true;
+            }
+        }
+        None if now.saturating_duration_since(worker.alive_at) >= limit / 2 => {
+            match worker.control.ping() {
+                Some(n) => worker.ping = Some((n, now)),
+                // No heartbeat in this backend: nothing to check.
+                None => worker.alive_at = now,
+            }
+        }
+        None => {}
+    }
+    false
 }
 
 /// Kills and reaps workers that were launched but not handshaken (a failed build).

@@ -30,6 +30,20 @@ pub enum TaskError {
         /// How it ended, as far as the pool could tell.
         exit: WorkerExit,
     },
+    /// The worker running the task stopped answering the pool's liveness pings (stopped with
+    /// SIGSTOP, frozen, or not a real procpool worker) for longer than the pool's
+    /// `liveness_timeout`; the pool killed it (and replaced it, unless it had attached itself).
+    ///
+    /// Like [`WorkerDied`](TaskError::WorkerDied), `.retries(n)` runs such tasks again.
+    #[error(
+        "worker process {pid} stopped answering liveness pings for {limit:?} while running the task; it was killed"
+    )]
+    Unresponsive {
+        /// Process id of the worker that was killed.
+        pid: u32,
+        /// The liveness timeout it exceeded.
+        limit: Duration,
+    },
     /// The task ran longer than its timeout; its worker was killed and replaced.
     #[error("task timed out after {limit:?}; its worker was killed and replaced")]
     TimedOut {
@@ -82,11 +96,14 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    /// Whether running the task again could succeed (the worker died or the task timed out).
+    /// Whether running the task again could succeed (the worker died, was unresponsive, or
+    /// the task timed out).
     pub fn is_worker_loss(&self) -> bool {
         matches!(
             self,
-            TaskError::WorkerDied { .. } | TaskError::TimedOut { .. }
+            TaskError::WorkerDied { .. }
+                | TaskError::TimedOut { .. }
+                | TaskError::Unresponsive { .. }
         )
     }
 }

@@ -11,7 +11,7 @@
 //! - [`FrameReceiver`]: owned by that worker's reader thread; blocks until a frame arrives or
 //!   the link is gone (peer died, closed, corrupt). Ending is how the core learns of a death.
 //! - [`WorkerControl`]: shared; pid, the mailbox words (which chunk and item run now, yield
-//!   requests), closing the link (unblocks the reader), and killing the worker.
+//!   requests, liveness pings), closing the link (unblocks the reader), and killing the worker.
 //! - [`WorkerProcessHandle`]: owned by the reader thread; reaps the worker and reports how it
 //!   ended, or terminates it.
 //!
@@ -98,6 +98,13 @@ pub(crate) trait WorkerControl: Send + Sync {
 
     /// Asks the worker to stop `chunk_id` after its current item and report `Yielded`.
     fn request_yield(&self, chunk_id: u64);
+
+    /// Asks the worker to prove it is alive (mailbox word 3, answered by its heartbeat thread
+    /// in word 4); returns the ping's number, or `None` when the backend has no heartbeat.
+    fn ping(&self) -> Option<u64>;
+
+    /// Whether the worker answered ping `n` (see [`ping`](WorkerControl::ping)).
+    fn answered(&self, n: u64) -> bool;
 
     /// Closes the link from this side: the reader's `recv` fails with `Disconnected`.
     fn close(&self);

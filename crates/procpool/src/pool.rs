@@ -10,7 +10,7 @@ use procpool_sched::{ChunkPolicy, SchedulerConfig};
 use procpool_worker::Task;
 use procpool_worker::protocol::{self, InitializerCall};
 
-use crate::core::{DEFAULT_HANDSHAKE_TIMEOUT, PoolConfig, Shared};
+use crate::core::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_LIVENESS_TIMEOUT, PoolConfig, Shared};
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::handle::TaskHandle;
 use crate::job::TaskOptions;
@@ -70,6 +70,7 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<u64>,
     handshake_timeout: Duration,
     terminate_grace: Duration,
+    liveness_timeout: Option<Duration>,
     chunk_policy: ChunkPolicy,
 }
 
@@ -98,6 +99,7 @@ impl Pool {
             max_tasks_per_child: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             terminate_grace: Duration::from_secs(1),
+            liveness_timeout: Some(DEFAULT_LIVENESS_TIMEOUT),
             chunk_policy: ChunkPolicy::default(),
         }
     }
@@ -331,6 +333,22 @@ impl PoolBuilder {
         self
     }
 
+    /// How long a worker that holds work may leave a liveness ping unanswered before the pool
+    /// kills it (default 5 s; `Duration::ZERO` turns the check off).
+    ///
+    /// While a worker holds work the pool pings it every half timeout or so, through a shared
+    /// word that a small heartbeat thread in the worker answers on its own, whatever the task
+    /// is doing: a task that runs for hours is never killed by this. A worker that does not
+    /// answer (stopped with SIGSTOP, frozen, or an attached process that is no real worker) is
+    /// killed; the task it was running ends with [`TaskError::Unresponsive`] (or runs again
+    /// under `.retries(n)`), and what it had not started runs elsewhere. This protects calls
+    /// without a `.timeout` from waiting forever on such a worker. A task that deadlocks in
+    /// its own code still answers pings; give such calls a `.timeout`.
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
     /// How long [`Pool::terminate`] waits after SIGTERM before SIGKILL (default 1 s).
     pub fn terminate_grace(mut self, grace: Duration) -> Self {
         self.terminate_grace = grace;
@@ -399,6 +417,7 @@ impl PoolBuilder {
             initializer,
             handshake_timeout: self.handshake_timeout,
             terminate_grace: self.terminate_grace,
+            liveness_timeout: self.liveness_timeout,
             sched: SchedulerConfig {
                 policy: self.chunk_policy,
                 ..SchedulerConfig::default()

@@ -89,6 +89,14 @@ impl WorkerControl for ThreadControl {
 
     fn request_yield(&self, _chunk_id: u64) {}
 
+    fn ping(&self) -> Option<u64> {
+        None
+    }
+
+    fn answered(&self, _n: u64) -> bool {
+        true
+    }
+
     fn close(&self) {
         self.closer.close();
     }
