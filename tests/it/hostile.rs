@@ -17,6 +17,8 @@ use crate::util::{builder, watchdog};
 
 const ROLE_VAR: &str = "PROCPOOL_HOSTILE_ROLE";
 const SOCKET_VAR: &str = "PROCPOOL_HOSTILE_SOCKET";
+/// If set, the fake creates this file once it holds its channel (the pool accepted it).
+const MARKER_VAR: &str = "PROCPOOL_HOSTILE_MARKER";
 /// The handshake deadline the tests give their pools (the default is 30 s).
 const HANDSHAKE: Duration = Duration::from_secs(3);
 /// How long a refused fake may take to be gone; far above [`HANDSHAKE`], only a watchdog.
@@ -43,6 +45,9 @@ fn role_fake_worker() {
     let (handoff, _) = procpool_ipc::recv_handoff(&stream, &mut []).expect("the hand-over");
     drop(stream);
     let mut endpoint = procpool_ipc::Endpoint::open(handoff).expect("open the channel");
+    if let Ok(marker) = std::env::var(MARKER_VAR) {
+        std::fs::write(marker, b"accepted").expect("write the marker");
+    }
     match role.as_str() {
         // Takes the channel and never says Hello.
         "silent" => {}
@@ -186,20 +191,26 @@ fn wait_attached(pool: &procpool::Pool, fake: &mut ChildGuard) -> u32 {
 }
 
 fn start_fake(role: &str, socket: &std::path::Path) -> ChildGuard {
-    let exe = std::env::current_exe().expect("the test binary");
     ChildGuard(
-        Command::new(exe)
-            .args([
-                "--exact",
-                "hostile::role_fake_worker",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE_VAR, role)
-            .env(SOCKET_VAR, socket)
+        fake_command(role, socket)
             .spawn()
             .expect("start the fake worker"),
     )
+}
+
+fn fake_command(role: &str, socket: &std::path::Path) -> Command {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "hostile::role_fake_worker",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_VAR, role)
+        .env(SOCKET_VAR, socket);
+    command
 }
 
 /// Waits until the fake has ended; it must end refused: SIGKILLed by the pool or told
@@ -255,8 +266,9 @@ fn real_worker_still_attaches(pool: procpool::Pool, socket: &std::path::Path) {
 }
 
 /// One hostile peer: it is refused, the pool keeps one worker (its own) and serves, and a real
-/// worker can attach afterwards.
-fn hostile_peer_is_refused(role: &'static str) {
+/// worker can attach afterwards. The refusal is counted in the pool's stats, with its reason
+/// (which contains `reason`).
+fn hostile_peer_is_refused(role: &'static str, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pool = builder(1).start_timeout(HANDSHAKE).build().unwrap();
     let own: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
@@ -265,7 +277,16 @@ fn hostile_peer_is_refused(role: &'static str) {
     let fake_pid = fake.0.id();
     let took = wait_refused(&mut fake, role);
     eprintln!("{role}: refused after {took:?}");
+    // The peer is killed just before the refusal is recorded.
+    while pool.stats().attach_refusals == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stats = pool.stats();
+    assert_eq!(stats.attach_refusals, 1, "{role}");
+    let why = stats.last_attach_refusal.clone().expect("a reason");
+    eprintln!("{role}: {why}");
+    assert!(why.contains(&fake_pid.to_string()), "{role}: {why}");
+    assert!(why.contains(reason), "{role}: {why}");
     assert!(
         !stats.workers.iter().any(|w| w.pid == fake_pid),
         "{role}: the fake worker was registered"
@@ -286,25 +307,85 @@ fn hostile_peer_is_refused(role: &'static str) {
 #[test]
 fn attached_peer_that_never_says_hello_is_refused_after_the_deadline() {
     let _watchdog = watchdog("attached_peer_that_never_says_hello_is_refused_after_the_deadline");
-    hostile_peer_is_refused("silent");
+    hostile_peer_is_refused("silent", "did not send Hello");
 }
 
 #[test]
 fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
     let _watchdog = watchdog("attached_peer_that_sends_garbage_instead_of_hello_is_refused");
-    hostile_peer_is_refused("garbage");
+    hostile_peer_is_refused("garbage", "does not match this program");
 }
 
 #[test]
 fn attached_peer_with_another_task_table_fingerprint_is_refused() {
     let _watchdog = watchdog("attached_peer_with_another_task_table_fingerprint_is_refused");
-    hostile_peer_is_refused("bad_fingerprint");
+    hostile_peer_is_refused("bad_fingerprint", "does not match this program");
 }
 
 #[test]
 fn attached_peer_with_a_wrong_protocol_version_is_refused() {
     let _watchdog = watchdog("attached_peer_with_a_wrong_protocol_version_is_refused");
-    hostile_peer_is_refused("bad_version");
+    hostile_peer_is_refused("bad_version", "does not match this program");
+}
+
+/// A silent peer that holds its channel but never says Hello does not delay a real worker that
+/// attaches after it: handshakes run side by side, so the real worker is serving while the silent
+/// one is still within its (long) handshake deadline. Shutting the pool down then cuts the silent
+/// handshake short instead of waiting for its deadline.
+#[test]
+fn silent_attaching_peer_does_not_delay_a_real_worker() {
+    let _watchdog = watchdog("silent_attaching_peer_does_not_delay_a_real_worker");
+    let dir = tempfile::tempdir().unwrap();
+    // Far longer than the rest of the test: were handshakes serial, the real worker could only
+    // attach after the silent peer was refused at this deadline.
+    let deadline = Duration::from_secs(60);
+    let pool = builder(1).start_timeout(deadline).build().unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let marker = dir.path().join("silent-accepted");
+    let mut silent = ChildGuard(
+        fake_command("silent", &socket)
+            .env(MARKER_VAR, &marker)
+            .spawn()
+            .expect("start the silent fake"),
+    );
+    crate::util::wait_marker(&marker);
+    let mut real = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_test-worker"))
+            .arg("attach")
+            .arg(&socket)
+            .spawn()
+            .expect("start test-worker attach"),
+    );
+    let real_pid = real.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == real_pid) {
+        assert!(
+            real.0.try_wait().unwrap().is_none(),
+            "the real worker ended"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pids: std::collections::HashSet<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
+        .collect::<Result<_, _>>()
+        .expect("every item succeeds");
+    assert!(
+        pids.contains(&real_pid),
+        "the real worker ran nothing: {pids:?}"
+    );
+    assert!(
+        silent.0.try_wait().unwrap().is_none(),
+        "the silent peer is still in its handshake while the real worker serves"
+    );
+    assert_eq!(pool.stats().attach_refusals, 0);
+    let started = Instant::now();
+    pool.shutdown();
+    let took = started.elapsed();
+    assert!(
+        took < deadline / 2,
+        "shutdown waited {took:?} for the silent handshake's deadline"
+    );
+    wait_refused(&mut silent, "silent");
+    assert!(real.0.wait().unwrap().success());
 }
 
 /// A peer that passes the handshake and then answers its first call batch with garbage: the

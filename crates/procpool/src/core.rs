@@ -47,6 +47,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,6 +78,8 @@ const UNATTRIBUTED_DEATHS: u32 = 3;
 const WATCHDOG_TICK: Duration = Duration::from_millis(5);
 /// The longest the watchdog sleeps when it only checks liveness.
 const LIVENESS_MAX_TICK: Duration = Duration::from_millis(250);
+/// Handshakes with attaching workers that may run at once; more peers wait in the backlog.
+const MAX_PENDING_ATTACHES: usize = 16;
 /// The default of `PoolBuilder::liveness_timeout`.
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -140,6 +143,9 @@ struct Core {
     close_when_drained: bool,
     /// Threads accepting attaching workers (`Pool::listen`).
     acceptors: Vec<JoinHandle<()>>,
+    /// Attaching workers refused (failed handshake, foreign user, …), and the last reason.
+    attach_refusals: u64,
+    last_attach_refusal: Option<String>,
     /// Scratch buffer for encoding frames.
     frame: AlignedVec,
     /// Per retired worker, the stats it ended with (pool-wide totals).
@@ -262,6 +268,8 @@ impl Shared {
                 watchdog: None,
                 close_when_drained: false,
                 acceptors: Vec::new(),
+                attach_refusals: 0,
+                last_attach_refusal: None,
                 frame: AlignedVec::new(),
                 retired_tasks: 0,
             }),
@@ -346,7 +354,7 @@ impl Shared {
             link.control.kill();
             let exit = link.process.wait_exit(Duration::from_secs(2));
             let err = match exit {
-                Some(exit) => Error::new(err.kind(), format!("{err} (worker {pid} {exit})")),
+                Some(exit) => err.with_note(format_args!("(worker {pid} {exit})")),
                 None => err,
             };
             return Err(err);
@@ -1383,32 +1391,98 @@ impl Shared {
         Ok(bound)
     }
 
+    /// Accepts attaching workers until the pool closes. Each handshake runs on a thread of its
+    /// own (at most [`MAX_PENDING_ATTACHES`] at once), so a peer that stays silent until its
+    /// deadline delays no other; handshakes still running when the pool closes are cut short.
     fn accept_loop(self: &Arc<Self>, listener: procpool_worker::Listener) {
         let channel = procpool_ipc::ChannelConfig::new();
+        // Per handshake thread: its worker's control, whether the handshake is over, the thread.
+        type Pending = (Arc<dyn WorkerControl>, Arc<AtomicBool>, JoinHandle<()>);
+        let mut pending: Vec<Pending> = Vec::new();
         loop {
+            pending.retain(|(_, _, thread)| !thread.is_finished());
             if self.lock().phase == Phase::Closed {
-                return;
+                break;
+            }
+            if pending.len() >= MAX_PENDING_ATTACHES {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             match listener.accept_worker(&channel, Duration::from_millis(50)) {
                 Ok((endpoint, pid)) => {
                     let link = crate::backend::attached_link(endpoint, pid);
-                    match self.start_link(link, false) {
-                        Ok(started) => {
-                            tracing::info!(pid, "worker attached");
-                            if let Err(err) = self.spawn_reader_for(started) {
-                                tracing::error!("cannot serve an attached worker: {err}");
-                            }
+                    let control = Arc::clone(&link.control);
+                    let done = Arc::new(AtomicBool::new(false));
+                    let shared = Arc::clone(self);
+                    let finished = Arc::clone(&done);
+                    let thread = std::thread::Builder::new()
+                        .name(format!("procpool-attach-{pid}"))
+                        .spawn(move || shared.attach_one(link, pid, &finished));
+                    match thread {
+                        Ok(thread) => pending.push((control, done, thread)),
+                        Err(err) => {
+                            control.kill();
+                            self.note_refusal(pid, &format!("cannot start a thread for it: {err}"));
                         }
-                        Err(err) => tracing::warn!(pid, "refused an attaching worker: {err}"),
                     }
                 }
                 Err(procpool_worker::AcceptError::TimedOut(_)) => {}
+                Err(err @ procpool_worker::AcceptError::ForeignUser { pid, .. }) => {
+                    self.note_refusal(pid, &err.to_string());
+                }
                 Err(err) => {
                     tracing::warn!("accepting a worker failed: {err}");
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }
+        for (control, done, _) in &pending {
+            // Relaxed: a stale `false` only kills a worker of a pool that is closing anyway.
+            if !done.load(Ordering::Relaxed) {
+                control.kill();
+            }
+        }
+        for (_, _, thread) in pending {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs the handshake with one attaching worker and serves it, or refuses it.
+    fn attach_one(self: &Arc<Self>, link: Link, pid: u32, done: &AtomicBool) {
+        let started = self.start_link(link, false);
+        // Relaxed: read only by the accept loop to decide whether to cut the handshake short.
+        done.store(true, Ordering::Relaxed);
+        match started {
+            Ok(started) => {
+                tracing::info!(pid, "worker attached");
+                if let Err(err) = self.spawn_reader_for(started) {
+                    tracing::error!("cannot serve an attached worker: {err}");
+                }
+            }
+            Err(err) => {
+                if self.lock().phase != Phase::Closed {
+                    // The message and its causes (e.g. which protocol version the peer spoke).
+                    let mut why = err.to_string();
+                    let mut source = std::error::Error::source(&err);
+                    while let Some(cause) = source {
+                        let cause_text = cause.to_string();
+                        if !why.ends_with(&cause_text) {
+                            why = format!("{why}: {cause_text}");
+                        }
+                        source = cause.source();
+                    }
+                    self.note_refusal(pid, &why);
+                }
+            }
+        }
+    }
+
+    /// Records that an attaching worker was refused, and why (see `PoolStats::attach_refusals`).
+    fn note_refusal(&self, pid: u32, why: &str) {
+        tracing::warn!(pid, "refused an attaching worker: {why}");
+        let mut core = self.lock();
+        core.attach_refusals += 1;
+        core.last_attach_refusal = Some(format!("worker process {pid}: {why}"));
     }
 
     /// A snapshot of the pool's counters.
@@ -1460,6 +1534,8 @@ impl Shared {
                 .count(),
             restarts: core.restarts,
             deaths: core.deaths,
+            attach_refusals: core.attach_refusals,
+            last_attach_refusal: core.last_attach_refusal.clone(),
         }
     }
 

@@ -202,6 +202,12 @@ impl Error {
         }
     }
 
+    /// The same error with `extra` appended to its message (its source is kept).
+    pub(crate) fn with_note(mut self, extra: impl fmt::Display) -> Self {
+        self.message = format!("{} {extra}", self.message);
+        self
+    }
+
     pub(crate) fn with_source(
         kind: ErrorKind,
         message: impl Into<String>,

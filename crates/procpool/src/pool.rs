@@ -213,6 +213,12 @@ impl Pool {
     /// handshake as a started worker (same task table), then gets work like any other; it is
     /// not replaced when it ends. A stale socket file at `path` is replaced.
     ///
+    /// Each attaching process is handshaken on a thread of its own, so one that stays silent
+    /// (until [`start_timeout`](PoolBuilder::start_timeout)) delays no other. A process that
+    /// fails the handshake or runs as another user is refused: its channel is closed and it is
+    /// killed; [`stats`](Pool::stats) counts refusals (`attach_refusals`) and keeps the last
+    /// reason (`last_attach_refusal`), which is also logged as a `tracing` warning.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Io`] if the socket cannot be created (e.g. another pool listens there),

@@ -20,6 +20,11 @@ pub struct PoolStats {
     pub restarts: u64,
     /// Workers that died, were killed or were disconnected for a protocol violation.
     pub deaths: u64,
+    /// Processes that tried to attach through [`Pool::listen`](crate::Pool::listen) and were
+    /// refused (handshake not completed in time, wrong program or protocol, another user).
+    pub attach_refusals: u64,
+    /// Why the last of those was refused, naming its pid (also logged as a `tracing` warning).
+    pub last_attach_refusal: Option<String>,
 }
 
 /// Counters of one live worker.
