@@ -9,6 +9,7 @@ mod faults;
 mod handles;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod liveness;
 mod map;
 mod parent_death;

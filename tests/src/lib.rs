@@ -71,6 +71,18 @@ pub fn panics(x: u64) -> u64 {
     panic!("task {x} panics on purpose")
 }
 
+/// `len` bytes, each `len % 251` (a result whose size the caller picks).
+#[procpool::task]
+pub fn bytes_of_len(len: u64) -> Vec<u8> {
+    vec![(len % 251) as u8; usize::try_from(len).expect("fits usize")]
+}
+
+/// The length of `data` (arguments whose size the caller picks).
+#[procpool::task]
+pub fn len_of(data: Vec<u8>) -> u64 {
+    data.len() as u64
+}
+
 /// An initializer: the offset every `add_offset` call adds.
 #[procpool::task]
 pub fn set_offset(offset: u64) -> Offset {
@@ -98,7 +110,9 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 12] = [
+    let tasks: [*const (); 14] = [
+        bytes_of_len::call as *const (),
+        len_of::call as *const (),
         env_var::call as *const (),
         mark_then_sleep::call as *const (),
         abort_on::call as *const (),

@@ -66,7 +66,7 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
@@ -143,6 +143,19 @@ pub enum FailureKind {
     BadArguments,
     /// The task's output could not be serialized.
     BadOutput,
+    /// The task's encoded output is larger than the pool's limit for one item
+    /// (`PoolBuilder::max_item_size`); it was not sent.
+    TooLarge(SizeOverLimit),
+}
+
+/// A size that exceeds a limit (see [`FailureKind::TooLarge`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub struct SizeOverLimit {
+    /// The size in bytes.
+    pub size: u64,
+    /// The limit in bytes.
+    pub limit: u64,
 }
 
 impl TaskFailure {
@@ -164,6 +177,7 @@ impl fmt::Display for TaskFailure {
             FailureKind::UnknownTask => "unknown task",
             FailureKind::BadArguments => "bad arguments",
             FailureKind::BadOutput => "unserializable output",
+            FailureKind::TooLarge(_) => "output too large",
         };
         write!(f, "{what}: {}", self.message)?;
         if let Some(location) = &self.location {
@@ -1313,6 +1327,8 @@ pub(crate) struct OutcomeEncoder<'arena> {
     chunk_id: u64,
     task_id: TaskId,
     first_index: u64,
+    /// The largest encoded output of one item that may be sent; 0 for no limit.
+    max_item: usize,
 }
 
 /// Where an [`OutcomeEncoder`] can be rolled back to.
@@ -1333,6 +1349,7 @@ impl<'arena> OutcomeEncoder<'arena> {
             chunk_id: 0,
             task_id: 0,
             first_index: 0,
+            max_item: 0,
         };
         encoder.reset(0, 0, 0);
         encoder
@@ -1368,6 +1385,21 @@ impl<'arena> OutcomeEncoder<'arena> {
     pub(crate) fn next_index(&self) -> u64 {
         // `parse_to_worker` refused call batches whose index range overflows.
         self.first_index.wrapping_add(self.items as u64)
+    }
+
+    /// Sets the largest encoded output of one item that may be sent (0: no limit).
+    pub(crate) fn set_max_item(&mut self, bytes: usize) {
+        self.max_item = bytes;
+    }
+
+    /// The largest encoded output of one item that may be sent (0: no limit).
+    pub(crate) fn max_item(&self) -> usize {
+        self.max_item
+    }
+
+    /// Bytes of data written since `mark` (the run's archive and its alignment padding).
+    pub(crate) fn bytes_since(&self, mark: Mark) -> usize {
+        self.serializer.writer.len().saturating_sub(mark.data)
     }
 
     /// A point to roll back to if a run panics half-way through serialization.

@@ -21,6 +21,7 @@
 //! | 2 | parent | yield request: `chunk_id + 1`; the worker checks it before each item and clears it when it yields |
 //! | 3 | parent | liveness ping: a counter the parent bumps (then wakes the word's futex) while the worker holds work |
 //! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
+//! | 5 | parent | the largest encoded output of one item the worker may send (0: no limit), stored before `Setup` is sent; a larger output is replaced by a `TooLarge` failure |
 //!
 //! The completion ring is shared memory, so after a worker dies the parent can still drain every
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
@@ -123,6 +124,8 @@ pub(crate) mod word {
     pub(crate) const PING: usize = 3;
     /// Liveness answer: the last ping the heartbeat thread saw.
     pub(crate) const PONG: usize = 4;
+    /// Largest encoded output of one item (0: no limit), stored by the parent before `Setup`.
+    pub(crate) const MAX_OUTPUT: usize = 5;
 }
 
 /// The heartbeat thread of one worker (see the module docs); stops and is joined on drop.
@@ -420,6 +423,8 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
 
     let mut arena = Arena::new();
     let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    // Stored by the parent before it sent `Setup`, which this worker has received.
+    encoder.set_max_item(usize::try_from(mailbox.load(word::MAX_OUTPUT)).unwrap_or(usize::MAX));
     loop {
         let frame = inbox.recv()?;
         match protocol::parse_to_worker(&frame)? {
@@ -773,7 +778,9 @@ where
         let mark = encoder.mark();
         // Serialization runs user code (`Serialize` impls) and may panic like the task itself.
         let whole = catch_task_panic(|| encoder.push_values(&self.0));
-        if !matches!(whole, Ok(Ok(()))) {
+        // Over the size limit as a whole: some item may be over it alone; look item by item.
+        let over_limit = encoder.max_item() > 0 && encoder.bytes_since(mark) > encoder.max_item();
+        if over_limit || !matches!(whole, Ok(Ok(()))) {
             encoder.rollback(mark);
             commit_one_by_one(&self.0, encoder);
         }
@@ -785,7 +792,7 @@ where
 }
 
 /// The slow path of [`PendingValues::commit`]: each output as its own run, the ones that do
-/// not serialize (or panic) as failures.
+/// not serialize (or panic), or exceed the encoder's size limit, as failures.
 #[cold]
 fn commit_one_by_one<V>(values: &[V], encoder: &mut OutcomeEncoder<'_>)
 where
@@ -794,6 +801,21 @@ where
     for value in values {
         let mark = encoder.mark();
         match catch_task_panic(|| encoder.push_values(std::slice::from_ref(value))) {
+            Ok(Ok(()))
+                if encoder.max_item() > 0 && encoder.bytes_since(mark) > encoder.max_item() =>
+            {
+                let size = encoder.bytes_since(mark);
+                encoder.rollback(mark);
+                let kind = FailureKind::TooLarge(protocol::SizeOverLimit {
+                    size: size as u64,
+                    limit: encoder.max_item() as u64,
+                });
+                let message = format!(
+                    "the output is {size} bytes, over the limit of {} bytes",
+                    encoder.max_item()
+                );
+                encoder.push_failure(&TaskFailure::new(kind, message));
+            }
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 encoder.rollback(mark);

@@ -176,7 +176,8 @@ struct IpcControl {
     pid: u32,
     closer: Closer,
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
-    /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer.
+    /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer, 5 = output size
+    /// limit.
     mailbox: Mailbox,
     process: Arc<Mutex<WorkerProcess>>,
 }
@@ -206,6 +207,10 @@ impl WorkerControl for IpcControl {
         self.mailbox.load(MAILBOX_PONG) == n
     }
 
+    fn set_max_output(&self, bytes: u64) {
+        self.mailbox.store(MAILBOX_MAX_OUTPUT, bytes);
+    }
+
     fn close(&self) {
         self.closer.close();
     }
@@ -231,6 +236,9 @@ const MAILBOX_YIELD: usize = 2;
 const MAILBOX_PING: usize = 3;
 /// Mailbox word: the last ping the worker's heartbeat thread answered (written by the worker).
 const MAILBOX_PONG: usize = 4;
+/// Mailbox word: the largest encoded output of one item, 0 for none (written by the parent
+/// before `Setup`).
+const MAILBOX_MAX_OUTPUT: usize = 5;
 
 /// Sends the next liveness ping through a worker's mailbox and returns its number.
 fn ping_through(mailbox: &Mailbox) -> u64 {
@@ -344,6 +352,10 @@ impl WorkerControl for AttachedControl {
 
     fn answered(&self, n: u64) -> bool {
         self.mailbox.load(MAILBOX_PONG) == n
+    }
+
+    fn set_max_output(&self, bytes: u64) {
+        self.mailbox.store(MAILBOX_MAX_OUTPUT, bytes);
     }
 
     fn close(&self) {

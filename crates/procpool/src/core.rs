@@ -93,6 +93,8 @@ pub(crate) struct PoolConfig {
     pub(crate) terminate_grace: Duration,
     /// Kill a worker that holds work and leaves a liveness ping unanswered this long.
     pub(crate) liveness_timeout: Option<Duration>,
+    /// The largest encoded arguments or output of one item (`PoolBuilder::max_item_size`).
+    pub(crate) max_item_size: Option<usize>,
     pub(crate) sched: SchedulerConfig,
 }
 
@@ -655,6 +657,29 @@ impl Shared {
                     .on_yielded(worker_id, assignment.chunk, claimed.end);
             }
             items = claimed;
+            let wire_id = assignment.chunk.get();
+            let mut frame = std::mem::take(&mut core.frame);
+            let mut encoded = job.encode(wire_id, items.clone(), &mut frame);
+            // The item size limit: a chunk whose arguments fit as a whole has no item over it;
+            // otherwise the chunk is cut to its first item (the rest goes back to the queue and
+            // is checked the same way), and that item alone is checked below.
+            let over_limit = |frame: &AlignedVec| {
+                self.config.max_item_size.and_then(|limit| {
+                    let size = frame.len().saturating_sub(protocol::HEADER_LEN);
+                    (size > limit).then_some(TaskError::TooLarge {
+                        what: "the arguments",
+                        size,
+                        limit,
+                    })
+                })
+            };
+            if encoded.is_ok() && items_len(&items) > 1 && over_limit(&frame).is_some() {
+                let cut = items.start + 1;
+                let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
+                job.unstart(cut..items.end);
+                items.end = cut;
+                encoded = job.encode(wire_id, items.clone(), &mut frame);
+            }
             // Recycling: never give a worker more items than it has left.
             if let Some(worker) = core.workers.get_mut(&worker_id)
                 && let Some(budget) = worker.budget
@@ -664,15 +689,14 @@ impl Shared {
                     let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
                     job.unstart(cut..items.end);
                     items.end = cut;
+                    encoded = job.encode(wire_id, items.clone(), &mut frame);
                 }
                 worker.budget = Some(budget - items_len(&items));
                 if worker.budget == Some(0) {
                     let _ = core.sched.retire_worker(worker_id);
                 }
             }
-            let wire_id = assignment.chunk.get();
-            let mut frame = std::mem::take(&mut core.frame);
-            let encoded = job.encode(wire_id, items.clone(), &mut frame);
+            let item_too_large = encoded.is_ok().then(|| over_limit(&frame)).flatten();
             let too_large = core.workers.get(&worker_id).and_then(|worker| {
                 let max = worker.sender.max_frame();
                 (frame.len() > max).then_some(TaskError::TooLarge {
@@ -681,7 +705,7 @@ impl Shared {
                     limit: max,
                 })
             });
-            if let Some(error) = encoded.err().or(too_large) {
+            if let Some(error) = encoded.err().or(item_too_large).or(too_large) {
                 let _ = core.sched.on_items_done(
                     worker_id,
                     assignment.chunk,
@@ -1668,6 +1692,9 @@ fn send_shutdown(worker: &mut WorkerEntry) {
 /// The parent's side of the handshake: `Setup`, then `Hello`, then `Ready` or `InitFailed`.
 fn handshake(link: &mut Link, index: u32, config: &PoolConfig) -> Result<(), Error> {
     let timeout = config.handshake_timeout;
+    // Before `Setup`: the worker reads it once it has received `Setup`.
+    link.control
+        .set_max_output(config.max_item_size.map_or(0, |bytes| bytes as u64));
     let mut frame = AlignedVec::new();
     let setup = Setup {
         worker_index: index,

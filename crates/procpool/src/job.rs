@@ -80,6 +80,11 @@ pub(crate) fn task_error(failure: TaskFailure, task_name: &str) -> TaskError {
         },
         FailureKind::BadArguments => TaskError::BadArguments(failure.message),
         FailureKind::BadOutput => TaskError::BadOutput(failure.message),
+        FailureKind::TooLarge(over) => TaskError::TooLarge {
+            what: "the result",
+            size: usize::try_from(over.size).unwrap_or(usize::MAX),
+            limit: usize::try_from(over.limit).unwrap_or(usize::MAX),
+        },
     }
 }
 

@@ -106,6 +106,10 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// Whether the worker answered ping `n` (see [`ping`](WorkerControl::ping)).
     fn answered(&self, n: u64) -> bool;
 
+    /// Tells the worker the largest encoded output of one item it may send (0: no limit;
+    /// mailbox word 5). Called before the handshake's `Setup`.
+    fn set_max_output(&self, bytes: u64);
+
     /// Closes the link from this side: the reader's `recv` fails with `Disconnected`.
     fn close(&self);
 

@@ -71,6 +71,7 @@ pub struct PoolBuilder {
     handshake_timeout: Duration,
     terminate_grace: Duration,
     liveness_timeout: Option<Duration>,
+    max_item_size: Option<usize>,
     chunk_policy: ChunkPolicy,
 }
 
@@ -100,6 +101,7 @@ impl Pool {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             terminate_grace: Duration::from_secs(1),
             liveness_timeout: Some(DEFAULT_LIVENESS_TIMEOUT),
+            max_item_size: None,
             chunk_policy: ChunkPolicy::default(),
         }
     }
@@ -355,6 +357,19 @@ impl PoolBuilder {
         self
     }
 
+    /// The largest encoded arguments, and the largest encoded result, of one item, in bytes
+    /// (default: no limit beyond the transport's 4 GiB frame cap).
+    ///
+    /// An item whose arguments encode larger is not sent: it ends with
+    /// [`TaskError::TooLarge`] (`what` = "the arguments"). A result that encodes larger is not
+    /// sent back: the worker reports `TooLarge` (`what` = "the result") for that item instead.
+    /// Nothing else is affected: other items of the same call, chunk or worker run normally.
+    /// Sizes are those of the rkyv archive as sent (a few bytes above the data itself).
+    pub fn max_item_size(mut self, bytes: usize) -> Self {
+        self.max_item_size = Some(bytes);
+        self
+    }
+
     /// How long [`Pool::terminate`] waits after SIGTERM before SIGKILL (default 1 s).
     pub fn terminate_grace(mut self, grace: Duration) -> Self {
         self.terminate_grace = grace;
@@ -424,6 +439,7 @@ impl PoolBuilder {
             handshake_timeout: self.handshake_timeout,
             terminate_grace: self.terminate_grace,
             liveness_timeout: self.liveness_timeout,
+            max_item_size: self.max_item_size,
             sched: SchedulerConfig {
                 policy: self.chunk_policy,
                 ..SchedulerConfig::default()

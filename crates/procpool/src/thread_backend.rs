@@ -97,6 +97,8 @@ impl WorkerControl for ThreadControl {
         true
     }
 
+    fn set_max_output(&self, _bytes: u64) {}
+
     fn close(&self) {
         self.closer.close();
     }

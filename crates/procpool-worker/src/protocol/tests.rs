@@ -23,6 +23,8 @@ fn failure_strategy() -> impl Strategy<Value = TaskFailure> {
             Just(FailureKind::UnknownTask),
             Just(FailureKind::BadArguments),
             Just(FailureKind::BadOutput),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(size, limit)| FailureKind::TooLarge(SizeOverLimit { size, limit })),
         ],
         ".{0,40}",
         proptest::option::of(".{0,20}"),
