@@ -320,6 +320,38 @@ fn shutdown_timeout_gives_up_and_leaves_work_running() {
     assert!(pool.shutdown_timeout(Duration::from_secs(60)));
 }
 
+/// `shutdown_now_timeout` with a task that never ends (ten minutes of spinning): queued work
+/// is cancelled, the wait gives up at the timeout, and `terminate` then ends the running task.
+/// With only a short task running it closes the pool.
+#[test]
+fn shutdown_now_timeout_gives_up_on_a_never_ending_task() {
+    let _watchdog = watchdog("shutdown_now_timeout_gives_up_on_a_never_ending_task");
+    let pool = pool(1);
+    let endless = pool.submit(procpool::builtin::spin_for, 600_000_000);
+    wait_running(&endless);
+    let queued: Vec<_> = (0..5).map(|x| pool.submit(square, x)).collect();
+    assert!(
+        !pool.shutdown_now_timeout(Duration::from_millis(50)),
+        "the endless task is still running"
+    );
+    for handle in queued {
+        assert_eq!(handle.result(), Err(TaskError::Cancelled));
+    }
+    assert!(
+        !endless.done(),
+        "giving up the wait does not end the running task"
+    );
+    assert_eq!(pool.submit(square, 1).result(), Err(TaskError::PoolClosed));
+    pool.terminate();
+    assert_eq!(endless.result(), Err(TaskError::Terminated));
+
+    let pool = self::pool(1);
+    let short = pool.submit(sleep_then_pid, 20);
+    wait_running(&short);
+    assert!(pool.shutdown_now_timeout(Duration::from_secs(60)));
+    assert!(short.result().is_ok());
+}
+
 #[test]
 fn shutdown_and_drop_from_a_callback_do_not_deadlock() {
     let _watchdog = watchdog("shutdown_and_drop_from_a_callback_do_not_deadlock");

@@ -1189,6 +1189,12 @@ impl Shared {
 
     /// Cancels work that has not started, waits for running work, then stops the workers.
     pub(crate) fn shutdown_now(&self) {
+        self.shutdown_now_until(None);
+    }
+
+    /// `shutdown_now`, giving up the wait for running work after `deadline`: returns whether
+    /// the pool closed.
+    pub(crate) fn shutdown_now_until(&self, deadline: Option<Instant>) -> bool {
         let mut core = self.lock();
         if core.phase == Phase::Open {
             core.phase = Phase::Draining;
@@ -1219,7 +1225,7 @@ impl Shared {
         }
         drop(core);
         deferred.run();
-        self.shutdown();
+        self.shutdown_until(deadline)
     }
 
     /// Ends every job with `Terminated` and stops the workers: SIGTERM, a grace period, SIGKILL.

@@ -197,8 +197,21 @@ impl Pool {
 
     /// Stops accepting work, cancels what has not started ([`TaskError::Cancelled`]), waits
     /// for what is running, then stops the workers.
+    ///
+    /// Waits without bound for running tasks (a task that never ends keeps it waiting); see
+    /// [`shutdown_now_timeout`](Pool::shutdown_now_timeout) for a bounded wait.
     pub fn shutdown_now(&self) {
         self.shared.shutdown_now();
+    }
+
+    /// Like [`shutdown_now`](Pool::shutdown_now), but waits at most `timeout` for running tasks.
+    ///
+    /// Returns `true` if the pool closed. On `false` the queued work is cancelled, no new work
+    /// is accepted, and the running tasks go on; call [`terminate`](Pool::terminate) to end
+    /// them, or wait again.
+    pub fn shutdown_now_timeout(&self, timeout: Duration) -> bool {
+        self.shared
+            .shutdown_now_until(Instant::now().checked_add(timeout))
     }
 
     /// Ends every unfinished call with [`TaskError::Terminated`] and stops the workers:
