@@ -319,7 +319,7 @@ fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
 #[test]
 fn attached_peer_with_another_task_table_fingerprint_is_refused() {
     let _watchdog = watchdog("attached_peer_with_another_task_table_fingerprint_is_refused");
-    hostile_peer_is_refused("bad_fingerprint", "does not match this program");
+    hostile_peer_is_refused("bad_fingerprint", "lacks");
 }
 
 #[test]
@@ -386,6 +386,58 @@ fn silent_attaching_peer_does_not_delay_a_real_worker() {
     );
     wait_refused(&mut silent, "silent");
     assert!(real.0.wait().unwrap().success());
+}
+
+/// A worker program whose task table is a superset of this program's (every task of the test
+/// binary plus one of its own) is accepted, both as the pool's program and attached through
+/// `listen`, and runs the pool's tasks; a peer whose table lacks this program's tasks is still
+/// refused, naming what it lacks (`attached_peer_with_another_task_table_fingerprint_is_refused`).
+#[test]
+fn worker_program_with_a_superset_task_table_is_accepted() {
+    let _watchdog = watchdog("worker_program_with_a_superset_task_table_is_accepted");
+    let superset = env!("CARGO_BIN_EXE_superset-worker");
+    let pool = builder(1)
+        .program(superset)
+        .start_method(procpool::StartMethod::ForkServer)
+        .build()
+        .expect("a superset program passes the handshake");
+    let got: Vec<u64> = pool
+        .map(square, 0..100u64)
+        .collect::<Result<_, _>>()
+        .expect("the superset program runs the pool's tasks");
+    assert!(got.iter().enumerate().all(|(x, &y)| y == (x * x) as u64));
+    drop(pool);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1).start_timeout(HANDSHAKE).build().unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut attached = ChildGuard(
+        Command::new(superset)
+            .arg("attach")
+            .arg(&socket)
+            .spawn()
+            .expect("start superset-worker attach"),
+    );
+    let attached_pid = attached.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == attached_pid) {
+        assert!(
+            attached.0.try_wait().unwrap().is_none(),
+            "the superset worker was refused: {:?}",
+            pool.stats().last_attach_refusal
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pids: std::collections::HashSet<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
+        .collect::<Result<_, _>>()
+        .expect("every item succeeds");
+    assert!(
+        pids.contains(&attached_pid),
+        "the superset worker ran nothing"
+    );
+    assert_eq!(pool.stats().attach_refusals, 0);
+    pool.shutdown();
+    assert!(attached.0.wait().unwrap().success());
 }
 
 /// A peer that passes the handshake and then answers its first call batch with garbage: the

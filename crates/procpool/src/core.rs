@@ -1716,13 +1716,13 @@ fn handshake(link: &mut Link, index: u32, config: &PoolConfig) -> Result<(), Err
             err,
         )
     })?;
-    let fingerprint = procpool_worker::fingerprint();
     let mut hello = Ok(());
     recv_one(link, timeout, "Hello", |frame| {
-        hello = protocol::check_hello(frame, fingerprint).map(|_| ()).map_err(|err| {
+        hello = check_worker_tasks(frame).map_err(|err| {
             Error::with_source(
                 ErrorKind::Handshake,
-                "the worker program does not match this program (build both from the same code)",
+                "the worker program does not match this program (it needs every task of this \
+                 program; build it from the same code or with more tasks)",
                 err,
             )
         });
@@ -1748,6 +1748,25 @@ fn handshake(link: &mut Link, index: u32, config: &PoolConfig) -> Result<(), Err
         };
     })?;
     ready
+}
+
+/// Checks a worker's `Hello`: the same protocol version, and a task table that has every task
+/// of this program (the ones a pool in this program can send). An equal fingerprint (the same
+/// table) is the common, cheap case; a worker program with more tasks (a superset) is accepted
+/// too. A task id covers path, name and signature, so a task on both sides takes the same
+/// types.
+fn check_worker_tasks(frame: &[u8]) -> Result<(), procpool_worker::HandshakeError> {
+    match protocol::check_hello(frame, procpool_worker::fingerprint()) {
+        Ok(_) => Ok(()),
+        Err(procpool_worker::HandshakeError::FingerprintMismatch { .. }) => {
+            let ours: Vec<procpool_worker::TaskId> = procpool_worker::entries()
+                .iter()
+                .map(|entry| entry.id)
+                .collect();
+            protocol::check_hello_has_tasks(frame, &ours).map(|_| ())
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn recv_one(

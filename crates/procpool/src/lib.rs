@@ -126,7 +126,7 @@ pub fn init() {
 /// Serves as a worker of the pool listening at `path` (see [`Pool::listen`]) until that pool
 /// shuts down or goes away.
 ///
-/// This program must have been built with the same tasks as the pool's program.
+/// This program must have every task of the pool's program (the same tasks, or more).
 ///
 /// # Errors
 ///

@@ -224,8 +224,9 @@ impl Pool {
     /// until the pool shuts down; returns the socket's path.
     ///
     /// A worker attaches by running `procpool-worker attach <path>` or by calling
-    /// [`attach`](crate::attach) in a program built with the same tasks. It passes the same
-    /// handshake as a started worker (same task table), then gets work like any other; it is
+    /// [`attach`](crate::attach) in a program built with the same tasks (or more). It passes the
+    /// same handshake as a started worker (every task of this program), then gets work like any
+    /// other; it is
     /// not replaced when it ends. A stale socket file at `path` is replaced.
     ///
     /// Each attaching process is handshaken on a thread of its own, so one that stays silent
@@ -291,7 +292,8 @@ impl PoolBuilder {
     }
 
     /// The worker program (default: this program). It must call `procpool::init()` first
-    /// in `main` and be built with the same tasks as this program.
+    /// in `main` and have every task of this program: the same tasks, or more (a superset); the
+    /// handshake refuses a program that lacks any, naming what it lacks.
     pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
         self.program = Some(path.into());
         self
