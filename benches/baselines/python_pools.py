@@ -25,6 +25,7 @@ import argparse
 import concurrent.futures as cf
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -106,21 +107,28 @@ def sha512_file(path):
 
 
 def calibrate():
-    """Loop count per busy unit: the fastest of several timed runs of `spin`."""
+    """Loop count per busy unit: the fastest of several runs of `spin`, in CPU time."""
     probe = 200_000
     spin(probe // 10)  # warm up
-    best = min(_timed(spin, probe) for _ in range(5))
+    # Thread CPU time: another process holding the core does not make the units short.
+    best = min(_cpu_timed(spin, probe) for _ in range(5))
     ns_per_iter = best * 1e9 / probe
     units_ns = {"1us": 1e3, "5ms": 5e6, "20ms": 20e6, "40ms": 40e6, "100ms": 100e6}
     loops = {name: max(1, round(ns / ns_per_iter)) for name, ns in units_ns.items()}
     # What one ~1 us item really costs with the call: measured, not assumed.
     n = 20_000
-    t = _timed(lambda: [spin(loops["1us"]) for _ in range(n)])
+    t = _cpu_timed(lambda: [spin(loops["1us"]) for _ in range(n)])
     return {
         "ns_per_iter": ns_per_iter,
         "loops": loops,
         "measured_1us_item_ns": t * 1e9 / n,
     }
+
+
+def _cpu_timed(fn, *args):
+    t0 = time.thread_time()
+    fn(*args)
+    return time.thread_time() - t0
 
 
 def _timed(fn, *args):
@@ -255,24 +263,31 @@ def wl_submit(rec, workers, p, cal, tree):
         rec.add("submit", "multiprocessing.Pool", n / t, "tasks/s", n=n)
 
 
-def _maps(rec, workload, workers, fn, items, slow_items, unit_of, extra_of):
-    """Runs `fn` over items on every Python map system; unit_of/extra_of turn (n, seconds)
-    into the recorded value."""
+def _run_maps(workload, workers, fn, items, slow_items):
+    """Runs `fn` over items on every Python map system; returns (system, n, seconds,
+    chunksize) per system, in the order they ran."""
     tuned = TUNED_CHUNKSIZE[workload]
+    out = []
     with ppe(workers) as ex:
         warm_ppe(ex, workers)
         t = _timed(lambda: list(ex.map(fn, slow_items, chunksize=1)))
-        rec.add(workload, "ProcessPoolExecutor cs=1", *unit_of(len(slow_items), t),
-                **extra_of(len(slow_items), t, 1))
+        out.append(("ProcessPoolExecutor cs=1", len(slow_items), t, 1))
         if tuned != 1:
             t = _timed(lambda: list(ex.map(fn, items, chunksize=tuned)))
-            rec.add(workload, f"ProcessPoolExecutor cs={tuned}", *unit_of(len(items), t),
-                    **extra_of(len(items), t, tuned))
+            out.append((f"ProcessPoolExecutor cs={tuned}", len(items), t, tuned))
     with mp.Pool(workers) as pool:
         warm_pool(pool, workers)
         t = _timed(lambda: pool.map(fn, items))
-        rec.add(workload, "multiprocessing.Pool", *unit_of(len(items), t),
-                **extra_of(len(items), t, pool_default_chunksize(len(items), workers)))
+        out.append(("multiprocessing.Pool", len(items), t,
+                    pool_default_chunksize(len(items), workers)))
+    return out
+
+
+def _maps(rec, workload, workers, fn, items, slow_items, unit_of, extra_of):
+    """Runs `fn` over items on every Python map system; unit_of/extra_of turn (n, seconds)
+    into the recorded value."""
+    for system, n, t, cs in _run_maps(workload, workers, fn, items, slow_items):
+        rec.add(workload, system, *unit_of(n, t), **extra_of(n, t, cs))
 
 
 def wl_map_tiny(rec, workers, p, cal, tree):
@@ -284,41 +299,145 @@ def wl_map_tiny(rec, workers, p, cal, tree):
           lambda n, t, cs: {"n": n, "chunksize": cs})
 
 
-def _efficiency_maps(rec, workload, workers, items, slow_items):
-    """Serial reference first (same round), then every pool; efficiency = serial time of
-    the same items / (workers x pool time)."""
-    t_serial = _timed(lambda: [spin(x) for x in items])
-    per_item = t_serial / len(items)
-    rec.add(workload, "python serial", t_serial * 1e3, "ms", n=len(items))
-    _maps(rec, workload, workers, spin, items, slow_items,
-          lambda n, t: (per_item * n / (workers * t), "efficiency"),
-          lambda n, t, cs: {"n": n, "chunksize": cs, "speedup": per_item * n / t,
-                            "wall_ms": t * 1e3})
+# ---------------------------------------------------------------------------
+# The serial reference of the busy workloads (same method as benches/src/reference.rs):
+# the serial loop runs the items in short batches (one task, or ~1 ms of tiny items), half
+# before the pools and half after, each timed in wall time and in thread CPU time; the cost
+# of an item is the median over its batches, and efficiencies and the ideal makespan use the
+# CPU-time costs (blind to preemption), with the wall-time figures kept beside them.
+
+MIN_BATCH_S = 1e-3
+
+
+def batches(items, item_s):
+    """Runs of equal loop counts cut into batches of at least MIN_BATCH_S (by `item_s`,
+    the estimated seconds per item of a loop count), at least one item each."""
+    out = []
+    start, n = 0, len(items)
+    while start < n:
+        loops = items[start]
+        end = start
+        while end < n and items[end] == loops:
+            end += 1
+        per = max(1, math.ceil(MIN_BATCH_S / max(item_s(loops), 1e-9)))
+        for at in range(start, end, per):
+            out.append((at, min(at + per, end)))
+        start = end
+    return out
+
+
+def probe(items, batch_list):
+    """Times each batch of the serial loop: (loops, items, wall s, cpu s) per batch."""
+    samples = []
+    for a, b in batch_list:
+        chunk = items[a:b]
+        w0 = time.perf_counter()
+        c0 = time.thread_time()
+        for x in chunk:
+            spin(x)
+        cpu = time.thread_time() - c0
+        wall = time.perf_counter() - w0
+        samples.append((chunk[0], b - a, wall, cpu))
+    return samples
+
+
+class Reference:
+    """Cost per item size from the probe batches (median), and what follows from it."""
+
+    def __init__(self, items, samples):
+        counts = {}
+        for x in items:
+            counts[x] = counts.get(x, 0) + 1
+        self.classes = []
+        for loops, count in counts.items():
+            mine = [s for s in samples if s[0] == loops]
+            if not mine:
+                raise ValueError(f"no serial batch measured items of {loops} steps")
+            self.classes.append({
+                "loops": loops,
+                "count": count,
+                "wall": statistics.median(s[2] / s[1] for s in mine),
+                "cpu": statistics.median(s[3] / s[1] for s in mine),
+                "batches": len(mine),
+            })
+        self.pass_wall = sum(s[2] for s in samples)
+        self.pass_cpu = sum(s[3] for s in samples)
+
+    def per_item(self, loops, basis):
+        return next(c[basis] for c in self.classes if c["loops"] == loops)
+
+    def work(self, basis, items=None):
+        if items is None:
+            return sum(c["count"] * c[basis] for c in self.classes)
+        return sum(self.per_item(x, basis) for x in items)
+
+    def ideal(self, workers, basis):
+        return max(self.work(basis) / workers, max(c[basis] for c in self.classes))
+
+    def serial_extra(self):
+        extra = {
+            "work_wall_ms": self.work("wall") * 1e3,
+            "pass_wall_ms": self.pass_wall * 1e3,
+            "pass_cpu_ms": self.pass_cpu * 1e3,
+            "disturbed": max(0.0, 1 - self.pass_cpu / self.pass_wall) if self.pass_wall else 0.0,
+            "n": sum(c["count"] for c in self.classes),
+        }
+        for i, c in enumerate(self.classes):
+            extra[f"item{i}_cpu_us"] = c["cpu"] * 1e6
+            extra[f"item{i}_wall_us"] = c["wall"] * 1e6
+            extra[f"item{i}_batches"] = c["batches"]
+        return extra
+
+
+def _referenced_maps(workload, workers, cal, items, slow_items):
+    """Serial probe (first half), every pool, serial probe (second half): A B A."""
+    ns = cal["ns_per_iter"]
+    cut = batches(items, lambda loops: loops * ns * 1e-9)
+    samples = probe(items, cut[0::2])
+    runs = _run_maps(workload, workers, spin, items, slow_items)
+    samples += probe(items, cut[1::2])
+    ref = Reference(items, samples)
+    return ref, runs
+
+
+def _efficiency_maps(rec, workload, workers, cal, items, slow_items):
+    """Efficiency = serial work of the same items (CPU-time reference) / (workers x pool
+    time); the wall-time reference's efficiency goes in `efficiency_wall`."""
+    ref, runs = _referenced_maps(workload, workers, cal, items, slow_items)
+    rec.add(workload, "python serial", ref.work("cpu") * 1e3, "ms", **ref.serial_extra())
+    for system, n, t, cs in runs:
+        run_items = items if n == len(items) else slow_items
+        work_cpu = ref.work("cpu", run_items)
+        work_wall = ref.work("wall", run_items)
+        rec.add(workload, system, work_cpu / (workers * t), "efficiency",
+                n=n, chunksize=cs, speedup=work_cpu / t, wall_ms=t * 1e3,
+                efficiency_wall=work_wall / (workers * t))
 
 
 def wl_map_1us(rec, workers, p, cal, tree):
     loops = cal["loops"]["1us"]
-    _efficiency_maps(rec, "map_1us", workers, [loops] * p["n"], [loops] * p["n_slow"])
+    _efficiency_maps(rec, "map_1us", workers, cal, [loops] * p["n"], [loops] * p["n_slow"])
 
 
 def wl_cpu_scaling(rec, workers, p, cal, tree):
     loops = cal["loops"][f"{p['unit_ms']}ms"]
     items = [loops] * p["tasks"]
-    _efficiency_maps(rec, "cpu_scaling", workers, items, items)
+    _efficiency_maps(rec, "cpu_scaling", workers, cal, items, items)
 
 
 def wl_skewed(rec, workers, p, cal, tree):
     short = cal["loops"][f"{p['short_ms']}ms"]
     long_ = cal["loops"][f"{p['long_ms']}ms"]
     items = [short] * p["short"] + [long_] * p["long"]
-    t_serial = _timed(lambda: [spin(x) for x in items])
+    ref, runs = _referenced_maps("skewed", workers, cal, items, items)
     # Ideal makespan: perfect balance, but never below the longest single task.
-    longest_share = long_ / sum(items)
-    ideal = max(t_serial / workers, t_serial * longest_share)
-    rec.add("skewed", "python serial", t_serial * 1e3, "ms")
-    _maps(rec, "skewed", workers, spin, items, items,
-          lambda n, t: (t / ideal, "x ideal"),
-          lambda n, t, cs: {"chunksize": cs, "makespan_ms": t * 1e3, "ideal_ms": ideal * 1e3})
+    ideal = ref.ideal(workers, "cpu")
+    ideal_wall = ref.ideal(workers, "wall")
+    rec.add("skewed", "python serial", ref.work("cpu") * 1e3, "ms", **ref.serial_extra())
+    for system, _n, t, cs in runs:
+        rec.add("skewed", system, t / ideal, "x ideal", chunksize=cs, makespan_ms=t * 1e3,
+                ideal_ms=ideal * 1e3, ideal_wall_ms=ideal_wall * 1e3,
+                x_ideal_wall=t / ideal_wall)
 
 
 def wl_payload(rec, workers, p, cal, tree):

@@ -9,6 +9,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use crate::reference::thread_cpu_time;
+
 /// LCG multiplier (Knuth's MMIX), shared with `baselines/python_pools.py`.
 pub const LCG_MUL: u64 = 6_364_136_223_846_793_005;
 /// LCG increment, shared with `baselines/python_pools.py`.
@@ -27,20 +29,24 @@ pub fn spin(iters: u64) -> u64 {
 /// The measured speed of [`spin`] on this machine, in the parent process.
 #[derive(Debug, Clone, Copy)]
 pub struct Calibration {
-    /// Nanoseconds per LCG step (fastest of several timed runs).
+    /// Nanoseconds per LCG step (fastest of several timed runs, in thread CPU time).
     pub ns_per_iter: f64,
 }
 
 impl Calibration {
-    /// Times [`spin`] a few times and keeps the fastest run (the least disturbed one).
+    /// Times [`spin`] a few times in thread CPU time and keeps the fastest run. CPU time does
+    /// not count the time another process holds the core, so a busy machine does not make
+    /// the units short; wall time is the fallback should the thread clock read nothing.
     pub fn measure() -> Self {
         let probe: u64 = 20_000_000;
         spin(probe / 10);
         let best = (0..5)
             .map(|_| {
-                let start = Instant::now();
+                let wall = Instant::now();
+                let cpu = thread_cpu_time();
                 black_box(spin(black_box(probe)));
-                start.elapsed()
+                let cpu = thread_cpu_time().saturating_sub(cpu);
+                if cpu.is_zero() { wall.elapsed() } else { cpu }
             })
             .min()
             .unwrap_or(Duration::from_millis(20));

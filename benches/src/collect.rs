@@ -129,6 +129,26 @@ impl Collector {
     }
 }
 
+/// Puts each workload's rows in report order: the serial loop, procpool, rayon, the Python
+/// serial loop, then the other systems as they first reported. Workloads keep the order in
+/// which they ran.
+pub fn sort_rows(rows: &mut [Row]) {
+    let mut workloads: Vec<String> = Vec::new();
+    for row in rows.iter() {
+        if !workloads.contains(&row.workload) {
+            workloads.push(row.workload.clone());
+        }
+    }
+    let rank = |row: &Row| match (row.system.as_str(), row.lang) {
+        ("serial", Lang::Rust) => 0,
+        ("procpool", _) => 1,
+        ("rayon", _) => 2,
+        ("python serial", _) => 3,
+        _ => 4,
+    };
+    rows.sort_by_key(|row| (workloads.iter().position(|w| *w == row.workload), rank(row)));
+}
+
 /// The median (mean of the two middle values for an even count); NaN when empty.
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -169,5 +189,41 @@ mod tests {
         assert_eq!(rows[0].samples, vec![5.0, 7.0, 6.0]);
         assert_eq!(rows[0].extra["k"], 2.0);
         assert_eq!(rows[1].lang, Lang::Python);
+    }
+
+    #[test]
+    fn rows_sort_serial_procpool_rayon_then_python_within_each_workload() {
+        let mut col = Collector::default();
+        for (workload, system, lang) in [
+            ("skewed", "py Pool", Lang::Python),
+            ("skewed", "python serial", Lang::Python),
+            ("skewed", "rayon", Lang::Rust),
+            ("skewed", "procpool", Lang::Rust),
+            ("skewed", "serial", Lang::Rust),
+            ("map_1us", "py B", Lang::Python),
+            ("map_1us", "py A", Lang::Python),
+            ("map_1us", "serial", Lang::Rust),
+        ] {
+            col.add(workload, system, lang, Sample::new(1.0, "ms"));
+        }
+        let mut rows = col.rows();
+        sort_rows(&mut rows);
+        let order: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.workload.as_str(), r.system.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("skewed", "serial"),
+                ("skewed", "procpool"),
+                ("skewed", "rayon"),
+                ("skewed", "python serial"),
+                ("skewed", "py Pool"),
+                ("map_1us", "serial"),
+                ("map_1us", "py B"),
+                ("map_1us", "py A"),
+            ]
+        );
     }
 }

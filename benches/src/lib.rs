@@ -13,6 +13,7 @@ pub mod digest;
 pub mod machine;
 pub mod plot;
 pub mod python;
+pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod systems;

@@ -87,7 +87,14 @@ const HEADER: [&str; 8] = [
 fn cells(rows: &[Row]) -> Vec<[String; 8]> {
     rows.iter()
         .map(|row| {
-            let (raw, verdict) = fmt_ratio(ratio(rows, row));
+            let (raw, mut verdict) = fmt_ratio(ratio(rows, row));
+            if crate::target::impossible(row).is_some() {
+                verdict = if verdict.is_empty() {
+                    "measurement anomaly".into()
+                } else {
+                    format!("{verdict} (measurement anomaly)")
+                };
+            }
             [
                 row.workload.clone(),
                 row.system.clone(),
@@ -170,8 +177,9 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
         md,
         "\n`procpool ÷ peer` divides the medians as they are; the verdict applies the unit's \
          direction (lower is better for ms, us and x ideal). Serial rows of `map_1us`, \
-         `cpu_scaling` and `skewed` give the serial reference time (ms) that the efficiencies \
-         and the ideal makespan of the same language and round are computed from.\n"
+         `cpu_scaling` and `skewed` give the serial reference: the work of the workload on \
+         one core in thread CPU time (ms), which the efficiencies and the ideal makespan of \
+         the same language and round are computed from (see \"Serial reference\").\n"
     );
     let _ = writeln!(md, "## Issue-7 targets\n");
     let _ = writeln!(
@@ -190,10 +198,45 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
     }
     let _ = writeln!(
         md,
-        "\nTargets are read off the medians above; the benchmark is not tuned to them.\n"
+        "\nTargets are read off the medians above; the benchmark is not tuned to them. An \
+         efficiency above 1 or a makespan below the ideal is impossible for a pool that runs \
+         the serial loop's instructions, so such a figure is reported as a measurement anomaly, \
+         never as a pass.\n"
     );
     if let Some(warning) = crate::target::contention_warning(&outcome.rows) {
         let _ = writeln!(md, "**Caution:** {warning}.\n");
+    }
+    let anomalies = crate::target::anomalies(&outcome.rows);
+    if !anomalies.is_empty() {
+        let _ = writeln!(md, "### Measurement anomalies\n");
+        for line in &anomalies {
+            let _ = writeln!(md, "- {line}");
+        }
+        let _ = writeln!(
+            md,
+            "\nThose rounds ran faster than the serial reference allows: a disturbed round, \
+             not a result.\n"
+        );
+    }
+    let reference = reference_table(&outcome.rows);
+    if !reference.is_empty() {
+        let _ = writeln!(md, "## Serial reference\n");
+        let _ = writeln!(
+            md,
+            "The busy workloads' efficiencies and ideal makespans divide by the serial work of \
+             the same language and round: each item size timed in short serial batches, half \
+             before the pools and half after, in thread CPU time and in wall time; the cost of \
+             an item is the median over its batches (method: `benches/README.md`, \"Serial \
+             reference\"). Headline figures use the CPU-time work; `efficiency_wall` and \
+             `x_ideal_wall` in the JSON use the wall-time work. *Disturbed* is the share of \
+             the serial pass the thread spent off the CPU (0 on a quiet machine).\n"
+        );
+        let _ = writeln!(md, "| {} |", REFERENCE_HEADER.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(REFERENCE_HEADER.len()));
+        for line in reference {
+            let _ = writeln!(md, "| {} |", line.join(" | "));
+        }
+        let _ = writeln!(md);
     }
     let _ = writeln!(md, "## Sizes\n");
     for (workload, text) in outcome.params.describe() {
@@ -313,13 +356,59 @@ pub fn json(outcome: &Outcome, machine: &MachineInfo) -> Value {
             "measured": c.measured,
             "met": c.met,
             "fraction_of_target": c.fraction_of_target,
+            "anomaly": c.anomaly,
         })).collect::<Vec<_>>(),
+        "anomalies": crate::target::anomalies(&outcome.rows),
         "notes": outcome.notes,
         "seconds_per_workload": outcome.durations.iter()
             .map(|(w, secs)| (w.name().to_owned(), json!(secs)))
             .collect::<serde_json::Map<_, _>>(),
         "rows": rows,
     })
+}
+
+const REFERENCE_HEADER: [&str; 7] = [
+    "workload",
+    "language",
+    "item cost, CPU (µs)",
+    "item cost, wall (µs)",
+    "work, CPU (ms): median [min–max]",
+    "work, wall (ms)",
+    "disturbed",
+];
+
+/// The serial reference rows (those with per-item costs in their extras) as table cells.
+pub fn reference_table(rows: &[Row]) -> Vec<[String; 7]> {
+    rows.iter()
+        .filter(|r| r.extra.contains_key("item0_cpu_us"))
+        .map(|r| {
+            let per_item = |clock: &str| {
+                (0..)
+                    .map_while(|idx| r.extra.get(&format!("item{idx}_{clock}_us")))
+                    .map(|&us| fmt_value(us))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            let extra = |key: &str| r.extra.get(key).copied().unwrap_or(f64::NAN);
+            [
+                r.workload.clone(),
+                match r.lang {
+                    Lang::Rust => "Rust".into(),
+                    Lang::Python => "Python".into(),
+                },
+                per_item("cpu"),
+                per_item("wall"),
+                format!(
+                    "{} [{}–{}]",
+                    fmt_value(r.value),
+                    fmt_value(r.min),
+                    fmt_value(r.max)
+                ),
+                fmt_value(extra("work_wall_ms")),
+                format!("{:.1}%", extra("disturbed") * 100.0),
+            ]
+        })
+        .collect()
 }
 
 /// The headline unit of a workload name (for charts), if it is one of ours.
@@ -384,5 +473,42 @@ mod tests {
         let table = terminal_table(&rows);
         assert_eq!(table.lines().count(), 4);
         assert!(table.contains("procpool 50.0× better"), "{table}");
+    }
+
+    #[test]
+    fn an_impossible_figure_is_marked_in_the_table() {
+        let rows = vec![
+            row("cpu_scaling", "procpool", 1.04, "efficiency"),
+            row("cpu_scaling", "rayon", 0.97, "efficiency"),
+        ];
+        let table = terminal_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[2].ends_with("measurement anomaly"), "{table}");
+        assert!(!lines[3].contains("anomaly"), "{table}");
+    }
+
+    #[test]
+    fn the_reference_table_lists_every_item_size() {
+        let mut serial = row("skewed", "serial", 700.0, "ms");
+        serial.min = 690.0;
+        serial.max = 720.0;
+        for (key, value) in [
+            ("item0_cpu_us", 5000.0),
+            ("item1_cpu_us", 100_000.0),
+            ("item0_wall_us", 5100.0),
+            ("item1_wall_us", 101_000.0),
+            ("work_wall_ms", 710.0),
+            ("disturbed", 0.023),
+        ] {
+            serial.extra.insert(key.into(), value);
+        }
+        let rows = vec![serial, row("skewed", "procpool", 1.01, "x ideal")];
+        let table = reference_table(&rows);
+        assert_eq!(table.len(), 1, "only rows that carry item costs");
+        let line = &table[0];
+        assert_eq!(line[2], "5000 / 100 k");
+        assert_eq!(line[3], "5100 / 101 k");
+        assert_eq!(line[4], "700 [690–720]");
+        assert_eq!(line[6], "2.3%");
     }
 }

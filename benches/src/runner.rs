@@ -1,15 +1,17 @@
 //! The interleaved run: every workload, round by round, every system once per round.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use indicatif::ProgressBar;
 use serde_json::Value;
 
 use crate::BenchError;
 use crate::busy::Calibration;
-use crate::collect::{Collector, Lang, Row};
+use crate::collect::{Collector, Lang, Row, Sample};
 use crate::digest::Tree;
 use crate::python::PythonBaseline;
+use crate::reference::{self, ProbeSample, Reference};
 use crate::systems::{
     self, Backend, ProcpoolSystem, RayonSystem, RoundCtx, SerialSystem, Sha512, SpinOracle,
 };
@@ -108,26 +110,34 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
         // Systems that failed on this workload sit out its remaining rounds.
         let mut failed: HashSet<&'static str> = HashSet::new();
         for round in 0..config.repeat {
-            let mut ctx = RoundCtx {
+            let ctx = RoundCtx {
                 workers: config.workers,
                 params: &params,
                 cal: &cal,
                 tree: tree.as_ref().map(|(tree, fp): &(Tree, Sha512)| (tree, *fp)),
-                serial_secs: None,
                 oracle: &oracle,
             };
             let tag = format!("{workload} round {}/{}", round + 1, config.repeat);
-            if serial.supports(workload) {
+            // The busy workloads' serial reference: half of its batches before the pools,
+            // half after (A B A), so the reference brackets the pools' runs.
+            let mut probe = if workload.needs_serial_reference() && serial.supports(workload) {
+                Some(Probe::new(workload, &ctx))
+            } else {
+                None
+            };
+            // The Rust pools' samples of this round; busy workloads convert them once the
+            // reference is complete.
+            let mut pending: Vec<(&'static str, Sample)> = Vec::new();
+            if let Some(probe) = &mut probe {
+                progress.set_message(format!("{tag}: serial reference"));
+                probe.run_half(&mut serial, &oracle, &mut failed, &mut notes);
+            } else if serial.supports(workload) {
                 progress.set_message(format!("{tag}: serial"));
-                match systems::measure(&mut serial, workload, &ctx) {
-                    Ok(sample) => {
-                        if workload.needs_serial_reference() {
-                            ctx.serial_secs = Some(sample.value / 1e3);
-                        }
-                        collector.add(workload.name(), "serial", Lang::Rust, sample);
-                    }
-                    Err(err) => {
-                        if failed.insert("serial") {
+                if !failed.contains("serial") {
+                    match systems::measure(&mut serial, workload, &ctx) {
+                        Ok(sample) => pending.push(("serial", sample)),
+                        Err(err) => {
+                            failed.insert("serial");
                             notes.push(format!("{workload}: serial failed: {err}"));
                         }
                     }
@@ -147,21 +157,13 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                         }
                         let name = system.name();
                         progress.set_message(format!("{tag}: {name}"));
-                        if !failed.contains(name) {
-                            if workload.needs_serial_reference() && ctx.serial_secs.is_none() {
-                                failed.insert(name);
-                                notes.push(format!(
-                                    "{workload}: {name} skipped: no serial reference"
-                                ));
-                            } else {
-                                match systems::measure(system, workload, &ctx) {
-                                    Ok(sample) => {
-                                        collector.add(workload.name(), name, Lang::Rust, sample)
-                                    }
-                                    Err(err) => {
-                                        failed.insert(name);
-                                        notes.push(format!("{workload}: {name} failed: {err}"));
-                                    }
+                        let no_reference = probe.as_ref().is_some_and(|p| p.failed);
+                        if !failed.contains(name) && !no_reference {
+                            match systems::measure(system, workload, &ctx) {
+                                Ok(sample) => pending.push((name, sample)),
+                                Err(err) => {
+                                    failed.insert(name);
+                                    notes.push(format!("{workload}: {name} failed: {err}"));
                                 }
                             }
                         }
@@ -199,14 +201,56 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                     }
                 }
             }
+            match probe {
+                None => {
+                    for (name, sample) in pending {
+                        collector.add(workload.name(), name, Lang::Rust, sample);
+                    }
+                }
+                Some(mut probe) => {
+                    progress.set_message(format!("{tag}: serial reference"));
+                    probe.run_half(&mut serial, &oracle, &mut failed, &mut notes);
+                    progress.inc(1);
+                    match probe.reference() {
+                        Ok(reference) => {
+                            collector.add(
+                                workload.name(),
+                                "serial",
+                                Lang::Rust,
+                                reference.serial_sample(),
+                            );
+                            for (name, raw) in pending {
+                                let wall = raw.value / 1e3;
+                                let sample = reference.pool_sample(
+                                    workload == Workload::Skewed,
+                                    config.workers,
+                                    wall,
+                                    probe.items.len(),
+                                );
+                                collector.add(workload.name(), name, Lang::Rust, sample);
+                            }
+                        }
+                        Err(err) => {
+                            if failed.insert("serial reference") {
+                                notes.push(format!(
+                                    "{workload}: no serial reference ({err}): the Rust pools' \
+                                     figures of that round are left out"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
         }
         durations.push((workload, workload_start.elapsed().as_secs_f64()));
     }
     progress.finish_with_message("done");
+    let mut rows = collector.rows();
+    crate::collect::sort_rows(&mut rows);
     Ok(Outcome {
         config,
         params,
-        rows: collector.rows(),
+        rows,
         notes,
         rust_calibration: cal,
         python_calibration,
@@ -215,4 +259,65 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
             .map(|(tree, _)| (tree.files.len(), tree.mib())),
         durations,
     })
+}
+
+/// The serial reference of one round of a busy workload: its items, the two halves of its
+/// batches, and the timed batches so far.
+#[derive(Debug)]
+struct Probe {
+    workload: Workload,
+    items: Vec<u64>,
+    halves: [Vec<Range<usize>>; 2],
+    next_half: usize,
+    samples: Vec<ProbeSample>,
+    failed: bool,
+}
+
+impl Probe {
+    fn new(workload: Workload, ctx: &RoundCtx<'_>) -> Self {
+        let items = systems::spin_items(workload, ctx);
+        let (first, second) =
+            reference::halves(reference::batches(&items, ctx.cal, reference::MIN_BATCH));
+        Self {
+            workload,
+            items,
+            halves: [first, second],
+            next_half: 0,
+            samples: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Times the next half of the batches on the serial loop.
+    fn run_half(
+        &mut self,
+        serial: &mut SerialSystem,
+        oracle: &SpinOracle,
+        failed: &mut HashSet<&'static str>,
+        notes: &mut Vec<String>,
+    ) {
+        let half = std::mem::take(&mut self.halves[self.next_half.min(1)]);
+        self.next_half += 1;
+        if self.failed || failed.contains("serial") {
+            self.failed = true;
+            return;
+        }
+        match systems::probe_serial(serial, self.workload, &self.items, &half, oracle) {
+            Ok(samples) => self.samples.extend(samples),
+            Err(err) => {
+                self.failed = true;
+                if failed.insert("serial") {
+                    notes.push(format!("{}: serial failed: {err}", self.workload));
+                }
+            }
+        }
+    }
+
+    /// The round's reference, once both halves ran.
+    fn reference(&self) -> Result<Reference, String> {
+        if self.failed {
+            return Err("the serial loop failed".into());
+        }
+        Reference::new(&self.items, &self.samples).map_err(|err| err.to_string())
+    }
 }

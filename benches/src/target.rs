@@ -17,6 +17,9 @@ pub struct TargetCheck {
     pub met: Option<bool>,
     /// How far from the target, as a factor of the required figure (1.0 = exactly met).
     pub fraction_of_target: Option<f64>,
+    /// Why the figure cannot be taken at face value (an efficiency above 1, a makespan below
+    /// the ideal): the check is then neither met nor missed.
+    pub anomaly: Option<String>,
 }
 
 fn find<'a>(rows: &'a [Row], workload: &str, system: &str) -> Option<&'a Row> {
@@ -58,6 +61,7 @@ fn check(
                 measured: text,
                 met: Some(fraction >= 1.0),
                 fraction_of_target: Some(fraction),
+                anomaly: None,
             }
         }
         _ => TargetCheck {
@@ -66,8 +70,88 @@ fn check(
             measured: "not measured".into(),
             met: None,
             fraction_of_target: None,
+            anomaly: None,
         },
     }
+}
+
+/// Why a row's median cannot be true, if it cannot: an efficiency above 1 or a makespan
+/// below the ideal means the pool did the work faster than one core does it alone, which
+/// only a disturbed measurement produces (see `crate::reference`).
+pub fn impossible(row: &Row) -> Option<String> {
+    match row.unit.as_str() {
+        "efficiency" if row.value > 1.0 => {
+            Some(format!("{} efficiency {:.3} > 1", row.system, row.value))
+        }
+        "x ideal" if row.value < 1.0 => Some(format!(
+            "{} makespan {:.3} × ideal < 1",
+            row.system, row.value
+        )),
+        _ => None,
+    }
+}
+
+/// How many of a row's rounds gave an impossible figure (see [`impossible`]).
+pub fn impossible_rounds(row: &Row) -> usize {
+    row.samples
+        .iter()
+        .filter(|&&v| match row.unit.as_str() {
+            "efficiency" => v > 1.0,
+            "x ideal" => v < 1.0,
+            _ => false,
+        })
+        .count()
+}
+
+/// Every row with impossible rounds, as lines for the report: the figures of those rounds
+/// are measurement anomalies, not results.
+pub fn anomalies(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|row| {
+            let bad = impossible_rounds(row);
+            (bad > 0).then(|| {
+                let (what, extreme) = if row.unit == "efficiency" {
+                    ("efficiency above 1", row.max)
+                } else {
+                    ("makespan below the ideal", row.min)
+                };
+                format!(
+                    "`{}` {}: {what} in {bad} of {} rounds (extreme {extreme:.3}, median {:.3})",
+                    row.workload,
+                    row.system,
+                    row.samples.len(),
+                    row.value
+                )
+            })
+        })
+        .collect()
+}
+
+/// Marks `check` anomalous when one of `rows` has an impossible median, and notes rounds
+/// that were impossible even when the median is not.
+fn with_anomalies(mut check: TargetCheck, rows: &[Option<&Row>]) -> TargetCheck {
+    let rows: Vec<&Row> = rows.iter().flatten().copied().collect();
+    let reasons: Vec<String> = rows.iter().filter_map(|r| impossible(r)).collect();
+    if !reasons.is_empty() {
+        check.anomaly = Some(reasons.join("; "));
+        check.met = None;
+    }
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| impossible_rounds(r) > 0)
+        .map(|r| {
+            format!(
+                "{}: {} of {} rounds impossible",
+                r.system,
+                impossible_rounds(r),
+                r.samples.len()
+            )
+        })
+        .collect();
+    if !bad.is_empty() && check.met.is_some() {
+        check.measured = format!("{} ({})", check.measured, bad.join(", "));
+    }
+    check
 }
 
 /// Speed-up of procpool over `peer` on `workload`, direction of the unit applied.
@@ -127,23 +211,26 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
         10.0,
         true,
     ));
-    out.push(check(
-        "map_1us",
-        "efficiency within 5% of rayon",
-        procpool("map_1us")
-            .zip(find(rows, "map_1us", "rayon"))
-            .map(|(ours, rayon)| {
-                let ratio = ours.value / rayon.value;
-                (
-                    ratio,
-                    format!(
-                        "{:.3} vs rayon {:.3} ({ratio:.2}×)",
-                        ours.value, rayon.value
-                    ),
-                )
-            }),
-        0.95,
-        true,
+    out.push(with_anomalies(
+        check(
+            "map_1us",
+            "efficiency within 5% of rayon",
+            procpool("map_1us")
+                .zip(find(rows, "map_1us", "rayon"))
+                .map(|(ours, rayon)| {
+                    let ratio = ours.value / rayon.value;
+                    (
+                        ratio,
+                        format!(
+                            "{:.3} vs rayon {:.3} ({ratio:.2}×)",
+                            ours.value, rayon.value
+                        ),
+                    )
+                }),
+            0.95,
+            true,
+        ),
+        &[procpool("map_1us"), find(rows, "map_1us", "rayon")],
     ));
     out.push(check(
         "startup",
@@ -157,19 +244,25 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
         10.0,
         true,
     ));
-    out.push(check(
-        "cpu_scaling",
-        "efficiency ≥ 0.985",
-        procpool("cpu_scaling").map(|r| (r.value, format!("{:.3}", r.value))),
-        0.985,
-        true,
+    out.push(with_anomalies(
+        check(
+            "cpu_scaling",
+            "efficiency ≥ 0.985",
+            procpool("cpu_scaling").map(|r| (r.value, format!("{:.3}", r.value))),
+            0.985,
+            true,
+        ),
+        &[procpool("cpu_scaling")],
     ));
-    out.push(check(
-        "skewed",
-        "makespan ≤ 1.03 × ideal",
-        procpool("skewed").map(|r| (r.value, format!("{:.2} × ideal", r.value))),
-        1.03,
-        false,
+    out.push(with_anomalies(
+        check(
+            "skewed",
+            "makespan ≤ 1.03 × ideal",
+            procpool("skewed").map(|r| (r.value, format!("{:.2} × ideal", r.value))),
+            1.03,
+            false,
+        ),
+        &[procpool("skewed")],
     ));
     out.push(check(
         "payload",
@@ -187,24 +280,46 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
     out
 }
 
-/// A warning when the machine visibly lacked free cores: rayon (in-process threads, no
-/// transport at all) is the yardstick; below 0.9 efficiency on `cpu_scaling`, every parallel
-/// figure of the run is depressed by whatever else was running.
+/// A warning when the machine visibly lacked free cores. Two witnesses: rayon (in-process
+/// threads, no transport at all) below 0.9 efficiency on `cpu_scaling`, and a serial
+/// reference whose thread was off the CPU for more than a tenth of its pass (`disturbed`,
+/// see `crate::reference`). Either way every parallel figure of the run is depressed by
+/// whatever else was running.
 pub fn contention_warning(rows: &[Row]) -> Option<String> {
-    let rayon = find(rows, "cpu_scaling", "rayon")?;
-    (rayon.value < 0.9).then(|| {
-        format!(
-            "the machine was busy: rayon reached only {:.2} efficiency on `cpu_scaling` \
-             (about 1.0 on an idle machine), so parallel figures and targets that need free \
-             cores (efficiency, makespan, throughput) are depressed for every system; compare \
-             systems within a round rather than with the absolute targets",
+    let mut seen = Vec::new();
+    if let Some(rayon) = find(rows, "cpu_scaling", "rayon").filter(|r| r.value < 0.9) {
+        seen.push(format!(
+            "rayon reached only {:.2} efficiency on `cpu_scaling` (about 1.0 on an idle machine)",
             rayon.value
+        ));
+    }
+    let disturbed: Vec<String> = rows
+        .iter()
+        .filter_map(|r| Some((r, *r.extra.get("disturbed")?)))
+        .filter(|&(_, d)| d > 0.1)
+        .map(|(r, d)| format!("`{}` {} {:.0}%", r.workload, r.system, d * 100.0))
+        .collect();
+    if !disturbed.is_empty() {
+        seen.push(format!(
+            "the serial reference thread was off the CPU for part of its pass ({})",
+            disturbed.join(", ")
+        ));
+    }
+    (!seen.is_empty()).then(|| {
+        format!(
+            "the machine was busy: {}; parallel figures and targets that need free cores \
+             (efficiency, makespan, throughput) are depressed for every system; compare \
+             systems within a round rather than with the absolute targets",
+            seen.join("; ")
         )
     })
 }
 
-/// "met", or "missed: at 40% of the target".
+/// "met", "missed: at 40% of the target", or "anomaly: …" (neither met nor missed).
 pub fn verdict(check: &TargetCheck) -> String {
+    if let Some(why) = &check.anomaly {
+        return format!("measurement anomaly ({why}): not counted");
+    }
     match (check.met, check.fraction_of_target) {
         (Some(true), _) => "met".into(),
         (Some(false), Some(fraction)) => {
@@ -288,6 +403,69 @@ mod tests {
         let idle = vec![row("cpu_scaling", "rayon", Lang::Rust, 0.99, "efficiency")];
         assert_eq!(contention_warning(&idle), None);
         assert_eq!(contention_warning(&[]), None);
+        let mut serial = row("skewed", "serial", Lang::Rust, 700.0, "ms");
+        serial.extra.insert("disturbed".into(), 0.02);
+        assert_eq!(contention_warning(std::slice::from_ref(&serial)), None);
+        serial.extra.insert("disturbed".into(), 0.35);
+        let warning = contention_warning(&[serial]).unwrap();
+        assert!(warning.contains("`skewed` serial 35%"), "{warning}");
+    }
+
+    #[test]
+    fn an_impossible_median_is_an_anomaly_not_a_pass() {
+        let mut eff = row("cpu_scaling", "procpool", Lang::Rust, 1.06, "efficiency");
+        eff.samples = vec![1.06, 0.99, 1.2];
+        let mut skew = row("skewed", "procpool", Lang::Rust, 0.91, "x ideal");
+        skew.samples = vec![0.91, 0.88, 1.2];
+        let checks = checks(&[eff.clone(), skew.clone()]);
+        for check in &checks {
+            assert_eq!(check.met, None, "{check:?}");
+            assert!(check.anomaly.is_some());
+            assert!(verdict(check).starts_with("measurement anomaly"));
+        }
+        assert!(checks[0].anomaly.as_ref().unwrap().contains("1.060 > 1"));
+        let lines = anomalies(&[eff, skew]);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].contains("efficiency above 1 in 2 of 3 rounds"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("makespan below the ideal in 2 of 3 rounds"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn impossible_rounds_are_counted_beside_a_possible_median() {
+        let mut eff = row("cpu_scaling", "procpool", Lang::Rust, 0.99, "efficiency");
+        eff.samples = vec![0.97, 0.99, 1.01];
+        let checks = checks(std::slice::from_ref(&eff));
+        assert_eq!(checks[0].met, Some(true), "0.99 ≥ 0.985");
+        assert!(
+            checks[0].measured.contains("1 of 3 rounds impossible"),
+            "{:?}",
+            checks[0]
+        );
+        // map_1us: rayon's impossible median spoils the comparison too.
+        let rows = vec![
+            row("map_1us", "procpool", Lang::Rust, 0.9, "efficiency"),
+            row("map_1us", "rayon", Lang::Rust, 1.1, "efficiency"),
+        ];
+        assert!(checks_anomaly(&rows, "map_1us"));
+        let fine = vec![row("latency", "procpool", Lang::Rust, 1e6, "efficiency")];
+        assert_eq!(
+            impossible(&fine[0]).is_some(),
+            true,
+            "units decide, not workloads"
+        );
+        assert_eq!(impossible(&row("x", "y", Lang::Rust, 2.0, "ms")), None);
+    }
+
+    fn checks_anomaly(rows: &[Row], workload: &str) -> bool {
+        checks(rows)
+            .iter()
+            .any(|c| c.workload == workload && c.anomaly.is_some())
     }
 
     #[test]

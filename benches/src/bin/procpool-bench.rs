@@ -113,6 +113,9 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(warning) = procpool_benches::target::contention_warning(&outcome.rows) {
         println!("caution: {warning}");
     }
+    for line in procpool_benches::target::anomalies(&outcome.rows) {
+        println!("measurement anomaly: {line}");
+    }
     for note in &outcome.notes {
         println!("note: {note}");
     }

@@ -10,6 +10,7 @@ mod serial;
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::BenchError;
 use crate::busy::{Calibration, spin};
 use crate::collect::{Sample, median};
 use crate::digest::Tree;
+use crate::reference::ProbeSample;
 use crate::workload::{Params, Workload};
 
 /// A digest as the tasks return it.
@@ -34,10 +36,6 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Whether the system runs `workload`.
     fn supports(&self, workload: Workload) -> bool;
-    /// Whether this is the serial reference (its map time is the round's serial time).
-    fn is_serial_reference(&self) -> bool {
-        false
-    }
     /// Starts a pool of `workers`, gets one trivial result, shuts it down.
     fn startup_once(&mut self, workers: usize) -> Result<(), BenchError>;
     /// Makes sure the warm pool exists and every worker has run something.
@@ -67,8 +65,6 @@ pub struct RoundCtx<'a> {
     pub cal: &'a Calibration,
     /// The `digest` tree and the XOR of all its file digests, when that workload runs.
     pub tree: Option<(&'a Tree, Sha512)>,
-    /// The serial reference time of this round, once the serial system has run.
-    pub serial_secs: Option<f64>,
     /// Expected `spin` results, computed once per loop count.
     pub oracle: &'a SpinOracle,
 }
@@ -213,30 +209,9 @@ pub fn measure(
                     "output is not spin(items) in order".into(),
                 ));
             }
-            if system.is_serial_reference() {
-                return Ok(Sample::new(secs * 1e3, "ms").with("n", items.len() as f64));
-            }
-            let serial = ctx.serial_secs.ok_or_else(|| {
-                wrong(
-                    system,
-                    workload,
-                    "no serial reference ran this round".into(),
-                )
-            })?;
-            if workload == Workload::Skewed {
-                let total: u64 = items.iter().sum();
-                let longest = items.iter().copied().max().unwrap_or(0);
-                let ideal =
-                    (serial / workers as f64).max(serial * longest as f64 / total.max(1) as f64);
-                Ok(Sample::new(secs / ideal, "x ideal")
-                    .with("makespan_ms", secs * 1e3)
-                    .with("ideal_ms", ideal * 1e3))
-            } else {
-                Ok(Sample::new(serial / (workers as f64 * secs), "efficiency")
-                    .with("speedup", serial / secs)
-                    .with("wall_ms", secs * 1e3)
-                    .with("n", items.len() as f64))
-            }
+            // The raw wall time: the runner turns it into an efficiency or a makespan ratio
+            // once the round's serial reference is complete (`crate::reference`).
+            Ok(Sample::new(secs * 1e3, "ms").with("n", items.len() as f64))
         }
         Workload::Payload => {
             let size = p.payload_mib << 20;
@@ -285,6 +260,39 @@ pub fn measure(
                 .with("mib", tree.mib()))
         }
     }
+}
+
+/// Runs `batches` of `items` on the serial system one at a time, each timed in wall and
+/// thread CPU time (the serial reference, see [`crate::reference`]), and checks every result.
+pub fn probe_serial(
+    serial: &mut SerialSystem,
+    workload: Workload,
+    items: &[u64],
+    batches: &[Range<usize>],
+    oracle: &SpinOracle,
+) -> Result<Vec<ProbeSample>, BenchError> {
+    let mut samples = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let batch_items = &items[batch.clone()];
+        let (sample, out) = ProbeSample::time(batch_items[0], batch_items.len(), || {
+            serial.map_spin(batch_items)
+        });
+        let out = out?;
+        if out.len() != batch_items.len()
+            || batch_items
+                .iter()
+                .zip(&out)
+                .any(|(&l, &v)| oracle.expect(l) != v)
+        {
+            return Err(wrong(
+                serial,
+                workload,
+                "output is not spin(items) in order".into(),
+            ));
+        }
+        samples.push(sample);
+    }
+    Ok(samples)
 }
 
 /// The error of a primitive a system does not offer.

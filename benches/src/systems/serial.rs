@@ -34,10 +34,6 @@ impl Backend for SerialSystem {
         )
     }
 
-    fn is_serial_reference(&self) -> bool {
-        true
-    }
-
     fn startup_once(&mut self, _workers: usize) -> Result<(), BenchError> {
         Err(unsupported(self.name(), "startup"))
     }
