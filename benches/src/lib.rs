@@ -9,6 +9,7 @@
 
 pub mod busy;
 pub mod collect;
+pub mod compare;
 pub mod digest;
 pub mod machine;
 pub mod plot;

@@ -30,17 +30,17 @@ pub struct PythonRound {
 }
 
 impl PythonBaseline {
-    /// The script shipped in this package, run with `python3`; `None` when `python3` does
-    /// not start (the caller skips the Python rows with a note).
-    pub fn find() -> Option<Self> {
-        let ok = Command::new("python3")
+    /// The script shipped in this package, run with `interpreter` (`python3`); `None` when
+    /// the interpreter does not start (the caller skips the Python rows with a note).
+    pub fn find(interpreter: &str) -> Option<Self> {
+        let ok = Command::new(interpreter)
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success());
         ok.then(|| Self {
-            interpreter: "python3".into(),
+            interpreter: interpreter.into(),
             script: Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines/python_pools.py"),
         })
     }
@@ -138,7 +138,8 @@ mod tests {
     /// Runs the real script (CI has Python 3.11) on its cheapest workload and reads it back.
     #[test]
     fn the_script_runs_and_its_output_parses() {
-        let py = PythonBaseline::find().expect("python3 is on every development and CI machine");
+        let py = PythonBaseline::find("python3")
+            .expect("python3 is on every development and CI machine");
         let round = py
             .run_round(Workload::Startup, 1, true, None)
             .expect("the script runs");
@@ -159,6 +160,15 @@ mod tests {
         );
         assert!(round.calibration["ns_per_iter"].as_f64().unwrap() > 0.0);
         assert_eq!(round.raw["workers"], 1);
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_not_found() {
+        assert!(PythonBaseline::find("/nonexistent/python3").is_none());
+        assert!(
+            PythonBaseline::find("false").is_none(),
+            "one that fails `--version`"
+        );
     }
 
     #[test]

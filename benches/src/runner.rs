@@ -30,6 +30,8 @@ pub struct Config {
     pub workloads: Vec<Workload>,
     /// Whether to run the Python baselines.
     pub python: bool,
+    /// The interpreter that runs them (`python3`).
+    pub python_interpreter: String,
 }
 
 /// Everything a run produced.
@@ -61,9 +63,12 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
     let cal = Calibration::measure();
 
     let python = if config.python {
-        let found = PythonBaseline::find();
+        let found = PythonBaseline::find(&config.python_interpreter);
         if found.is_none() {
-            notes.push("python3 not found: the Python rows are skipped".to_owned());
+            notes.push(format!(
+                "`{}` does not start: the Python rows are skipped",
+                config.python_interpreter
+            ));
         }
         found
     } else {

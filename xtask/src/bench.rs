@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask bench [ARGS]` runs `cargo run --release -p procpool-benches --bin
 //!   procpool-bench -- [ARGS]` (see `benches/README.md`; `--help` lists the flags);
-//! - `cargo xtask bench --criterion [ARGS]` runs `cargo bench --workspace [ARGS]`.
+//! - `cargo xtask bench --criterion [ARGS]` runs `cargo bench --workspace [ARGS]`: every
+//!   crate's criterion benches (arguments after `--` reach each bench binary).
 
 use crate::util::{Result, cargo, run as run_cmd};
 

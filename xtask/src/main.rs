@@ -26,7 +26,9 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci [--no-release] [--no-clippy]  fmt, tidy, layers, clippy -D warnings, tests (debug and release), docs\n  \
-                 bench [--quick|--criterion]   procpool vs rayon, serial and Python pools (report in target/procpool-bench)\n  \
+                 bench [--quick] [--save NAME] [--compare NAME] [WORKLOAD...]\n                               \
+                 procpool vs rayon, serial and Python pools (report in target/procpool-bench)\n  \
+                 bench --criterion [-- ARGS]   the criterion benches of every crate\n  \
                  tidy                          repository hygiene checks (also a #[test])\n  \
                  layers                        prove the crate dependency direction\n  \
                  loom                          run the procpool-ipc loom models"

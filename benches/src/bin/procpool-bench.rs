@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use procpool_benches::compare::{self, Results};
 use procpool_benches::machine::MachineInfo;
 use procpool_benches::plot;
 use procpool_benches::report;
@@ -39,6 +40,20 @@ struct Args {
     /// Where report.md, results.json and the charts go (default: `<workspace>/target/procpool-bench`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also keep this run's results as `<out>/saved/NAME.json`, for a later `--compare NAME`.
+    #[arg(long, value_name = "NAME")]
+    save: Option<String>,
+    /// Print (and add to the report) the change from a saved run: `NAME` from `--save`, or
+    /// the path of any results.json (e.g. one under docs/bench/).
+    #[arg(long, value_name = "NAME|PATH")]
+    compare: Option<String>,
+    /// The Python interpreter for the baselines; if it does not start, the Python rows are
+    /// skipped with a note.
+    #[arg(long, value_name = "PROGRAM", default_value = "python3")]
+    python: String,
+    /// Workloads to run (the same as `--only`; both lists add up).
+    #[arg(value_name = "WORKLOAD")]
+    filter: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -55,11 +70,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let workloads = if args.only.is_empty() {
+    let names: Vec<&String> = args.only.iter().chain(&args.filter).collect();
+    let workloads = if names.is_empty() {
         Workload::ALL.to_vec()
     } else {
-        args.only
-            .iter()
+        names
+            .into_iter()
             .map(|name| {
                 Workload::from_name(name.trim()).ok_or_else(|| {
                     let known: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
@@ -77,6 +93,7 @@ fn run(args: Args) -> Result<(), String> {
         repeat: args.repeat.unwrap_or(if args.quick { 3 } else { 5 }).max(1),
         workloads,
         python: !args.no_python,
+        python_interpreter: args.python.clone(),
     };
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -87,6 +104,19 @@ fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| workspace.join("target/procpool-bench"));
     std::fs::create_dir_all(&out_dir)
         .map_err(|err| format!("creating {}: {err}", out_dir.display()))?;
+    if let Some(name) = &args.save {
+        compare::check_name(name).map_err(|err| format!("--save: {err}"))?;
+    }
+    // Read the old run first: a bad name fails before minutes of measuring.
+    let baseline = match &args.compare {
+        Some(name) => {
+            let path =
+                compare::resolve(&out_dir, name).map_err(|err| format!("--compare: {err}"))?;
+            let old = Results::load(&path).map_err(|err| format!("--compare: {err}"))?;
+            Some((name.clone(), old))
+        }
+        None => None,
+    };
 
     let mut machine = MachineInfo::gather(&workspace);
     let progress = ProgressBar::new(0);
@@ -164,9 +194,44 @@ fn run(args: Args) -> Result<(), String> {
         std::fs::write(path, &json_text)
             .map_err(|err| format!("writing {}: {err}", path.display()))?;
     }
+    let mut md = report::markdown(&outcome, &machine, &charts);
+    if let Some((name, old)) = &baseline {
+        let new = Results::from_json(&doc)?;
+        let cmp = compare::compare(&old.rows, &new.rows);
+        let title = format!(
+            "compared with `{name}` (commit {}, {})",
+            short(&old.commit),
+            old.date
+        );
+        println!("\n{}", compare::terminal(&cmp, &title));
+        md.push('\n');
+        md.push_str(&compare::markdown(&cmp, &format!("Change since `{name}`")));
+        md.push_str(&format!(
+            "\nThe old run: commit {}, {}.\n",
+            old.commit, old.date
+        ));
+    }
     let report_path = out_dir.join("report.md");
-    std::fs::write(&report_path, report::markdown(&outcome, &machine, &charts))
+    std::fs::write(&report_path, md)
         .map_err(|err| format!("writing {}: {err}", report_path.display()))?;
     println!("report: {}", report_path.display());
+    if let Some(name) = &args.save {
+        let path = compare::saved_path(&out_dir, name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|err| format!("creating {}: {err}", dir.display()))?;
+        }
+        std::fs::write(&path, &json_text)
+            .map_err(|err| format!("writing {}: {err}", path.display()))?;
+        println!("saved as `{name}`: {}", path.display());
+    }
     Ok(())
+}
+
+/// The first 12 characters of a commit hash (and any `-dirty`), for titles.
+fn short(commit: &str) -> String {
+    match commit.split_once('-') {
+        Some((hash, rest)) => format!("{}-{rest}", &hash[..hash.len().min(12)]),
+        None => commit[..commit.len().min(12)].to_owned(),
+    }
 }
