@@ -73,8 +73,8 @@ pub fn makespan_bars(rows: &[Row]) -> Vec<Bar> {
         }
         if let Some(ideal) = ideal {
             let label = match lang {
-                Lang::Rust => "ideal (Rust serial ÷ workers)",
-                Lang::Python => "ideal (Python serial ÷ workers)",
+                Lang::Rust => "ideal (Rust serial work ÷ workers)",
+                Lang::Python => "ideal (Python serial work ÷ workers)",
             };
             bars.push(Bar {
                 label: label.into(),
