@@ -39,6 +39,44 @@ pub struct Results {
     pub commit: String,
     /// `machine.date`, or `"unknown"`.
     pub date: String,
+    /// `config`: how the run was made (`quick`, `workers`, `repeat`), when recorded.
+    pub config: Option<RunConfig>,
+}
+
+/// The settings that decide whether two runs are comparable at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunConfig {
+    /// `--quick` (smaller sizes).
+    pub quick: bool,
+    /// `--workers`.
+    pub workers: u64,
+    /// Rounds per workload.
+    pub repeat: u64,
+}
+
+impl RunConfig {
+    /// "--quick, 2 workers, 3 rounds".
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{} workers, {} rounds",
+            if self.quick { "--quick, " } else { "" },
+            self.workers,
+            self.repeat
+        )
+    }
+}
+
+/// A warning when two runs were made with different sizes or worker counts: their rows
+/// then measure different things, and the change table says little.
+pub fn mismatch(old: Option<RunConfig>, new: Option<RunConfig>) -> Option<String> {
+    let (old, new) = (old?, new?);
+    (old.quick != new.quick || old.workers != new.workers).then(|| {
+        format!(
+            "the runs differ in size or workers (old: {}; new: {}): compare with care",
+            old.describe(),
+            new.describe()
+        )
+    })
 }
 
 impl Results {
@@ -78,10 +116,18 @@ impl Results {
                 .unwrap_or("unknown")
                 .to_owned()
         };
+        let config = doc.get("config").and_then(|c| {
+            Some(RunConfig {
+                quick: c.get("quick")?.as_bool()?,
+                workers: c.get("workers")?.as_u64()?,
+                repeat: c.get("repeat")?.as_u64()?,
+            })
+        });
         Ok(Self {
             rows: figures,
             commit: machine("git_commit"),
             date: machine("date"),
+            config,
         })
     }
 
@@ -436,6 +482,7 @@ mod tests {
         });
         let results = Results::from_json(&doc).unwrap();
         assert_eq!(results.commit, "abc123");
+        assert_eq!(results.config, None);
         assert_eq!(results.rows.len(), 2, "the row without a value is skipped");
         assert_eq!(
             results.rows[0],
@@ -448,6 +495,34 @@ mod tests {
         );
         assert!(Results::from_json(&json!({"nope": 1})).is_err());
         assert!(Results::from_json(&json!({"rows": [{"value": 1.0}]})).is_err());
+    }
+
+    #[test]
+    fn runs_of_other_sizes_are_flagged() {
+        let doc = |quick: bool, workers: u64| json!({"config": {"quick": quick, "workers": workers, "repeat": 3}, "rows": []});
+        let quick2 = Results::from_json(&doc(true, 2)).unwrap().config;
+        assert_eq!(
+            quick2,
+            Some(RunConfig {
+                quick: true,
+                workers: 2,
+                repeat: 3
+            })
+        );
+        let full2 = Results::from_json(&doc(false, 2)).unwrap().config;
+        let quick4 = Results::from_json(&doc(true, 4)).unwrap().config;
+        assert_eq!(mismatch(quick2, quick2), None);
+        let warning = mismatch(quick2, full2).unwrap();
+        assert!(
+            warning.contains("old: --quick, 2 workers, 3 rounds; new: 2 workers, 3 rounds"),
+            "{warning}"
+        );
+        assert!(mismatch(quick2, quick4).is_some());
+        assert_eq!(
+            mismatch(None, quick2),
+            None,
+            "an old document without config"
+        );
     }
 
     #[test]

@@ -198,8 +198,12 @@ fn run(args: Args) -> Result<(), String> {
     if let Some((name, old)) = &baseline {
         let new = Results::from_json(&doc)?;
         let cmp = compare::compare(&old.rows, &new.rows);
+        let made = old
+            .config
+            .map(|c| format!(", {}", c.describe()))
+            .unwrap_or_default();
         let title = format!(
-            "compared with `{name}` (commit {}, {})",
+            "compared with `{name}` (commit {}, {}{made})",
             short(&old.commit),
             old.date
         );
@@ -207,9 +211,13 @@ fn run(args: Args) -> Result<(), String> {
         md.push('\n');
         md.push_str(&compare::markdown(&cmp, &format!("Change since `{name}`")));
         md.push_str(&format!(
-            "\nThe old run: commit {}, {}.\n",
+            "\nThe old run: commit {}, {}{made}.\n",
             old.commit, old.date
         ));
+        if let Some(warning) = compare::mismatch(old.config, new.config) {
+            println!("caution: {warning}");
+            md.push_str(&format!("\n**Caution:** {warning}.\n"));
+        }
     }
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, md)
