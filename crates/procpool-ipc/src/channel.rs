@@ -19,7 +19,9 @@ use crate::mailbox::Mailbox;
 use crate::ring::{
     Consumer, Corruption, Item, PARK_SLICE, Producer, RingCloser, RingRef, Slot, WaitError,
 };
-use crate::segment::{OobOpenError, OobReader, OobWriter, Region, RegionOpenError};
+use crate::segment::{
+    OobOpenError, OobReader, OobWriter, Region, RegionOpenError, SealedFile, SealedMap,
+};
 use crate::sync::{AtomicU32, Ordering};
 use crate::wire::{
     CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FRAME_HEADER_SIZE, KIND_DATA, KIND_LARGE,
@@ -676,6 +678,54 @@ impl Sender {
         })
     }
 
+    /// Sends an already sealed memfd as one out-of-band frame, whatever its size: the peer
+    /// receives a frame whose payload is the file's bytes, mapped read-only, and may keep
+    /// that mapping with [`Frame::take_out_of_band`]. Nothing is copied; the file stays
+    /// usable here (the peer gets its own descriptor). Published at once.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_timeout`](Sender::send_timeout) (`Timeout` when neither the ring nor
+    /// the socket had room within `timeout`; nothing was sent then).
+    pub fn send_sealed(
+        &mut self,
+        file: &SealedFile,
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        let len = usize::try_from(file.len()).map_err(|_| SendError::TooLarge {
+            len: file.len(),
+            max: self.max_frame,
+        })?;
+        self.check(len)?;
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let link = &self.link;
+        let res = self
+            .producer
+            .reserve(LARGE_BODY_SIZE, deadline, &mut || link.peer_gone());
+        let slot = match res {
+            Ok(slot) => slot,
+            Err(err) => return Err(self.fail(err)),
+        };
+        let seq = self.next_large_seq;
+        // An unused reservation is simply never committed: the ring is unchanged on error.
+        self.send_fd(file.as_fd(), seq, deadline)?;
+        self.next_large_seq += 1;
+        let body = LargeBody {
+            len: file.len(),
+            seq,
+        };
+        // SAFETY: LargeBody is plain integers; viewing it as bytes is fine.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&body as *const LargeBody).cast::<u8>(),
+                size_of::<LargeBody>(),
+            )
+        };
+        self.producer.write_frame(slot, KIND_LARGE, bytes);
+        self.producer.publish();
+        Ok(())
+    }
+
     fn fail(&mut self, err: WaitError) -> SendError {
         if let WaitError::Corrupt(corruption) = err {
             self.poisoned = Some(corruption);
@@ -1102,12 +1152,27 @@ pub struct Frame<'a> {
 enum FrameData {
     Ring { pos: usize, len: usize },
     Large(OobReader),
+    /// The out-of-band payload was taken away; the frame reads as empty.
+    Taken,
 }
 
 impl Frame<'_> {
     /// Whether the payload came out of band (its own memfd) rather than from the ring.
     pub fn is_out_of_band(&self) -> bool {
         matches!(self.data, FrameData::Large(_))
+    }
+
+    /// Takes an out-of-band payload's read-only mapping out of the frame, to keep after the
+    /// frame is released (the frame reads as empty afterwards). `None` for an in-ring frame,
+    /// whose bytes must be copied to be kept.
+    pub fn take_out_of_band(&mut self) -> Option<SealedMap> {
+        match std::mem::replace(&mut self.data, FrameData::Taken) {
+            FrameData::Large(reader) => Some(reader.into_map()),
+            other => {
+                self.data = other;
+                None
+            }
+        }
     }
 }
 
@@ -1129,6 +1194,7 @@ impl std::ops::Deref for Frame<'_> {
             // the frame is released only in `drop`, after every borrow of `self` ended.
             FrameData::Ring { pos, len } => unsafe { self.receiver.consumer.payload(*pos, *len) },
             FrameData::Large(reader) => reader.bytes(),
+            FrameData::Taken => &[],
         }
     }
 }

@@ -54,5 +54,6 @@ pub use crate::{
     error::{CreateError, HandoffError, OpenError, RecvError, SendError},
     fdpass::{recv_handoff, send_handoff},
     mailbox::{MAILBOX_WORDS, Mailbox},
+    segment::{SealedFile, SealedMap, SealedWriter},
 };
 pub use crate::{doorbell::WaitStrategy, ring::Corruption};

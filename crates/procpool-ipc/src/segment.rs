@@ -5,7 +5,10 @@
 //! and nobody else can open it), sized with `ftruncate`, sealed against growing and
 //! shrinking (so the peer cannot make our mapping fault with `SIGBUS`), and mapped shared
 //! with memmap2. [`OobWriter`] and [`OobReader`] are the out-of-band buffers of LARGE frames:
-//! one memfd per frame, sealed read-only before it is handed over.
+//! one memfd per frame, sealed read-only before it is handed over. [`SealedWriter`],
+//! [`SealedFile`] and [`SealedMap`] are the public face of the same idea for data that
+//! outlives one frame (procpool's shared objects): filled once, sealed read-only, mapped by
+//! any number of processes.
 
 // The one module allowed to create memfds and map memory (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -13,6 +16,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 use memmap2::{Mmap, MmapMut, MmapOptions, MmapRaw};
 
@@ -237,11 +241,185 @@ impl OobReader {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// The read-only mapping, to keep beyond the frame.
+    pub(crate) fn into_map(self) -> SealedMap {
+        SealedMap { map: self.map }
+    }
+}
+
+/// A fresh memfd being filled with `write(2)` (one copy, straight into the page cache), to be
+/// sealed read-only with [`seal`](SealedWriter::seal) and then shared.
+///
+/// The memfd is anonymous and close-on-exec: nothing is left in the file system, whatever
+/// happens to the process.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// let mut writer = procpool_ipc::SealedWriter::new()?;
+/// writer.write_all(b"hello")?;
+/// let file = writer.seal()?;
+/// assert_eq!(&*file.map()?, b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SealedWriter {
+    file: File,
+    /// Bytes appended so far (the file offset of the next `write`).
+    len: u64,
+}
+
+impl SealedWriter {
+    /// An empty memfd.
+    ///
+    /// # Errors
+    ///
+    /// The `memfd_create` error (e.g. too many open files).
+    pub fn new() -> io::Result<SealedWriter> {
+        Ok(SealedWriter {
+            file: memfd(c"procpool-shared")?,
+            len: 0,
+        })
+    }
+
+    /// Bytes written so far by [`Write`](io::Write) (writes at an offset may extend it).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Overwrites bytes at `offset` (e.g. a header whose contents are known only at the end);
+    /// the file grows if needed.
+    ///
+    /// # Errors
+    ///
+    /// The `pwrite(2)` error.
+    pub fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)?;
+        self.len = self.len.max(offset + bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Seals the memfd against writing, growing and shrinking (and against new seals).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an empty file (it could not be mapped), or the `fcntl` error.
+    pub fn seal(self) -> io::Result<SealedFile> {
+        if self.len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an empty memfd cannot be shared",
+            ));
+        }
+        add_seals(self.file.as_fd(), OOB_SEALS)?;
+        Ok(SealedFile {
+            file: self.file,
+            len: self.len,
+        })
+    }
+}
+
+impl io::Write for SealedWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.file.write_at(bytes, self.len)?;
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A memfd sealed read-only (`F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL`): no
+/// process can change its bytes or its size any more. Send it to a channel's peer with
+/// [`Sender::send_sealed`](crate::Sender::send_sealed); map it with [`map`](SealedFile::map).
+#[derive(Debug)]
+pub struct SealedFile {
+    file: File,
+    len: u64,
+}
+
+impl SealedFile {
+    /// Its size in bytes (never zero).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: an empty file cannot be sealed by [`SealedWriter::seal`].
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memfd.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Maps the whole file read-only (and shared: the pages are those of the page cache, so
+    /// every process mapping it shares one copy).
+    ///
+    /// # Errors
+    ///
+    /// The `mmap` error, or `InvalidData` if the file does not fit the address space.
+    pub fn map(&self) -> io::Result<SealedMap> {
+        let len = usize::try_from(self.len).map_err(|_| io::ErrorKind::InvalidData)?;
+        // SAFETY: the memfd carries F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK (added by
+        // `SealedWriter::seal`, the only constructor), so no process can change its bytes or
+        // its size while it is mapped: the `&[u8]` that `Mmap` hands out really is immutable.
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
+        Ok(SealedMap { map })
+    }
+}
+
+/// A read-only mapping of a sealed memfd ([`SealedFile::map`], or the payload of an
+/// out-of-band frame kept with [`Frame::take_out_of_band`](crate::Frame::take_out_of_band)).
+///
+/// Its bytes cannot change while it lives: the memfd is sealed against writes and resizes,
+/// and the mapping itself is read-only, so a write through it faults the writer (`SIGSEGV`).
+/// The mapping starts page-aligned. `Send + Sync`; unmapped on drop.
+#[derive(Debug)]
+pub struct SealedMap {
+    map: Mmap,
+}
+
+impl std::ops::Deref for SealedMap {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_writer_round_trip_and_seals() {
+        use std::io::Write;
+        let mut writer = SealedWriter::new().expect("memfd");
+        writer.write_all(&[0; 8]).expect("write");
+        writer.write_all(b"payload").expect("write");
+        writer.write_at(b"HEADER", 0).expect("pwrite");
+        assert_eq!(writer.len(), 15);
+        let file = writer.seal().expect("seal");
+        let seals = get_seals(file.as_fd()).expect("seals");
+        assert_eq!(seals & OOB_SEALS, OOB_SEALS);
+        let map = file.map().expect("map");
+        assert_eq!(&map[..], b"HEADER\0\0payload");
+        assert_eq!(map.as_ptr() as usize % 4096, 0, "page aligned");
+        let reader = OobReader::open(file.as_fd().try_clone_to_owned().expect("dup"), 15)
+            .expect("a sealed file is a valid out-of-band payload");
+        assert_eq!(&reader.into_map()[..], &map[..]);
+        assert!(SealedWriter::new().expect("memfd").seal().is_err(), "empty");
+    }
 
     #[test]
     fn region_is_sealed_and_zeroed() {

@@ -471,3 +471,37 @@ fn open_rejects_a_truncated_region() {
         "{res:?}"
     );
 }
+
+#[test]
+fn sealed_files_travel_out_of_band_and_can_be_kept() {
+    use std::io::Write;
+    let (mut parent, mut child) = pair(&quick());
+    let mut writer = crate::SealedWriter::new().expect("memfd");
+    writer.write_all(b"shared bytes").expect("write");
+    let file = writer.seal().expect("seal");
+    // Small or not, a sealed file always goes out of band, interleaved in order with frames.
+    parent.sender().send(b"before").expect("send");
+    parent.sender().send_sealed(&file, None).expect("send sealed");
+    parent.sender().send(b"after").expect("send");
+    assert_eq!(&*child.receiver().recv().expect("recv"), b"before");
+    let kept = {
+        let mut frame = child.receiver().recv().expect("recv");
+        assert!(frame.is_out_of_band());
+        assert_eq!(&*frame, b"shared bytes");
+        let kept = frame.take_out_of_band().expect("out of band");
+        assert!(frame.is_empty());
+        kept
+    };
+    assert_eq!(&*child.receiver().recv().expect("recv"), b"after");
+    assert_eq!(&kept[..], b"shared bytes");
+    // The same file can be sent again (each send passes a new descriptor).
+    parent.sender().send_sealed(&file, None).expect("send again");
+    let mut frame = child.receiver().recv().expect("recv");
+    assert_eq!(&*frame, b"shared bytes");
+    assert!(frame.take_out_of_band().is_some());
+    drop(frame);
+    child.sender().send(b"in ring").expect("send");
+    let mut frame = parent.receiver().recv().expect("recv");
+    assert!(frame.take_out_of_band().is_none());
+    assert_eq!(&*frame, b"in ring");
+}
