@@ -14,4 +14,5 @@ mod liveness;
 mod map;
 mod parent_death;
 mod reexports;
+mod shared;
 mod util;

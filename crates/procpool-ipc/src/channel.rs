@@ -1150,7 +1150,10 @@ pub struct Frame<'a> {
 }
 
 enum FrameData {
-    Ring { pos: usize, len: usize },
+    Ring {
+        pos: usize,
+        len: usize,
+    },
     Large(OobReader),
     /// The out-of-band payload was taken away; the frame reads as empty.
     Taken,

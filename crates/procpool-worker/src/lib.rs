@@ -34,6 +34,7 @@ pub mod builtin;
 pub mod protocol;
 mod registry;
 mod runtime;
+mod shared;
 mod state;
 
 // worker-process modules.
@@ -51,6 +52,10 @@ pub use crate::registry::{
     fingerprint, lookup,
 };
 pub use crate::runtime::{LocalRunner, RunOptions, WorkerError, run_worker};
+pub use crate::shared::{
+    Plain, ShareError, ShareSerializer, ShareValue, Shareable, Shared, SharedObject, SharedRef,
+    share_slice, share_value,
+};
 pub use crate::state::{WorkerInfo, current_worker, worker_state};
 pub use procpool_macros::task;
 

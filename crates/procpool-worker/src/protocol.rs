@@ -27,6 +27,11 @@
 //! - `CallBatch`: body = ONE archive of `Vec<T::Args>` holding `count` items, validated once
 //!   per chunk. Items are numbered `first_index + i`; the numbering is the parent's choice.
 //! - `Shutdown`: no body. `Ping`: no body, `chunk_id` is a nonce echoed in `Pong`.
+//! - `Shared`: a shared object (see `crate::shared`), always sent out of band as the whole
+//!   sealed memfd of the object: `chunk_id` is the object's id, `task_id` its type tag,
+//!   `first_index` the offset of its data (64); bytes 32..64 are zero. The worker keeps the
+//!   frame's read-only mapping until `Release`.
+//! - `Release`: no body; `chunk_id` names a shared object the worker may forget.
 //!
 //! Worker to parent (completion ring):
 //! - `Hello`: body = archived [`Hello`]. Then `Ready` (no body) or `InitFailed`
@@ -524,6 +529,20 @@ pub enum ToWorker<'a> {
         /// Echoed back.
         nonce: u64,
     },
+    /// A shared object to keep (the frame is the object's whole memfd).
+    Shared {
+        /// The object's id.
+        id: u64,
+        /// Its type tag.
+        tag: u64,
+        /// Its data.
+        data: &'a [u8],
+    },
+    /// Forget a shared object.
+    Release {
+        /// The object's id.
+        id: u64,
+    },
 }
 
 /// Bit 31 of an outcome entry's second word: the item is a failure.
@@ -535,6 +554,8 @@ mod kind {
     pub(super) const CALL_BATCH: u16 = 0x0002;
     pub(super) const SHUTDOWN: u16 = 0x0003;
     pub(super) const PING: u16 = 0x0004;
+    pub(super) const SHARED: u16 = 0x0005;
+    pub(super) const RELEASE: u16 = 0x0006;
     pub(super) const HELLO: u16 = 0x0101;
     pub(super) const READY: u16 = 0x0102;
     pub(super) const INIT_FAILED: u16 = 0x0103;
@@ -1249,8 +1270,48 @@ pub fn parse_to_worker(frame: &[u8]) -> Result<ToWorker<'_>, ProtocolError> {
         kind::PING => Ok(ToWorker::Ping {
             nonce: header.chunk_id,
         }),
+        kind::SHARED => {
+            let offset = crate::shared::DATA_OFFSET;
+            if header.first_index != offset as u64 || frame.len() < offset {
+                return Err(ProtocolError::Truncated {
+                    len: frame.len(),
+                    needed: offset,
+                });
+            }
+            Ok(ToWorker::Shared {
+                id: header.chunk_id,
+                tag: header.task_id,
+                data: &frame[offset..],
+            })
+        }
+        kind::RELEASE => Ok(ToWorker::Release {
+            id: header.chunk_id,
+        }),
         other => Err(ProtocolError::UnexpectedKind(other)),
     }
+}
+
+/// Writes the header of a shared object's memfd (see `Shared` above) into `out`.
+pub(crate) fn encode_shared_header(id: u64, tag: u64, out: &mut [u8; crate::shared::DATA_OFFSET]) {
+    out.fill(0);
+    Header {
+        chunk_id: id,
+        task_id: tag,
+        first_index: crate::shared::DATA_OFFSET as u64,
+        ..Header::control(kind::SHARED)
+    }
+    .write_to(&mut out[..HEADER_LEN]);
+}
+
+/// Encodes `Release` of shared object `id` into `out` (cleared first).
+pub fn encode_release(id: u64, out: &mut AlignedVec) {
+    start_frame(
+        &Header {
+            chunk_id: id,
+            ..Header::control(kind::RELEASE)
+        },
+        out,
+    );
 }
 
 /// Validates a call batch's argument archive as `Vec<T::Args>` with `count` items.

@@ -223,6 +223,16 @@ pub(crate) trait Inbox {
         Self: 'a;
     /// Blocks for the next frame.
     fn recv(&mut self) -> Result<Self::Frame<'_>, WorkerError>;
+
+    /// Takes an out-of-band frame's read-only mapping, to keep it beyond the frame (shared
+    /// objects); `None` when the frame's bytes must be copied instead.
+    fn keep<'a>(frame: &mut Self::Frame<'a>) -> Option<procpool_ipc::SealedMap>
+    where
+        Self: 'a,
+    {
+        let _ = frame;
+        None
+    }
 }
 
 /// Sending end of the transport.
@@ -359,6 +369,14 @@ impl LocalRunner {
                 protocol::encode_pong(nonce, &mut control);
                 outbox.send(&control)
             }
+            ToWorker::Shared { id, tag, .. } => {
+                crate::shared::receive(id, tag, None, frame);
+                Ok(())
+            }
+            ToWorker::Release { id } => {
+                crate::shared::release(id);
+                Ok(())
+            }
             ToWorker::Setup(_) | ToWorker::Shutdown => {
                 Err(ProtocolError::UnexpectedKind(u16::from_le_bytes([frame[0], frame[1]])).into())
             }
@@ -426,8 +444,14 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
     // Stored by the parent before it sent `Setup`, which this worker has received.
     encoder.set_max_item(usize::try_from(mailbox.load(word::MAX_OUTPUT)).unwrap_or(usize::MAX));
     loop {
-        let frame = inbox.recv()?;
+        let mut frame = inbox.recv()?;
         match protocol::parse_to_worker(&frame)? {
+            ToWorker::Shared { id, tag, .. } => {
+                // Keep the read-only mapping (or a copy of an in-ring frame) until `Release`.
+                let map = I::keep(&mut frame);
+                crate::shared::receive(id, tag, map, &frame);
+            }
+            ToWorker::Release { id } => crate::shared::release(id),
             ToWorker::CallBatch {
                 chunk_id,
                 task_id,

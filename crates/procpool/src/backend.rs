@@ -143,6 +143,21 @@ impl FrameSender for IpcSender {
     fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError> {
         self.sender.send_timeout(frame, timeout).map_err(send_error)
     }
+
+    fn try_send_shared(
+        &mut self,
+        object: &procpool_worker::SharedObject,
+    ) -> Result<bool, LinkError> {
+        // Only objects made in this process have a memfd; others never reach a pool.
+        let Some(file) = object.file() else {
+            return Ok(true);
+        };
+        match self.sender.send_sealed(file, Some(Duration::ZERO)) {
+            Ok(()) => Ok(true),
+            Err(SendError::Timeout) => Ok(false),
+            Err(err) => Err(send_error(err)),
+        }
+    }
 }
 
 /// The frame receiver over a `procpool_ipc` channel (shared with the test thread backend).

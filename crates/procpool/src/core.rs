@@ -48,7 +48,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ use procpool_sched::{
     TaskKey, WorkerId,
 };
 use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
-use procpool_worker::{AlignedVec, Task};
+use procpool_worker::{AlignedVec, SharedObject, Task};
 
 use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
 use crate::handle::{TaskHandle, task_pair};
@@ -82,6 +82,8 @@ const LIVENESS_MAX_TICK: Duration = Duration::from_millis(250);
 const MAX_PENDING_ATTACHES: usize = 16;
 /// The default of `PoolBuilder::liveness_timeout`.
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the release thread retries outboxes (see `release_loop`).
+const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -152,6 +154,17 @@ struct Core {
     frame: AlignedVec,
     /// Per retired worker, the stats it ended with (pool-wide totals).
     retired_tasks: u64,
+    /// Shared objects alive in the parent (weak: the user's handles own them). Every worker in
+    /// `workers` has been sent each of them, ahead of any call that could use it.
+    objects: HashMap<u64, Weak<SharedObject>>,
+    /// Where a dropped object's id goes (the release thread); made with the first object.
+    releaser: Option<std::sync::mpsc::Sender<u64>>,
+}
+
+/// Something waiting in a worker's outbox: a frame, or a shared object to hand over.
+enum Outgoing {
+    Frame(AlignedVec),
+    Object(Arc<SharedObject>),
 }
 
 struct JobEntry {
@@ -180,8 +193,8 @@ struct WorkerEntry {
     pid: u32,
     control: Arc<dyn WorkerControl>,
     sender: Box<dyn FrameSender>,
-    /// Frames the link had no room for, in order.
-    outbox: VecDeque<AlignedVec>,
+    /// Frames (and shared objects) the link had no room for, in order.
+    outbox: VecDeque<Outgoing>,
     /// Items it may still be given before it is recycled (`max_tasks_per_child`).
     budget: Option<u64>,
     /// Shutdown was sent (recycling or pool shutdown): its end is expected.
@@ -274,6 +287,8 @@ impl Shared {
                 last_attach_refusal: None,
                 frame: AlignedVec::new(),
                 retired_tasks: 0,
+                objects: HashMap::new(),
+                releaser: None,
             }),
             changed: Condvar::new(),
             launcher,
@@ -392,6 +407,13 @@ impl Shared {
                 unresponsive: None,
             },
         );
+        // Every live shared object reaches a new worker before its first call.
+        let objects: Vec<Arc<SharedObject>> =
+            core.objects.values().filter_map(Weak::upgrade).collect();
+        let entry = core.workers.get_mut(&id).expect("just inserted");
+        for object in &objects {
+            send_object(entry, object);
+        }
         if core.phase == Phase::Closed {
             send_shutdown(core.workers.get_mut(&id).expect("just inserted"));
         }
@@ -1515,6 +1537,61 @@ impl Shared {
         core.last_attach_refusal = Some(format!("worker process {pid}: {why}"));
     }
 
+    /// Makes a shared object known to the pool: sends it to every worker now, and to every
+    /// worker started later; when its last handle drops, the workers are told to forget it.
+    pub(crate) fn share_object(self: &Arc<Self>, object: &Arc<SharedObject>) -> Result<(), Error> {
+        let mut guard = self.lock();
+        let core = &mut *guard;
+        Self::accepting(core)
+            .map_err(|err| Error::new(ErrorKind::PoolClosed, format!("cannot share: {err}")))?;
+        let releaser = match &core.releaser {
+            Some(releaser) => releaser.clone(),
+            None => {
+                let (releaser, released) = std::sync::mpsc::channel();
+                let weak = Arc::downgrade(self);
+                std::thread::Builder::new()
+                    .name("procpool-release".into())
+                    .spawn(move || release_loop(&weak, &released))
+                    .map_err(|err| {
+                        Error::with_source(ErrorKind::Io, "cannot start the release thread", err)
+                    })?;
+                core.releaser = Some(releaser.clone());
+                releaser
+            }
+        };
+        // The hook runs wherever the last handle drops, maybe under this lock (a job dropping
+        // its arguments): it only queues the id for the release thread.
+        object.on_release(move |id| {
+            let _ = releaser.send(id);
+        });
+        core.objects.insert(object.id(), Arc::downgrade(object));
+        for worker in core.workers.values_mut() {
+            send_object(worker, object);
+        }
+        Ok(())
+    }
+
+    /// Tells every worker to forget a shared object whose last handle dropped.
+    fn release_object(&self, id: u64) {
+        let mut core = self.lock();
+        if core.objects.remove(&id).is_none() {
+            return;
+        }
+        let mut frame = AlignedVec::new();
+        protocol::encode_release(id, &mut frame);
+        for worker in core.workers.values_mut() {
+            send(worker, &frame);
+        }
+    }
+
+    /// Retries what waits in every outbox.
+    fn flush_outboxes(&self) {
+        let mut core = self.lock();
+        for worker in core.workers.values_mut() {
+            flush(worker);
+        }
+    }
+
     /// A snapshot of the pool's counters.
     pub(crate) fn stats(&self) -> crate::stats::PoolStats {
         let core = self.lock();
@@ -1624,6 +1701,23 @@ fn check_liveness(
     false
 }
 
+/// The release thread: forwards the ids of dropped shared objects to the pool. It holds the
+/// pool weakly and ends when the pool and every object are gone.
+///
+/// It also flushes outboxes now and then: an object can wait in an outbox when the worker's
+/// socket is full of earlier objects, and an idle worker sends no outcome to trigger a flush.
+fn release_loop(pool: &Weak<Shared>, released: &std::sync::mpsc::Receiver<u64>) {
+    loop {
+        let next = released.recv_timeout(OBJECT_FLUSH_TICK);
+        let Some(pool) = pool.upgrade() else { return };
+        match next {
+            Ok(id) => pool.release_object(id),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => pool.flush_outboxes(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// Kills and reaps workers that were launched but not handshaken (a failed build).
 fn kill_links(links: Vec<Link>) {
     for mut link in links {
@@ -1663,13 +1757,32 @@ fn send(worker: &mut WorkerEntry, frame: &AlignedVec) {
     }
     let mut copy = AlignedVec::with_capacity(frame.len());
     copy.extend_from_slice(frame);
-    worker.outbox.push_back(copy);
+    worker.outbox.push_back(Outgoing::Frame(copy));
+}
+
+/// Hands a shared object to a worker now, or queues it behind what is still waiting.
+fn send_object(worker: &mut WorkerEntry, object: &Arc<SharedObject>) {
+    if worker.outbox.is_empty() {
+        match worker.sender.try_send_shared(object) {
+            Ok(true) => return,
+            Ok(false) => {}
+            // The reader will see the link end.
+            Err(_) => return,
+        }
+    }
+    worker
+        .outbox
+        .push_back(Outgoing::Object(Arc::clone(object)));
 }
 
 /// Sends queued frames while the link has room.
 fn flush(worker: &mut WorkerEntry) {
-    while let Some(frame) = worker.outbox.front() {
-        match worker.sender.try_send(frame) {
+    while let Some(next) = worker.outbox.front() {
+        let sent = match next {
+            Outgoing::Frame(frame) => worker.sender.try_send(frame),
+            Outgoing::Object(object) => worker.sender.try_send_shared(object),
+        };
+        match sent {
             Ok(true) => {
                 worker.outbox.pop_front();
             }

@@ -174,6 +174,8 @@ pub enum ErrorKind {
     PoolClosed,
     /// An operating-system call failed (sockets, shared memory).
     Io,
+    /// A value could not be archived for [`Pool::share`](crate::Pool::share).
+    Share,
 }
 
 /// A pool-level failure: building a pool, starting workers, listening for attachers.

@@ -112,7 +112,10 @@ pub use crate::stats::{PoolStats, WorkerStats};
 pub use crate::wait::{
     AsCompleted, AsCompletedTimeout, Timeout, Wait, as_completed, as_completed_timeout, wait,
 };
-pub use procpool_worker::{Task, WorkerInfo, builtin, current_worker, task, worker_state};
+pub use procpool_worker::{
+    Plain, ShareValue, Shareable, Shared, Task, WorkerInfo, builtin, current_worker, task,
+    worker_state,
+};
 
 /// Runs this process as a worker if a pool started it as one; returns otherwise.
 ///

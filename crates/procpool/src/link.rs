@@ -73,6 +73,15 @@ pub(crate) trait FrameSender: Send {
 
     /// Sends `frame`, waiting up to `timeout` for room (used for the handshake).
     fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError>;
+
+    /// Hands a shared object to the worker if there is room now (`Ok(false)`: try again
+    /// later), in order with the frames: the worker receives it as one `Shared` frame and
+    /// keeps it. Over shared memory this passes the object's sealed memfd (no copy); a remote
+    /// backend would send its bytes.
+    fn try_send_shared(
+        &mut self,
+        object: &procpool_worker::SharedObject,
+    ) -> Result<bool, LinkError>;
 }
 
 /// Receives frames from one worker.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use procpool_sched::{ChunkPolicy, SchedulerConfig};
-use procpool_worker::Task;
 use procpool_worker::protocol::{self, InitializerCall};
+use procpool_worker::{Plain, ShareValue, Task};
 
 use crate::core::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_LIVENESS_TIMEOUT, PoolConfig, Shared};
 use crate::error::{Error, ErrorKind, TaskError};
@@ -113,6 +113,54 @@ impl Pool {
     pub fn submit<T: Task>(&self, task: T, args: T::Args) -> TaskHandle<T::Output> {
         let _ = task;
         self.shared.submit::<T>(args, TaskOptions::default())
+    }
+
+    /// Shares `value` with every worker of this pool, read-only and without copies: it is
+    /// archived once into sealed shared memory, and the returned [`Shared`](crate::Shared) handle (cheap to
+    /// clone, 16 bytes on the wire) can be passed to any number of tasks, which read it in
+    /// place as `&Archived<T>`.
+    ///
+    /// Workers map the object once (each validates it the first time a task uses it) and
+    /// keep it until the last handle in this process is dropped and no call holding one is
+    /// in flight; workers started later (replacements, attached workers) get it before their
+    /// first call. A handle passed to another pool's task fails that call with
+    /// [`TaskError::BadArguments`].
+    ///
+    /// ```no_run
+    /// # #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// # struct Table { rows: Vec<u64> }
+    /// #[procpool::task]
+    /// fn lookup(table: procpool::Shared<Table>, row: u64) -> u64 {
+    ///     table.rows[row as usize].to_native()
+    /// }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # procpool::init();
+    /// # let pool = procpool::Pool::new()?;
+    /// let table = pool.share(&Table { rows: (0..1_000_000).collect() })?;
+    /// assert_eq!(pool.call(lookup, (table.clone(), 7))?, 7);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] if the shared memory cannot be made, [`ErrorKind::Share`] if the
+    /// value cannot be archived, [`ErrorKind::PoolClosed`] after shutdown.
+    pub fn share<T: ShareValue>(&self, value: &T) -> Result<procpool_worker::Shared<T>, Error> {
+        let shared = procpool_worker::share_value(value).map_err(share_error)?;
+        self.shared.share_object(shared.object())?;
+        Ok(shared)
+    }
+
+    /// Shares a slice of plain numbers (`u8`, `f64`, …) like [`share`](Pool::share), but as
+    /// raw bytes (one copy, no archive): tasks read it as `&[E]`.
+    ///
+    /// # Errors
+    ///
+    /// As [`share`](Pool::share).
+    pub fn share_slice<E: Plain>(&self, data: &[E]) -> Result<procpool_worker::Shared<[E]>, Error> {
+        let shared = procpool_worker::share_slice(data).map_err(share_error)?;
+        self.shared.share_object(shared.object())?;
+        Ok(shared)
     }
 
     /// Runs one call of `task` and waits for its outcome (`Pool.apply` in Python).
@@ -554,4 +602,12 @@ impl<'p, T: Task> TaskCall<'p, T> {
     {
         MapUnordered::new(&self.pool.shared, input.into_iter(), self.options)
     }
+}
+
+fn share_error(err: procpool_worker::ShareError) -> Error {
+    let kind = match &err {
+        procpool_worker::ShareError::Io(_) => ErrorKind::Io,
+        _ => ErrorKind::Share,
+    };
+    Error::with_source(kind, "cannot share the value with the workers", err)
 }

@@ -481,7 +481,10 @@ fn sealed_files_travel_out_of_band_and_can_be_kept() {
     let file = writer.seal().expect("seal");
     // Small or not, a sealed file always goes out of band, interleaved in order with frames.
     parent.sender().send(b"before").expect("send");
-    parent.sender().send_sealed(&file, None).expect("send sealed");
+    parent
+        .sender()
+        .send_sealed(&file, None)
+        .expect("send sealed");
     parent.sender().send(b"after").expect("send");
     assert_eq!(&*child.receiver().recv().expect("recv"), b"before");
     let kept = {
@@ -495,7 +498,10 @@ fn sealed_files_travel_out_of_band_and_can_be_kept() {
     assert_eq!(&*child.receiver().recv().expect("recv"), b"after");
     assert_eq!(&kept[..], b"shared bytes");
     // The same file can be sent again (each send passes a new descriptor).
-    parent.sender().send_sealed(&file, None).expect("send again");
+    parent
+        .sender()
+        .send_sealed(&file, None)
+        .expect("send again");
     let mut frame = child.receiver().recv().expect("recv");
     assert_eq!(&*frame, b"shared bytes");
     assert!(frame.take_out_of_band().is_some());

@@ -13,6 +13,13 @@ impl Inbox for procpool_ipc::Receiver {
             other => WorkerError::Transport(Box::new(other)),
         })
     }
+
+    fn keep<'a>(frame: &mut Self::Frame<'a>) -> Option<procpool_ipc::SealedMap>
+    where
+        Self: 'a,
+    {
+        frame.take_out_of_band()
+    }
 }
 
 impl Outbox for procpool_ipc::Sender {
