@@ -17,6 +17,7 @@ pub mod python;
 pub mod reference;
 pub mod report;
 pub mod runner;
+pub mod shared_table;
 pub mod systems;
 pub mod target;
 pub mod tasks;

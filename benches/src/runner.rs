@@ -99,7 +99,7 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
             .iter()
             .filter(|s| s.supports(w))
             .count();
-        (rust + usize::from(python.is_some())) as u64
+        (rust + usize::from(python.is_some() && w.has_python())) as u64
     };
     progress.set_length(
         config
@@ -175,7 +175,9 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                         progress.inc(1);
                     }
                     _ => {
-                        let Some(py) = &python else { continue };
+                        let Some(py) = python.as_ref().filter(|_| workload.has_python()) else {
+                            continue;
+                        };
                         progress.set_message(format!("{tag}: python"));
                         if !failed.contains("python") {
                             let tree_path = ctx.tree.map(|(tree, _)| tree.path());

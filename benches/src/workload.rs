@@ -24,11 +24,13 @@ pub enum Workload {
     Payload,
     /// SHA-512 of every file of a generated tree, in MiB/s.
     Digest,
+    /// Random-row lookups of a ~200 MB table: shared once vs passed per call (speedup).
+    SharedTable,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Startup,
         Workload::Latency,
         Workload::Submit,
@@ -38,6 +40,7 @@ impl Workload {
         Workload::Skewed,
         Workload::Payload,
         Workload::Digest,
+        Workload::SharedTable,
     ];
 
     /// The name used on the command line, in JSON and by the Python script.
@@ -52,6 +55,7 @@ impl Workload {
             Workload::Skewed => "skewed",
             Workload::Payload => "payload",
             Workload::Digest => "digest",
+            Workload::SharedTable => "shared_table",
         }
     }
 
@@ -82,6 +86,9 @@ impl Workload {
                 "a byte buffer to an identity task and back (MiB/s of buffer per round trip)"
             }
             Workload::Digest => "SHA-512 of every file of a generated tree (MiB/s)",
+            Workload::SharedTable => {
+                "random-row lookups of a table: shared once vs passed per call (x faster)"
+            }
         }
     }
 
@@ -95,7 +102,14 @@ impl Workload {
             Workload::Map1us | Workload::CpuScaling => "efficiency",
             Workload::Skewed => "x ideal",
             Workload::Payload | Workload::Digest => "MiB/s",
+            Workload::SharedTable => "x",
         }
+    }
+
+    /// Whether the Python script has the workload (`shared_table` compares procpool with
+    /// itself).
+    pub fn has_python(self) -> bool {
+        self != Workload::SharedTable
     }
 
     /// Whether the workload needs the serial reference time of its round.
@@ -147,6 +161,12 @@ pub struct Params {
     pub digest_files: usize,
     /// Total size of the tree in MiB (`digest`).
     pub digest_mib: usize,
+    /// Table size in MB (`shared_table`).
+    pub shared_table_mb: usize,
+    /// Lookups per round (`shared_table`).
+    pub shared_lookups: usize,
+    /// Calls the by-argument side makes per round (`shared_table`); extrapolated to all.
+    pub shared_by_argument_calls: usize,
 }
 
 impl Params {
@@ -166,6 +186,9 @@ impl Params {
             payload_trips: if quick { 2 } else { 3 },
             digest_files: if quick { 250 } else { 2000 },
             digest_mib: if quick { 32 } else { 256 },
+            shared_table_mb: 200,
+            shared_lookups: 10_000,
+            shared_by_argument_calls: if quick { 2 } else { 4 },
         }
     }
 
@@ -216,6 +239,13 @@ impl Params {
                 format!(
                     "{} files, {} MiB in all",
                     self.digest_files, self.digest_mib
+                ),
+            ),
+            (
+                Workload::SharedTable,
+                format!(
+                    "{} MB table, {} lookups; by argument: {} calls, extrapolated",
+                    self.shared_table_mb, self.shared_lookups, self.shared_by_argument_calls
                 ),
             ),
         ]

@@ -52,6 +52,11 @@ pub trait Backend {
     fn identity(&mut self, data: Vec<u8>) -> Result<Vec<u8>, BenchError>;
     /// SHA-512 of every file, in any order.
     fn digest(&mut self, files: &[PathBuf]) -> Result<Vec<Sha512>, BenchError>;
+    /// One round of `shared_table` (procpool only; see `crate::shared_table`).
+    fn shared_table(&mut self, params: &Params) -> Result<Sample, BenchError> {
+        let _ = params;
+        Err(unsupported(self.name(), "shared_table"))
+    }
 }
 
 /// Everything a round needs besides the system.
@@ -241,6 +246,7 @@ pub fn measure(
             let mib = p.payload_mib as f64;
             Ok(Sample::new(mib / median(&trips), "MiB/s").with("mib", mib))
         }
+        Workload::SharedTable => system.shared_table(p),
         Workload::Digest => {
             let (tree, expect) = ctx
                 .tree

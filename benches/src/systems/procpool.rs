@@ -6,8 +6,9 @@ use procpool::{Pool, builtin};
 
 use super::{Backend, Sha512};
 use crate::BenchError;
+use crate::collect::Sample;
 use crate::tasks::{busy_loops, sha512_path};
-use crate::workload::Workload;
+use crate::workload::{Params, Workload};
 
 /// A `procpool::Pool` with default settings and `workers` worker processes, started once
 /// and kept warm across workloads (the `startup` workload starts its own pools).
@@ -103,6 +104,10 @@ impl Backend for ProcpoolSystem {
         self.pool()
             .call(builtin::echo_bytes, data)
             .map_err(|err| failed("echo_bytes", err))
+    }
+
+    fn shared_table(&mut self, params: &Params) -> Result<Sample, BenchError> {
+        crate::shared_table::run(self.pool(), params)
     }
 
     fn digest(&mut self, files: &[PathBuf]) -> Result<Vec<Sha512>, BenchError> {

@@ -44,7 +44,7 @@ impl Backend for RayonSystem {
 
     fn supports(&self, workload: Workload) -> bool {
         // A buffer handed to a thread is moved, not copied: `payload` would measure nothing.
-        workload != Workload::Payload
+        workload != Workload::Payload && workload != Workload::SharedTable
     }
 
     fn startup_once(&mut self, workers: usize) -> Result<(), BenchError> {

@@ -71,7 +71,7 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;

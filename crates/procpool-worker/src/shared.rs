@@ -478,6 +478,23 @@ where
 #[error("{0}")]
 struct UnknownShared(String);
 
+thread_local! {
+    /// Why the last `Shared` handle on this thread failed to deserialize: rancor's error keeps
+    /// no message in release builds, so the argument reader asks here (`take_last_error`).
+    static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn fail<E: rancor::Source>(message: String) -> E {
+    let error = E::new(UnknownShared(message.clone()));
+    LAST_ERROR.with(|last| *last.borrow_mut() = Some(message));
+    error
+}
+
+/// The message of the last failed `Shared` deserialization on this thread, if any (cleared).
+pub(crate) fn take_last_error() -> Option<String> {
+    LAST_ERROR.with(|last| last.borrow_mut().take())
+}
+
 impl<T, D> Deserialize<Shared<T>, D> for ArchivedSharedRef
 where
     T: ?Sized + Shareable,
@@ -487,19 +504,18 @@ where
     fn deserialize(&self, _: &mut D) -> Result<Shared<T>, D::Error> {
         let id = self.id.to_native();
         if self.tag.to_native() != T::tag() {
-            return Err(<D::Error as rancor::Source>::new(UnknownShared(format!(
+            return Err(fail(format!(
                 "the handle to shared object {id} is not a `Shared<{}>`",
                 std::any::type_name::<T>()
-            ))));
+            )));
         }
         let object = find(id).ok_or_else(|| {
-            <D::Error as rancor::Source>::new(UnknownShared(format!(
+            fail(format!(
                 "shared object {id} is not known to this worker (was it shared with another pool, \
                  or dropped?)"
-            )))
+            ))
         })?;
-        Shared::from_object(object)
-            .map_err(|why| <D::Error as rancor::Source>::new(UnknownShared(why)))
+        Shared::from_object(object).map_err(fail)
     }
 }
 
@@ -612,17 +628,15 @@ mod tests {
         assert_eq!(&*back, &[7, 8, 9]);
         // Another type is refused with a clear message.
         let wrong = rkyv::from_bytes::<Shared<[u64]>, rancor::Error>(&bytes);
-        assert!(
-            wrong
-                .unwrap_err()
-                .to_string()
-                .contains("not a `Shared<[u64]>`")
-        );
+        assert!(wrong.is_err());
+        let message = take_last_error().expect("a message");
+        assert!(message.contains("not a `Shared<[u64]>`"), "{message}");
         // An object nobody here knows.
         let id = shared.object().id();
         drop((shared, back));
         let gone = rkyv::from_bytes::<Shared<[u32]>, rancor::Error>(&bytes);
-        let message = gone.unwrap_err().to_string();
+        assert!(gone.is_err());
+        let message = take_last_error().expect("a message");
         assert!(
             message.contains(&format!("shared object {id} is not known")),
             "{message}"
@@ -663,7 +677,8 @@ mod tests {
         receive(4242, tag, None, &frame);
         let bytes = rkyv::to_bytes::<rancor::Error>(&SharedRef { id: 4242, tag }).expect("ser");
         let res = rkyv::from_bytes::<Shared<bool>, rancor::Error>(&bytes);
-        let message = res.unwrap_err().to_string();
+        assert!(res.is_err());
+        let message = take_last_error().expect("a message");
         assert!(message.contains("is not a valid `bool`"), "{message}");
         release(4242);
     }

@@ -26,9 +26,11 @@ pub fn deserialize_arg<T: Wire>(
     pool: &mut rkyv::de::Pool,
 ) -> Result<T, TaskFailure> {
     rkyv::api::deserialize_using::<T, _, rkyv::rancor::Error>(archived, pool).map_err(|error| {
+        // A shared handle says why itself (rancor keeps no message in release builds).
+        let why = crate::shared::take_last_error().unwrap_or_else(|| error.to_string());
         TaskFailure::new(
             FailureKind::BadArguments,
-            format!("cannot deserialize argument: {error}"),
+            format!("cannot deserialize argument: {why}"),
         )
     })
 }
