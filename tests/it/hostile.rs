@@ -97,6 +97,34 @@ fn role_fake_worker() {
                 .sender()
                 .send_timeout(&frame, Duration::from_secs(1));
         }
+        // A correct handshake, then, once it holds a call batch, a flood of well-formed (empty)
+        // Outcomes frames for a chunk it was never given.
+        "foreign_outcomes" => {
+            handshake(&mut endpoint, procpool_worker::fingerprint());
+            let chunk_id = match endpoint.receiver().recv_timeout(Duration::from_secs(60)) {
+                Ok(frame) => {
+                    let bytes: &[u8] = &frame;
+                    u64::from_le_bytes(bytes[8..16].try_into().expect("a header"))
+                }
+                Err(err) => {
+                    eprintln!("fake worker: no call batch came: {err}");
+                    std::process::exit(5);
+                }
+            };
+            let mut frame = header(0x0104);
+            frame[8..16].copy_from_slice(&(chunk_id + 1_000_000).to_le_bytes());
+            // No runs: the run count and a reserved word, both zero.
+            frame.extend_from_slice(&[0u8; 8]);
+            for _ in 0..10_000 {
+                if endpoint
+                    .sender()
+                    .send_timeout(&frame, Duration::from_secs(1))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
         // A well-formed Hello (and Ready) from a program with another task table.
         "bad_fingerprint" => handshake(&mut endpoint, procpool_worker::fingerprint() ^ 1),
         // A correct handshake, then silence: it takes call batches and never answers (nor marks
@@ -615,6 +643,36 @@ fn attached_worker_that_never_answers_is_killed_without_a_timeout() {
     }
     assert!(!pool.stats().workers.iter().any(|w| w.pid == fake_pid));
     assert_eq!(pool.call(square, 5), Ok(25));
+}
+
+/// A peer that, while holding a chunk, floods the pool with well-formed outcome frames for a
+/// chunk it was never given: the first one is a protocol violation, so the pool disconnects it
+/// (counted as a death); it had not marked an item as running, so its items are re-queued and
+/// every item ends with its correct value, even without retries.
+#[test]
+fn attached_worker_sending_outcomes_for_a_foreign_chunk_is_dropped() {
+    let _watchdog = watchdog("attached_worker_sending_outcomes_for_a_foreign_chunk_is_dropped");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = builder(1)
+        .start_timeout(HANDSHAKE)
+        .chunksize(4)
+        .build()
+        .unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake("foreign_outcomes", &socket);
+    let fake_pid = wait_attached(&pool, &mut fake);
+    let outcomes: Vec<_> = pool.map(square, 0..400u64).collect();
+    wait_refused(&mut fake, "foreign_outcomes");
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
+    }
+    let stats = pool.stats();
+    assert!(!stats.workers.iter().any(|w| w.pid == fake_pid));
+    assert!(
+        stats.deaths >= 1,
+        "the violation is counted as a lost worker"
+    );
+    assert_eq!(pool.call(square, 6), Ok(36));
 }
 
 /// A peer that floods the pool with 200,000 unsolicited (valid) Pong frames while a map runs:

@@ -117,6 +117,50 @@ fn initializer_runs_in_every_worker() {
     assert_eq!(got, (1_000..1_100).collect::<Vec<u64>>());
 }
 
+/// A replacement worker whose initializer fails (its resource disappeared after `build`) is
+/// retried a bounded number of times, then the slot is given up: with no worker left, calls end
+/// with `NoWorkers` naming the initializer's failure instead of respawning forever.
+#[test]
+fn initializer_failing_after_build_gives_up_the_slot_after_bounded_attempts() {
+    let _watchdog =
+        watchdog("initializer_failing_after_build_gives_up_the_slot_after_bounded_attempts");
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("gone");
+    let flag_str = flag.to_str().unwrap().to_owned();
+    let pool = builder(1)
+        .initializer(procpool_tests::offset_unless_flag, (flag_str.clone(), 7))
+        .build()
+        .unwrap();
+    assert_eq!(pool.call(add_offset, 1), Ok(8));
+    std::fs::write(&flag, b"the resource is gone").unwrap();
+    let pid = pool.stats().workers[0].pid;
+    crate::util::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    while pool.stats().deaths == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match pool.call(add_offset, 2) {
+        Err(TaskError::NoWorkers(why)) => assert!(why.contains("exists"), "{why}"),
+        other => panic!("expected NoWorkers, got {other:?}"),
+    }
+    assert!(!pool.is_open());
+    assert!(pool.stats().workers.is_empty());
+    let attempts = std::fs::read_to_string(format!("{flag_str}.failures"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        (1..=5).contains(&attempts),
+        "{attempts} replacement attempts; the bound is 5"
+    );
+    // Nothing keeps trying in the background.
+    std::thread::sleep(Duration::from_millis(300));
+    let later = std::fs::read_to_string(format!("{flag_str}.failures"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(later, attempts, "no further attempts after giving up");
+}
+
 #[test]
 fn failing_initializer_fails_build() {
     let _watchdog = watchdog("failing_initializer_fails_build");

@@ -97,6 +97,24 @@ pub fn failing_init(why: &str) -> Result<Offset, String> {
     Err(why.to_owned())
 }
 
+/// An initializer that sets `offset` while the file `flag` does not exist, and fails once it
+/// does (a resource that disappeared after the pool started); each failure appends a line to
+/// `{flag}.failures`, so a test can count the attempts.
+#[procpool::task]
+pub fn offset_unless_flag(flag: &str, offset: u64) -> Result<Offset, String> {
+    if std::path::Path::new(flag).exists() {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{flag}.failures"))
+            .map_err(|err| err.to_string())?;
+        writeln!(log, "failed").map_err(|err| err.to_string())?;
+        return Err(format!("{flag} exists"));
+    }
+    Ok(Offset(offset))
+}
+
 /// `x` plus the worker's offset (from the initializer), or an error without one.
 #[procpool::task]
 pub fn add_offset(x: u64) -> Result<u64, String> {
@@ -112,7 +130,8 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 14] = [
+    let tasks: [*const (); 15] = [
+        offset_unless_flag::call as *const (),
         bytes_of_len::call as *const (),
         len_of::call as *const (),
         env_var::call as *const (),
