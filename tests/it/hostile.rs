@@ -341,7 +341,7 @@ fn attached_peer_that_never_says_hello_is_refused_after_the_deadline() {
 #[test]
 fn attached_peer_that_sends_garbage_instead_of_hello_is_refused() {
     let _watchdog = watchdog("attached_peer_that_sends_garbage_instead_of_hello_is_refused");
-    hostile_peer_is_refused("garbage", "does not match this program");
+    hostile_peer_is_refused("garbage", "other than a valid Hello");
 }
 
 #[test]

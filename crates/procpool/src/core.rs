@@ -1832,12 +1832,17 @@ fn handshake(link: &mut Link, index: u32, config: &PoolConfig) -> Result<(), Err
     let mut hello = Ok(());
     recv_one(link, timeout, "Hello", |frame| {
         hello = check_worker_tasks(frame).map_err(|err| {
-            Error::with_source(
-                ErrorKind::Handshake,
-                "the worker program does not match this program (it needs every task of this \
-                 program; build it from the same code or with more tasks)",
-                err,
-            )
+            let what = match err {
+                procpool_worker::HandshakeError::Protocol(_)
+                | procpool_worker::HandshakeError::NotHello(_) => {
+                    "the worker sent something other than a valid Hello (is it a procpool worker?)"
+                }
+                _ => {
+                    "the worker program does not match this program (it needs every task of \
+                     this program; build it from the same code or with more tasks)"
+                }
+            };
+            Error::with_source(ErrorKind::Handshake, what, err)
         });
     })?;
     hello?;
