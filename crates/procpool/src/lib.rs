@@ -67,14 +67,20 @@
 //! ends with [`TaskError::Failed`] or [`TaskError::Panicked`], and its worker goes on. A worker
 //! that dies (killed, aborted, segfaulted) fails only the task it was running with
 //! [`TaskError::WorkerDied`] (or runs it again, if asked to), hands its queued work to the
-//! others, and is replaced; the pool stays usable. Submitting to a pool that is shut down
-//! gives [`TaskError::PoolClosed`], never a panic.
+//! others, and is replaced; the pool stays usable. A worker that holds work but stops
+//! answering the pool's liveness pings (stopped, frozen, a fake) is killed after
+//! [`PoolBuilder::liveness_timeout`] and handled the same way ([`TaskError::Unresponsive`]),
+//! so even a call without a timeout cannot wait forever on it. Items larger than
+//! [`PoolBuilder::max_item_size`] end with [`TaskError::TooLarge`]. Submitting to a pool that
+//! is shut down gives [`TaskError::PoolClosed`], never a panic. `docs/GUARANTEES.md` lists
+//! every promise with the test that proves it.
 //!
 //! # Ending a pool
 //!
 //! [`Pool::shutdown`] (also what `Drop` does) finishes accepted work first;
 //! [`Pool::shutdown_now`] cancels what has not started; [`Pool::terminate`] stops everything
-//! at once. None of them leaves a process behind.
+//! at once. None of them leaves a process behind. [`Pool::shutdown_timeout`] and
+//! [`Pool::shutdown_now_timeout`] bound the wait for running tasks.
 //!
 //! # Inside a worker
 //!
