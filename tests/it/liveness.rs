@@ -10,7 +10,7 @@ use procpool_tests::{mark_then_sleep, nap, square};
 use crate::util::{builder, signal, wait_marker, watchdog};
 
 /// Short enough to keep the tests fast; the checks below never depend on how fast it fires.
-const LIVENESS: Duration = Duration::from_millis(300);
+const LIVENESS: Duration = Duration::from_millis(500);
 
 /// A worker stopped with SIGSTOP in the middle of a call without a timeout: the call ends with
 /// `Unresponsive` naming that worker (instead of waiting forever), the stopped process is
