@@ -112,7 +112,8 @@ impl Workload {
         self != Workload::SharedTable
     }
 
-    /// Whether the workload needs the serial reference time of its round.
+    /// Whether the workload's figure divides by the serial reference of its round (the
+    /// runner then times the serial loop in batches around the pools: `crate::reference`).
     pub fn needs_serial_reference(self) -> bool {
         matches!(
             self,
