@@ -58,6 +58,7 @@ impl Mailbox {
         }
     }
 
+    #[inline]
     fn word(&self, idx: usize) -> &AtomicU64 {
         assert!(idx < MAILBOX_WORDS, "mailbox word {idx} out of range");
         // SAFETY: `idx` is in range (asserted), the words are valid while `self.region`
@@ -67,12 +68,14 @@ impl Mailbox {
     }
 
     /// Loads word `idx`.
+    #[inline]
     pub fn load(&self, idx: usize) -> u64 {
         // Acquire: pairs with the Release in `store`/`compare_exchange` of the writer.
         self.word(idx).load(Ordering::Acquire)
     }
 
     /// Stores `value` into word `idx`.
+    #[inline]
     pub fn store(&self, idx: usize, value: u64) {
         // Release: pairs with the Acquire in `load` of the reader.
         self.word(idx).store(value, Ordering::Release);

@@ -76,6 +76,12 @@ pub const PROTOCOL_VERSION: u16 = 4;
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
 
+/// Flag in a yield request (mailbox word 2, `chunk_id + 1`): give back only the later half of
+/// the items not started yet (from `next + (end - next).div_ceil(2)`, with `next` the first
+/// item not started when the worker sees the request) and run the rest first. Without it the
+/// worker gives back everything from the next item on. Chunk ids stay far below this bit.
+pub const YIELD_HALF: u64 = 1 << 63;
+
 /// Size of one entry of an `Outcomes` table (one run).
 const RUN_ENTRY_LEN: usize = 16;
 

@@ -18,7 +18,7 @@
 //! |------|------------|---------|
 //! | 0 | worker | `chunk_id + 1` of the chunk being run, 0 when idle; set when the chunk starts, cleared after its last frame was sent |
 //! | 1 | worker | offset within that chunk of the item now running, stored (Release) before the item starts |
-//! | 2 | parent | yield request: `chunk_id + 1`; the worker checks it before each item and clears it when it yields |
+//! | 2 | parent | yield request: `chunk_id + 1`, with [`protocol::YIELD_HALF`] set to give back only the later half of the unstarted items; the worker checks it before each item and clears it when it acts on it |
 //! | 3 | parent | liveness ping: a counter the parent bumps (then wakes the word's futex) while the worker holds work |
 //! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
 //! | 5 | parent | the largest encoded output of one item the worker may send (0: no limit), stored before `Setup` is sent; a larger output is replaced by a `TooLarge` failure |
@@ -27,7 +27,7 @@
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
 //! items before the first one without a received outcome finished and were reported;
 //! items from there up to word 1 (exclusive) finished but their outcomes were still batched in
-//! the worker (at most one flush window: about 1 ms of work, 4096 items or 256 KiB);
+//! the worker (at most one flush window: about 1 ms of work, about 4096 items or 256 KiB);
 //! the item at word 1 was running; items after it never started.
 //! With `RunOptions::flush_interval` zero every outcome is sent before the next item starts,
 //! and a death loses at most the running item.
@@ -354,6 +354,7 @@ impl LocalRunner {
                     mailbox: MailboxWords::Local(&self.mailbox),
                     opts: &self.opts,
                     pacer: Pacer::new(),
+                    yield_from: u32::MAX,
                     error: None,
                 };
                 match registry::lookup(task_id) {
@@ -470,6 +471,7 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
                     mailbox,
                     opts,
                     pacer: Pacer::new(),
+                    yield_from: u32::MAX,
                     error: None,
                 };
                 match registry::lookup(task_id) {
@@ -513,6 +515,8 @@ pub struct BatchRun<'a, 'arena> {
     mailbox: MailboxWords<'a>,
     opts: &'a RunOptions,
     pacer: Pacer,
+    /// Offset at which to yield, set by a half-split request (`u32::MAX`: none).
+    yield_from: u32,
     /// Set when the transport failed; the loop ends with it.
     error: Option<WorkerError>,
 }
@@ -560,7 +564,7 @@ struct Pacer {
     since_read: u32,
 }
 
-const MAX_STRIDE: u32 = 64;
+const MAX_STRIDE: u32 = 1024;
 /// Item count that forces a flush regardless of time or size.
 const FLUSH_ITEMS: usize = 4096;
 
@@ -620,12 +624,37 @@ impl BatchRun<'_, '_> {
         if offset > 0 && self.pacer.tick() && self.flush_if_due(pending) == Step::Stop {
             return Step::Stop;
         }
-        if self.mailbox.load(word::YIELD) == self.chunk_id.wrapping_add(1) {
-            self.yield_at(offset, pending);
+        let request = self.mailbox.load(word::YIELD);
+        let asked =
+            request != 0 && request & !protocol::YIELD_HALF == self.chunk_id.wrapping_add(1);
+        if (asked || offset >= self.yield_from)
+            && self.on_yield_request(offset, request, pending) == Step::Stop
+        {
             return Step::Stop;
         }
         self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
         Step::Run
+    }
+
+    /// Before item `offset`, with a yield request for this chunk in `request` or a half split
+    /// due: yields now, or (half split) notes where to yield and goes on.
+    #[cold]
+    fn on_yield_request(&mut self, offset: u32, request: u64, pending: &mut dyn Pending) -> Step {
+        if offset < self.yield_from {
+            // A new request: consume it. (A half split already pending keeps the sooner of
+            // the two split points.)
+            self.mailbox.compare_exchange(word::YIELD, request, 0);
+            if request & protocol::YIELD_HALF != 0 {
+                // Keep the first half of the unstarted items (offset included).
+                // (`offset < count`, so `keep >= 1`; one item left means nothing to give
+                // back, and the request is dropped.)
+                let keep = (self.count - offset).div_ceil(2);
+                self.yield_from = (offset + keep).min(self.count).min(self.yield_from);
+                return Step::Run;
+            }
+        }
+        self.yield_at(offset, pending);
+        Step::Stop
     }
 
     /// Every `stride` items: flushes if the pending batch is large or old; stops the chunk if
@@ -649,8 +678,6 @@ impl BatchRun<'_, '_> {
     /// Stops the chunk before item `offset`: flushes, then reports `Yielded`.
     #[cold]
     fn yield_at(&mut self, offset: u32, pending: &mut dyn Pending) {
-        let wanted = self.chunk_id.wrapping_add(1);
-        self.mailbox.compare_exchange(word::YIELD, wanted, 0);
         pending.commit(self.encoder);
         self.flush();
         // `parse_to_worker` refused call batches whose index range overflows.
@@ -691,9 +718,9 @@ impl BatchRun<'_, '_> {
         }
         // A yield request that came too late (after the last item started) is dropped: the
         // parent sees the chunk complete instead of `Yielded`.
-        let wanted = self.chunk_id.wrapping_add(1);
-        if self.mailbox.load(word::YIELD) == wanted {
-            self.mailbox.compare_exchange(word::YIELD, wanted, 0);
+        let request = self.mailbox.load(word::YIELD);
+        if request & !protocol::YIELD_HALF == self.chunk_id.wrapping_add(1) {
+            self.mailbox.compare_exchange(word::YIELD, request, 0);
         }
         self.mailbox.store(word::RUNNING_CHUNK, 0);
     }
@@ -713,6 +740,12 @@ impl BatchRun<'_, '_> {
 }
 
 /// The batch runner of task `T` (stored in its [`crate::TaskEntry`]).
+///
+/// Items run in a tight loop under ONE `catch_unwind` per stretch of successes: a panic or
+/// an `Err` ends the stretch, its item is answered with a failure, and a new stretch starts
+/// at the next item. Per item the loop only publishes the offset (mailbox word 1), checks the
+/// yield request (word 2), counts toward the next flush check, calls the task and keeps its
+/// output; the offset a panic leaves behind is the item that panicked.
 pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
     let archived = match protocol::access_args::<T>(run.args, run.count) {
         Ok(archived) => archived,
@@ -725,32 +758,60 @@ pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
         }
     };
     run.start();
+    let items = archived.as_slice();
     let mut pool = rkyv::de::Pool::new();
     // Outputs of the current run of successes, encoded as ONE archive when the run ends (a
     // failure, a flush, the end of the chunk).
-    let mut pending = PendingValues::<T::Output>(Vec::new());
-    for (offset, args) in archived.iter().enumerate() {
-        // `access_args` checked `archived.len() == count`, a u32.
-        let offset = offset as u32;
-        if run.before_item(offset, &mut pending) == Step::Stop {
-            run.mailbox.store(word::RUNNING_CHUNK, 0);
-            return;
-        }
-        match catch_task_panic(|| T::invoke(args, &mut pool)) {
-            Ok(Ok(value)) => pending.0.push(value),
-            Ok(Err(failure)) => {
-                pending.commit(run.encoder);
-                run.encoder.push_failure(&failure);
+    let mut pending = PendingValues::<T::Output>(Vec::with_capacity(items.len().min(FLUSH_ITEMS)));
+    // `access_args` checked `items.len() == count`, a u32, so every offset fits in a u32.
+    let mut offset: u32 = 0;
+    while (offset as usize) < items.len() {
+        let mut ended = Stretch::Done;
+        let caught = catch_task_panic(|| {
+            while let Some(args) = items.get(offset as usize) {
+                if run.before_item(offset, &mut pending) == Step::Stop {
+                    ended = Stretch::Stop;
+                    return;
+                }
+                match T::invoke(args, &mut pool) {
+                    Ok(value) => pending.0.push(value),
+                    Err(failure) => {
+                        ended = Stretch::Failed(failure);
+                        return;
+                    }
+                }
+                offset += 1;
             }
-            Err(failure) => {
-                pending.commit(run.encoder);
-                run.encoder.push_failure(&failure);
+        });
+        let failure = match (caught, ended) {
+            (_, Stretch::Stop) => {
+                run.mailbox.store(word::RUNNING_CHUNK, 0);
+                return;
+            }
+            (Ok(()), Stretch::Done) => break,
+            (Ok(()), Stretch::Failed(failure)) => failure,
+            (Err(failure), _) => {
                 pool = rkyv::de::Pool::new();
+                failure
             }
-        }
+        };
+        // Item `offset` failed: answer it and go on with the next one.
+        pending.commit(run.encoder);
+        run.encoder.push_failure(&failure);
+        offset += 1;
     }
     pending.commit(run.encoder);
     run.end();
+}
+
+/// How a stretch of [`run_batch`]'s tight loop ended (a panic aside).
+enum Stretch {
+    /// Every remaining item ran.
+    Done,
+    /// The item at the current offset returned a failure.
+    Failed(TaskFailure),
+    /// The chunk stops here (yielded, or the transport failed).
+    Stop,
 }
 
 /// Outputs run but not yet in the outcome encoder.
@@ -902,10 +963,13 @@ fn install_panic_hook() {
 }
 
 /// Runs `f` with panics caught and turned into a `Panicked` failure.
+///
+/// Nests: the "inside a task" flag is restored to what it was, so a catch inside another
+/// (serializing outputs in the middle of a stretch of items) leaves the outer one quiet.
 pub(crate) fn catch_task_panic<R>(f: impl FnOnce() -> R) -> Result<R, TaskFailure> {
-    IN_TASK.with(|flag| flag.set(true));
+    let outer = IN_TASK.with(|flag| flag.replace(true));
     let res = panic::catch_unwind(AssertUnwindSafe(f));
-    IN_TASK.with(|flag| flag.set(false));
+    IN_TASK.with(|flag| flag.set(outer));
     res.map_err(|payload| {
         let recorded = LAST_PANIC.with(|last| last.borrow_mut().take());
         let (message, location) = match recorded {

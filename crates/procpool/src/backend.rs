@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use procpool_ipc::{
     ChannelConfig, Closer, Endpoint, Mailbox, Receiver, RecvError, SendError, Sender,
 };
-use procpool_worker::{WorkerProcess, WorkerSpawner};
+use procpool_worker::{WorkerProcess, WorkerSpawner, protocol};
 
 use crate::error::{Error, ErrorKind, WorkerExit};
 use crate::link::{
@@ -210,8 +210,9 @@ impl WorkerControl for IpcControl {
         running_from(&self.mailbox)
     }
 
-    fn request_yield(&self, chunk_id: u64) {
-        self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    fn request_yield(&self, chunk_id: u64, half: bool) {
+        self.mailbox
+            .store(MAILBOX_YIELD, yield_request(chunk_id, half));
     }
 
     fn ping(&self) -> Option<u64> {
@@ -262,6 +263,13 @@ fn ping_through(mailbox: &Mailbox) -> u64 {
     mailbox.store(MAILBOX_PING, n);
     mailbox.wake(MAILBOX_PING);
     n
+}
+
+/// The value of a yield request for `chunk_id`; `half`: give back only the later half of the
+/// items not started yet ([`protocol::YIELD_HALF`]).
+fn yield_request(chunk_id: u64, half: bool) -> u64 {
+    let flag = if half { protocol::YIELD_HALF } else { 0 };
+    chunk_id.wrapping_add(1) | flag
 }
 
 /// Reads words 0 and 1 of a worker's mailbox.
@@ -357,8 +365,9 @@ impl WorkerControl for AttachedControl {
         running_from(&self.mailbox)
     }
 
-    fn request_yield(&self, chunk_id: u64) {
-        self.mailbox.store(MAILBOX_YIELD, chunk_id.wrapping_add(1));
+    fn request_yield(&self, chunk_id: u64, half: bool) {
+        self.mailbox
+            .store(MAILBOX_YIELD, yield_request(chunk_id, half));
     }
 
     fn ping(&self) -> Option<u64> {

@@ -760,7 +760,8 @@ impl Shared {
         }
         while let Some(request) = core.sched.yield_candidate() {
             if let Some(worker) = core.workers.get(&request.worker) {
-                worker.control.request_yield(request.chunk.get());
+                let half = request.split == procpool_sched::Split::Half;
+                worker.control.request_yield(request.chunk.get(), half);
             }
         }
         deferred

@@ -105,8 +105,9 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// and 1).
     fn running(&self) -> Running;
 
-    /// Asks the worker to stop `chunk_id` after its current item and report `Yielded`.
-    fn request_yield(&self, chunk_id: u64);
+    /// Asks the worker to give back the items of `chunk_id` it has not started and report
+    /// `Yielded`: all of them, or with `half` only the later half (it runs the rest first).
+    fn request_yield(&self, chunk_id: u64, half: bool);
 
     /// Asks the worker to prove it is alive (mailbox word 3, answered by its heartbeat thread
     /// in word 4); returns the ping's number, or `None` when the backend has no heartbeat.

@@ -87,7 +87,7 @@ impl WorkerControl for ThreadControl {
         Running::Unknown
     }
 
-    fn request_yield(&self, _chunk_id: u64) {}
+    fn request_yield(&self, _chunk_id: u64, _half: bool) {}
 
     fn ping(&self) -> Option<u64> {
         None

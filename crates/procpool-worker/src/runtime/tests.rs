@@ -44,6 +44,19 @@ fn yield_after_four(x: u64) -> u64 {
     x
 }
 
+/// Mailbox of the worker in `a_half_split_runs_the_first_half_then_yields`.
+static HALF_MAILBOX: LocalMailbox = LocalMailbox::new();
+const HALF_CHUNK: u64 = 77;
+
+/// Item 2 asks for a half split of its own chunk.
+#[task(crate = crate)]
+fn half_yield_at_two(x: u64) -> u64 {
+    if x == 2 {
+        HALF_MAILBOX.store(word::YIELD, (HALF_CHUNK + 1) | protocol::YIELD_HALF);
+    }
+    x
+}
+
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
 struct Greeting {
     prefix: String,
@@ -357,6 +370,34 @@ fn yield_mid_chunk_reports_the_next_index() {
 }
 
 #[test]
+fn a_half_split_runs_the_first_half_then_yields() {
+    let mailbox: &'static LocalMailbox = &HALF_MAILBOX;
+    let mut worker = Harness::ready(mailbox, RunOptions::default());
+    let args: Vec<u64> = (0..10).collect();
+    worker.call::<half_yield_at_two>(HALF_CHUNK, 100, &args);
+    // Seen before item 3: 7 unstarted, the first 4 (3..7) still run, 7..10 go back.
+    let got = values(worker.outcomes::<half_yield_at_two>(HALF_CHUNK, 7));
+    assert_eq!(got, (0..7).map(|i| (100 + i, i)).collect::<Vec<_>>());
+    assert!(matches!(
+        protocol::parse_from_worker(&worker.recv()),
+        Ok(FromWorker::Yielded {
+            chunk_id: HALF_CHUNK,
+            next_index: 107
+        })
+    ));
+    assert_eq!(mailbox.load(word::YIELD), 0, "the request was consumed");
+    // A half split of the last unstarted item gives nothing back: the chunk completes.
+    mailbox.store(word::YIELD, (HALF_CHUNK + 2) | protocol::YIELD_HALF);
+    worker.call::<builtin::add_one>(HALF_CHUNK + 1, 0, &[1]);
+    assert_eq!(
+        values(worker.outcomes::<builtin::add_one>(HALF_CHUNK + 1, 1)),
+        vec![(0, 2)]
+    );
+    assert_eq!(mailbox.load(word::YIELD), 0, "the request was dropped");
+    worker.shutdown().expect("clean exit");
+}
+
+#[test]
 fn a_long_chunk_streams_its_outcomes() {
     let opts = RunOptions {
         flush_interval: Duration::from_millis(1),
@@ -526,6 +567,7 @@ proptest::proptest! {
             mailbox: MailboxWords::Local(&SCRIPT_MAILBOX),
             opts: &opts,
             pacer: Pacer::new(),
+            yield_from: u32::MAX,
             error: None,
         };
         run_batch::<scripted>(&mut run);

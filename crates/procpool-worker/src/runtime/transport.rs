@@ -48,12 +48,14 @@ impl LocalMailbox {
 
 impl LocalMailbox {
     /// Reads word `i`.
+    #[inline]
     pub(crate) fn load(&self, i: usize) -> u64 {
         // Acquire pairs with the Release in `store`, as the shared mailbox does.
         self.words[i].load(Ordering::Acquire)
     }
 
     /// Writes word `i`.
+    #[inline]
     pub(crate) fn store(&self, i: usize, value: u64) {
         // Release pairs with the Acquire in `load`.
         self.words[i].store(value, Ordering::Release);
