@@ -183,13 +183,17 @@ impl<A> ArgWindow<A> {
 /// until every earlier item is done too, so the arguments of a chunk are at most two
 /// contiguous slices and plain data is encoded with a copy. A map's window bounds how many
 /// linger.
+///
+/// Done items are kept as ranges, not flags: outcomes arrive as runs and chunks are claimed
+/// as ranges, so every check and update costs a lookup per range, never a pass per item.
 struct MapArgs<A> {
     /// Index of `args[0]`.
     base: u64,
     args: VecDeque<A>,
-    /// Parallel to `args`: the item has an outcome (or will never run). Leading done items
-    /// are popped.
-    done: VecDeque<bool>,
+    /// The items of the window that have an outcome (or will never run): disjoint,
+    /// non-adjacent ranges, `start -> end`, all inside `base..end()` and none starting at
+    /// `base` (leading done items are popped).
+    done: BTreeMap<u64, u64>,
 }
 
 impl<A> MapArgs<A> {
@@ -197,7 +201,7 @@ impl<A> MapArgs<A> {
         MapArgs {
             base: 0,
             args: VecDeque::new(),
-            done: VecDeque::new(),
+            done: BTreeMap::new(),
         }
     }
 
@@ -206,19 +210,18 @@ impl<A> MapArgs<A> {
     }
 
     fn push(&mut self, args: impl IntoIterator<Item = A>) {
-        let before = self.args.len();
         self.args.extend(args);
-        self.done.resize(self.args.len(), false);
-        debug_assert!(self.args.len() >= before);
+    }
+
+    /// The done range holding `index`, if any.
+    fn done_range_at(&self, index: u64) -> Option<Range<u64>> {
+        let (&start, &end) = self.done.range(..=index).next_back()?;
+        (end > index).then_some(start..end)
     }
 
     /// Whether `index` is in the window and not done.
     fn is_unfinished(&self, index: u64) -> bool {
-        index
-            .checked_sub(self.base)
-            .and_then(|pos| usize::try_from(pos).ok())
-            .and_then(|pos| self.done.get(pos))
-            .is_some_and(|done| !done)
+        (self.base..self.end()).contains(&index) && self.done_range_at(index).is_none()
     }
 
     /// Positions of the part of `items` inside the window.
@@ -233,10 +236,52 @@ impl<A> MapArgs<A> {
 
     /// Whether every item of `items` is in the window and unfinished.
     fn all_unfinished(&self, items: &Range<u64>) -> bool {
-        let positions = self.positions(items);
-        items.start >= self.base
-            && (positions.end - positions.start) as u64 == items.end - items.start
-            && !self.done.range(positions).any(|done| *done)
+        if items.start < self.base || items.end > self.end() {
+            return false;
+        }
+        // The last done range starting before `items.end` must end by `items.start`.
+        self.done
+            .range(..items.end)
+            .next_back()
+            .is_none_or(|(_, &end)| end <= items.start)
+    }
+
+    /// The unfinished items of `items` from the first one up to (not including) the next
+    /// finished one, or an empty range at `items.end` when none is unfinished.
+    fn first_unfinished_run(&self, items: &Range<u64>) -> Range<u64> {
+        let end = items.end.min(self.end());
+        let mut start = items.start.max(self.base);
+        if let Some(done) = self.done_range_at(start) {
+            start = done.end;
+        }
+        if start >= end {
+            return items.end..items.end;
+        }
+        let stop = self
+            .done
+            .range(start..end)
+            .next()
+            .map_or(end, |(&next_done, _)| next_done);
+        start..stop
+    }
+
+    /// Marks `items` (in the window, none done) done, merging with neighbouring done ranges.
+    fn mark_done(&mut self, items: Range<u64>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut start = items.start;
+        let mut end = items.end;
+        if let Some((&before, &before_end)) = self.done.range(..start).next_back()
+            && before_end == start
+        {
+            start = before;
+        }
+        if let Some(after_end) = self.done.remove(&end) {
+            end = after_end;
+        }
+        self.done.insert(start, end);
+        self.pop_done();
     }
 
     /// Marks `index` done; `true` if it was not.
@@ -244,9 +289,7 @@ impl<A> MapArgs<A> {
         if !self.is_unfinished(index) {
             return false;
         }
-        let pos = self.positions(&(index..index + 1)).start;
-        self.done[pos] = true;
-        self.pop_done();
+        self.mark_done(index..index + 1);
         true
     }
 
@@ -256,18 +299,18 @@ impl<A> MapArgs<A> {
         if !self.all_unfinished(&items) {
             return false;
         }
-        let positions = self.positions(&items);
-        self.done.range_mut(positions).for_each(|done| *done = true);
-        self.pop_done();
+        self.mark_done(items);
         true
     }
 
     fn pop_done(&mut self) {
-        let leading = self.done.iter().take_while(|done| **done).count();
-        if leading > 0 {
-            self.done.drain(..leading);
-            self.args.drain(..leading);
-            self.base += leading as u64;
+        if let Some(entry) = self.done.first_entry()
+            && *entry.key() == self.base
+        {
+            let end = entry.remove();
+            let leading = usize::try_from(end - self.base).unwrap_or(usize::MAX);
+            self.args.drain(..leading.min(self.args.len()));
+            self.base = end;
         }
     }
 
@@ -286,15 +329,23 @@ impl<A> MapArgs<A> {
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
         let mut out: Vec<Range<u64>> = Vec::new();
-        for (pos, done) in self.done.iter().enumerate() {
-            let index = self.base + pos as u64;
-            if *done || in_flight.iter().any(|range| range.contains(&index)) {
-                continue;
+        let mut gap_start = self.base;
+        let gaps = self
+            .done
+            .iter()
+            .map(|(&start, &end)| (start, end))
+            .chain(std::iter::once((self.end(), self.end())));
+        for (done_start, done_end) in gaps {
+            for index in gap_start..done_start {
+                if in_flight.iter().any(|range| range.contains(&index)) {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some(last) if last.end == index => last.end += 1,
+                    _ => out.push(index..index + 1),
+                }
             }
-            match out.last_mut() {
-                Some(last) if last.end == index => last.end += 1,
-                _ => out.push(index..index + 1),
-            }
+            gap_start = done_end;
         }
         out
     }
@@ -682,25 +733,10 @@ impl<T: Task> Job for MapJob<T> {
         if lock(&self.state.inner).abandoned {
             return items.end..items.end;
         }
-        // Items failed while queued (e.g. blamed for a worker's death) are skipped.
-        let window = lock(&self.args);
-        if window.all_unfinished(&items) {
-            return items;
-        }
-        // Items before the window are finished, items past its end not pulled yet: neither
-        // can be claimed.
-        let positions = window.positions(&items);
-        let Some(first) = window.done.range(positions.clone()).position(|done| !done) else {
-            return items.end..items.end;
-        };
-        let first = positions.start + first;
-        let len = window
-            .done
-            .range(first..positions.end)
-            .position(|done| *done)
-            .unwrap_or(positions.end - first);
-        let start = window.base + first as u64;
-        start..start + len as u64
+        // Items failed while queued (e.g. blamed for a worker's death) are skipped. Items
+        // before the window are finished, items past its end not pulled yet: neither can be
+        // claimed.
+        lock(&self.args).first_unfinished_run(&items)
     }
 
     fn unstart(&self, _items: Range<u64>) {}
@@ -893,5 +929,28 @@ mod tests {
         let (front, back) = window.slices(&(10..22));
         let joined: Vec<i32> = front.iter().chain(back).copied().collect();
         assert_eq!(joined, (10..22).collect::<Vec<_>>());
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
+    fn map_args_claim_the_first_unfinished_run_and_merge_done_ranges() {
+        let mut window = MapArgs::new();
+        window.push(0..20);
+        assert!(window.finish_all(4..6) && window.finish_all(8..9) && window.finish(6));
+        assert_eq!(window.done.len(), 2, "4..7 merged, 8..9 apart");
+        assert_eq!(window.first_unfinished_run(&(0..20)), 0..4);
+        assert_eq!(window.first_unfinished_run(&(4..20)), 7..8, "starts after a done run");
+        assert_eq!(window.first_unfinished_run(&(5..7)), 7..7, "none: empty at the end");
+        assert_eq!(window.first_unfinished_run(&(9..30)), 9..20, "clipped to the window");
+        assert!(window.finish(7), "fills the gap: 4..9 is one range");
+        assert_eq!(window.done.iter().collect::<Vec<_>>(), vec![(&4, &9)]);
+        assert!(window.finish_all(0..4), "joins the front: everything to 9 is popped");
+        assert_eq!((window.base, window.done.len()), (9, 0));
+        assert_eq!(window.first_unfinished_run(&(0..12)), 9..12, "before the window is done");
+        assert!(!window.finish_all(8..10), "8 is before the window");
+        assert!(!window.finish_all(19..21), "20 is past the end");
+        assert!(window.all_unfinished(&(9..20)));
+        assert!(window.finish_all(12..20));
+        assert_eq!(window.unfinished_outside(&[10..11]), vec![9..10, 11..12]);
     }
 }
