@@ -18,7 +18,7 @@
 //! |------|------------|---------|
 //! | 0 | worker | `chunk_id + 1` of the chunk being run, 0 when idle; set when the chunk starts, cleared after its last frame was sent |
 //! | 1 | worker | offset within that chunk of the item now running, stored (Release) before the item starts |
-//! | 2 | parent | yield request: `chunk_id + 1`, with [`protocol::YIELD_HALF`] set to give back only the later half of the unstarted items; the worker checks it before each item and clears it when it acts on it |
+//! | 2 | parent | yield request: `chunk_id + 1`; the worker checks it before each item and clears it when it acts on it: it stops and gives back every item from the next one on, or, with [`protocol::YIELD_HALF`] set, gives back the later half of the unstarted items at once (`Yielded`) and runs the rest |
 //! | 3 | parent | liveness ping: a counter the parent bumps (then wakes the word's futex) while the worker holds work |
 //! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
 //! | 5 | parent | the largest encoded output of one item the worker may send (0: no limit), stored before `Setup` is sent; a larger output is replaced by a `TooLarge` failure |
@@ -354,7 +354,7 @@ impl LocalRunner {
                     mailbox: MailboxWords::Local(&self.mailbox),
                     opts: &self.opts,
                     pacer: Pacer::new(),
-                    yield_from: u32::MAX,
+                    end_at: count,
                     error: None,
                 };
                 match registry::lookup(task_id) {
@@ -471,7 +471,7 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
                     mailbox,
                     opts,
                     pacer: Pacer::new(),
-                    yield_from: u32::MAX,
+                    end_at: count,
                     error: None,
                 };
                 match registry::lookup(task_id) {
@@ -515,8 +515,9 @@ pub struct BatchRun<'a, 'arena> {
     mailbox: MailboxWords<'a>,
     opts: &'a RunOptions,
     pacer: Pacer,
-    /// Offset at which to yield, set by a half-split request (`u32::MAX`: none).
-    yield_from: u32,
+    /// Offset after the last item this chunk runs: `count`, or less after a half split gave
+    /// the rest back.
+    end_at: u32,
     /// Set when the transport failed; the loop ends with it.
     error: Option<WorkerError>,
 }
@@ -625,9 +626,8 @@ impl BatchRun<'_, '_> {
             return Step::Stop;
         }
         let request = self.mailbox.load(word::YIELD);
-        let asked =
-            request != 0 && request & !protocol::YIELD_HALF == self.chunk_id.wrapping_add(1);
-        if (asked || offset >= self.yield_from)
+        if request != 0
+            && request & !protocol::YIELD_HALF == self.chunk_id.wrapping_add(1)
             && self.on_yield_request(offset, request, pending) == Step::Stop
         {
             return Step::Stop;
@@ -636,25 +636,32 @@ impl BatchRun<'_, '_> {
         Step::Run
     }
 
-    /// Before item `offset`, with a yield request for this chunk in `request` or a half split
-    /// due: yields now, or (half split) notes where to yield and goes on.
+    /// Before item `offset`, with a yield request for this chunk in `request`: consumes it,
+    /// then either yields now (everything from `offset` on goes back), or, for a half split,
+    /// gives back the later half of the unstarted items at once and goes on with the rest.
     #[cold]
     fn on_yield_request(&mut self, offset: u32, request: u64, pending: &mut dyn Pending) -> Step {
-        if offset < self.yield_from {
-            // A new request: consume it. (A half split already pending keeps the sooner of
-            // the two split points.)
-            self.mailbox.compare_exchange(word::YIELD, request, 0);
-            if request & protocol::YIELD_HALF != 0 {
-                // Keep the first half of the unstarted items (offset included).
-                // (`offset < count`, so `keep >= 1`; one item left means nothing to give
-                // back, and the request is dropped.)
-                let keep = (self.count - offset).div_ceil(2);
-                self.yield_from = (offset + keep).min(self.count).min(self.yield_from);
-                return Step::Run;
+        self.mailbox.compare_exchange(word::YIELD, request, 0);
+        if request & protocol::YIELD_HALF == 0 {
+            self.yield_at(offset, pending);
+            return Step::Stop;
+        }
+        // Keep the first half (`offset < end_at`, so at least this item). With one item left
+        // nothing goes back and the request is dropped.
+        let split = offset + (self.end_at - offset).div_ceil(2);
+        if split < self.end_at {
+            self.end_at = split;
+            // Outcomes of the kept items follow; the parent expects them up to `split`.
+            // `parse_to_worker` refused call batches whose index range overflows.
+            let next_index = self.first_index.wrapping_add(u64::from(split));
+            let mut frame = AlignedVec::new();
+            protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
+            self.send(&frame);
+            if self.error.is_some() {
+                return Step::Stop;
             }
         }
-        self.yield_at(offset, pending);
-        Step::Stop
+        Step::Run
     }
 
     /// Every `stride` items: flushes if the pending batch is large or old; stops the chunk if
@@ -728,12 +735,14 @@ impl BatchRun<'_, '_> {
     /// Answers every item of the chunk with `failure`.
     fn fail_all(&mut self, failure: &TaskFailure) {
         self.start();
-        for offset in 0..self.count {
+        let mut offset = 0;
+        while offset < self.end_at {
             if self.before_item(offset, &mut NoPending) == Step::Stop {
                 self.mailbox.store(word::RUNNING_CHUNK, 0);
                 return;
             }
             self.encoder.push_failure(failure);
+            offset += 1;
         }
         self.end();
     }
@@ -765,10 +774,13 @@ pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
     let mut pending = PendingValues::<T::Output>(Vec::with_capacity(items.len().min(FLUSH_ITEMS)));
     // `access_args` checked `items.len() == count`, a u32, so every offset fits in a u32.
     let mut offset: u32 = 0;
-    while (offset as usize) < items.len() {
+    // `run.end_at` shrinks when a half split gives the end of the chunk back.
+    while offset < run.end_at {
         let mut ended = Stretch::Done;
         let caught = catch_task_panic(|| {
-            while let Some(args) = items.get(offset as usize) {
+            while offset < run.end_at
+                && let Some(args) = items.get(offset as usize)
+            {
                 if run.before_item(offset, &mut pending) == Step::Stop {
                     ended = Stretch::Stop;
                     return;

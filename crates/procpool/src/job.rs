@@ -939,14 +939,33 @@ mod tests {
         assert!(window.finish_all(4..6) && window.finish_all(8..9) && window.finish(6));
         assert_eq!(window.done.len(), 2, "4..7 merged, 8..9 apart");
         assert_eq!(window.first_unfinished_run(&(0..20)), 0..4);
-        assert_eq!(window.first_unfinished_run(&(4..20)), 7..8, "starts after a done run");
-        assert_eq!(window.first_unfinished_run(&(5..7)), 7..7, "none: empty at the end");
-        assert_eq!(window.first_unfinished_run(&(9..30)), 9..20, "clipped to the window");
+        assert_eq!(
+            window.first_unfinished_run(&(4..20)),
+            7..8,
+            "starts after a done run"
+        );
+        assert_eq!(
+            window.first_unfinished_run(&(5..7)),
+            7..7,
+            "none: empty at the end"
+        );
+        assert_eq!(
+            window.first_unfinished_run(&(9..30)),
+            9..20,
+            "clipped to the window"
+        );
         assert!(window.finish(7), "fills the gap: 4..9 is one range");
         assert_eq!(window.done.iter().collect::<Vec<_>>(), vec![(&4, &9)]);
-        assert!(window.finish_all(0..4), "joins the front: everything to 9 is popped");
+        assert!(
+            window.finish_all(0..4),
+            "joins the front: everything to 9 is popped"
+        );
         assert_eq!((window.base, window.done.len()), (9, 0));
-        assert_eq!(window.first_unfinished_run(&(0..12)), 9..12, "before the window is done");
+        assert_eq!(
+            window.first_unfinished_run(&(0..12)),
+            9..12,
+            "before the window is done"
+        );
         assert!(!window.finish_all(8..10), "8 is before the window");
         assert!(!window.finish_all(19..21), "20 is past the end");
         assert!(window.all_unfinished(&(9..20)));

@@ -375,16 +375,27 @@ fn a_half_split_runs_the_first_half_then_yields() {
     let mut worker = Harness::ready(mailbox, RunOptions::default());
     let args: Vec<u64> = (0..10).collect();
     worker.call::<half_yield_at_two>(HALF_CHUNK, 100, &args);
-    // Seen before item 3: 7 unstarted, the first 4 (3..7) still run, 7..10 go back.
-    let got = values(worker.outcomes::<half_yield_at_two>(HALF_CHUNK, 7));
+    // Seen before item 3: 7 unstarted; 7..10 go back at once, 3..7 still run.
+    let mut got = Vec::new();
+    let mut yielded = Vec::new();
+    while got.len() < 7 || yielded.is_empty() {
+        let frame = worker.recv();
+        match protocol::parse_from_worker(&frame).expect("parses") {
+            FromWorker::Outcomes(batch) => {
+                assert_eq!(batch.chunk_id, HALF_CHUNK);
+                for (index, outcome) in protocol::decode_outputs::<half_yield_at_two>(&batch) {
+                    got.push((index, outcome.expect("decodes").expect("succeeds")));
+                }
+            }
+            FromWorker::Yielded {
+                chunk_id,
+                next_index,
+            } => yielded.push((chunk_id, next_index)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     assert_eq!(got, (0..7).map(|i| (100 + i, i)).collect::<Vec<_>>());
-    assert!(matches!(
-        protocol::parse_from_worker(&worker.recv()),
-        Ok(FromWorker::Yielded {
-            chunk_id: HALF_CHUNK,
-            next_index: 107
-        })
-    ));
+    assert_eq!(yielded, vec![(HALF_CHUNK, 107)]);
     assert_eq!(mailbox.load(word::YIELD), 0, "the request was consumed");
     // A half split of the last unstarted item gives nothing back: the chunk completes.
     mailbox.store(word::YIELD, (HALF_CHUNK + 2) | protocol::YIELD_HALF);
@@ -494,13 +505,15 @@ fn a_zero_flush_interval_sends_every_outcome_before_the_next_item() {
 static SCRIPT_MAILBOX: LocalMailbox = LocalMailbox::new();
 static SCRIPT_CHUNK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// `v % 7 == 3` panics, `v % 7 == 5` fails, `v >= 1000` asks to yield after itself.
+/// `v % 7 == 3` panics, `v % 7 == 5` fails, `v >= 1000` asks to yield after itself,
+/// `v >= 2000` only the later half of the unstarted items.
 #[task(crate = crate)]
 fn scripted(v: u64) -> Result<u64, String> {
     if v >= 1000 {
         // Relaxed: the test stores it on this same thread before running the chunk.
         let chunk = SCRIPT_CHUNK.load(std::sync::atomic::Ordering::Relaxed);
-        SCRIPT_MAILBOX.store(word::YIELD, chunk + 1);
+        let half = if v >= 2000 { protocol::YIELD_HALF } else { 0 };
+        SCRIPT_MAILBOX.store(word::YIELD, (chunk + 1) | half);
     }
     match v % 7 {
         3 => panic!("p{v}"),
@@ -512,29 +525,44 @@ fn scripted(v: u64) -> Result<u64, String> {
 /// Per item: index and value or failure text.
 type ModelOutcomes = Vec<(u64, Result<u64, String>)>;
 
-/// What the worker must report for `values`: outcomes, and the yield point if any.
-fn model(values: &[u64], first_index: u64) -> (ModelOutcomes, Option<u64>) {
+/// What the worker must report for `values`: outcomes, and the yield points in order. A
+/// request is seen before the next item, if the chunk (as shrunk by earlier half splits)
+/// has one; a half split gives back the later half of the unstarted items at once.
+fn model(values: &[u64], first_index: u64) -> (ModelOutcomes, Vec<u64>) {
     let mut outcomes = Vec::new();
-    for (i, &v) in values.iter().enumerate() {
-        let index = first_index + i as u64;
+    let mut yields = Vec::new();
+    let mut end = values.len();
+    let mut i = 0;
+    while i < end {
+        let v = values[i];
         let outcome = match v % 7 {
             3 => Err(format!("panic p{v}")),
             5 => Err(format!("failed e{v}")),
             _ => Ok(v * 2),
         };
-        outcomes.push((index, outcome));
-        if v >= 1000 && i + 1 < values.len() {
-            return (outcomes, Some(index + 1));
+        outcomes.push((first_index + i as u64, outcome));
+        let next = i + 1;
+        if v >= 2000 && next < end {
+            let split = next + (end - next).div_ceil(2);
+            if split < end {
+                yields.push(first_index + split as u64);
+                end = split;
+            }
+        } else if (1000..2000).contains(&v) && next < end {
+            yields.push(first_index + next as u64);
+            break;
         }
+        i = next;
     }
-    (outcomes, None)
+    (outcomes, yields)
 }
 
 proptest::proptest! {
     #[test]
     fn scripted_chunks_match_the_model(
         values in proptest::collection::vec(
-            proptest::prop_oneof![9 => 0_u64..100, 1 => 1000_u64..1100], 0..40),
+            proptest::prop_oneof![18 => 0_u64..100, 1 => 1000_u64..1100, 1 => 2000_u64..2100],
+            0..40),
         first_index in 0_u64..1000,
         chunk_id in 1_u64..1_000_000,
         flush_bytes in 1_usize..300,
@@ -567,19 +595,22 @@ proptest::proptest! {
             mailbox: MailboxWords::Local(&SCRIPT_MAILBOX),
             opts: &opts,
             pacer: Pacer::new(),
-            yield_from: u32::MAX,
+            end_at: count,
             error: None,
         };
         run_batch::<scripted>(&mut run);
         proptest::prop_assert!(run.error.is_none());
 
-        let (want, want_yield) = model(&values, first_index);
+        let (want, want_yields) = model(&values, first_index);
         let mut got = Vec::new();
-        let mut got_yield = None;
+        let mut got_yields: Vec<u64> = Vec::new();
         for frame in &frames {
             match protocol::parse_from_worker(frame).unwrap() {
                 FromWorker::Outcomes(batch) => {
-                    proptest::prop_assert!(got_yield.is_none(), "outcomes after Yielded");
+                    proptest::prop_assert!(
+                        got_yields.last().is_none_or(|&given_back| batch.indices().end <= given_back),
+                        "outcomes of items given back"
+                    );
                     proptest::prop_assert_eq!(batch.first_index, first_index + got.len() as u64);
                     for (index, outcome) in protocol::decode_outputs::<scripted>(&batch) {
                         let outcome = outcome.unwrap().map_err(|f| match f.kind {
@@ -592,13 +623,13 @@ proptest::proptest! {
                 }
                 FromWorker::Yielded { chunk_id: yielded, next_index } => {
                     proptest::prop_assert_eq!(yielded, chunk_id);
-                    got_yield = Some(next_index);
+                    got_yields.push(next_index);
                 }
                 other => panic!("unexpected {other:?}"),
             }
         }
         proptest::prop_assert_eq!(got, want);
-        proptest::prop_assert_eq!(got_yield, want_yield);
+        proptest::prop_assert_eq!(got_yields, want_yields);
         proptest::prop_assert_eq!(SCRIPT_MAILBOX.load(word::YIELD), 0, "request consumed or dropped");
         proptest::prop_assert_eq!(SCRIPT_MAILBOX.load(word::RUNNING_CHUNK), 0);
         if values.is_empty() {
