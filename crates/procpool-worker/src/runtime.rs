@@ -27,7 +27,7 @@
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
 //! items before the first one without a received outcome finished and were reported;
 //! items from there up to word 1 (exclusive) finished but their outcomes were still batched in
-//! the worker (at most one flush window: about 1 ms of work, about 4096 items or 256 KiB);
+//! the worker (at most one flush window: about 1 ms of work, about 8192 items or 256 KiB);
 //! the item at word 1 was running; items after it never started.
 //! With `RunOptions::flush_interval` zero every outcome is sent before the next item starts,
 //! and a death loses at most the running item.
@@ -567,7 +567,7 @@ struct Pacer {
 
 const MAX_STRIDE: u32 = 1024;
 /// Item count that forces a flush regardless of time or size.
-const FLUSH_ITEMS: usize = 4096;
+const FLUSH_ITEMS: usize = 8192;
 
 impl Pacer {
     fn new() -> Self {

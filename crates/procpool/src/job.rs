@@ -529,6 +529,18 @@ impl<O> Segment<O> {
         }
     }
 
+    /// Moves out the successes not taken yet, with the index of the first, if this is a run
+    /// of successes (it is left empty).
+    pub(crate) fn take_values(&mut self) -> Option<(u64, std::vec::IntoIter<O>)> {
+        match std::mem::replace(&mut self.items, SegmentItems::One(None)) {
+            SegmentItems::Values(values) => Some((self.next, values)),
+            one => {
+                self.items = one;
+                None
+            }
+        }
+    }
+
     /// Takes the next item's outcome.
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<(u64, Outcome<O>)> {
@@ -561,6 +573,9 @@ pub(crate) struct MapInner<O> {
     received: u64,
     /// The consumer went away: no more outcomes are wanted.
     abandoned: bool,
+    /// The consumer is blocked in `take_ready`: only then is the condition variable
+    /// signalled (a signal is a system call; outcomes arrive many times per wait).
+    waiting: bool,
 }
 
 impl<O> MapState<O> {
@@ -573,6 +588,7 @@ impl<O> MapState<O> {
                 ready: VecDeque::new(),
                 received: 0,
                 abandoned: false,
+                waiting: false,
             }),
             cond: Condvar::new(),
         }
@@ -627,6 +643,7 @@ impl<O> MapState<O> {
                 inner.ready.push_back(segment);
             }
         }
+        let wake = wake && inner.waiting;
         drop(guard);
         if wake {
             self.cond.notify_all();
@@ -648,22 +665,31 @@ impl<O> MapState<O> {
                 out.append(&mut inner.ready);
                 return true;
             }
-            inner = match deadline {
-                None => self
-                    .cond
-                    .wait(inner)
-                    .unwrap_or_else(PoisonError::into_inner),
+            let timeout = match deadline {
+                None => None,
                 Some(deadline) => {
                     let now = std::time::Instant::now();
                     if now >= deadline {
                         return false;
                     }
+                    Some(deadline - now)
+                }
+            };
+            // Set only while blocked; `put_segments` reads it under the same lock.
+            inner.waiting = true;
+            inner = match timeout {
+                None => self
+                    .cond
+                    .wait(inner)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(timeout) => {
                     self.cond
-                        .wait_timeout(inner, deadline - now)
+                        .wait_timeout(inner, timeout)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
             };
+            inner.waiting = false;
         }
     }
 

@@ -56,6 +56,13 @@ struct MapRun<'p, T: Task, I> {
     job: Option<StartedMap<T>>,
     /// Outcomes taken from the job's state, not yet yielded (runs of consecutive items).
     ready: std::collections::VecDeque<Segment<T::Output>>,
+    /// The run of successes being yielded (moved out of the front of `ready`), and the index
+    /// of its next item.
+    run: std::vec::IntoIter<T::Output>,
+    run_next: u64,
+    /// How many items of `run` the fast path of `next_outcome` may yield before the slow
+    /// path must run again (to pull input, or to end): 0 sends every call down the slow path.
+    fast: usize,
     /// Nothing more will be pulled from `input`.
     input_done: bool,
     /// Nothing more will be yielded.
@@ -78,6 +85,9 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             chunksize: None,
             job: None,
             ready: std::collections::VecDeque::new(),
+            run: Vec::new().into_iter(),
+            run_next: 0,
+            fast: 0,
             input_done: false,
             finished: false,
             pulled: 0,
@@ -94,29 +104,50 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
-        // Fast path: an outcome is at hand and no input is due to be pulled (see `refill`).
-        if !self.finished
-            && (self.input_done || self.pulled - self.yielded > self.window as u64 / 2)
-            && let Some(segment) = self.ready.front_mut()
-            && let Some((index, outcome)) = segment.pop()
+        // Fast path: the next success of the current run, while no input is due to be pulled
+        // (`fast` counts how many; see `fast_budget`).
+        if self.fast > 0
+            && let Some(value) = self.run.next()
         {
+            self.fast -= 1;
+            let index = self.run_next;
+            self.run_next += 1;
             self.yielded += 1;
             #[cfg(feature = "progress")]
             if let Some(bar) = &self.progress {
                 bar.inc(1);
             }
-            return Ok(Some((index, outcome.map_err(|err| *err))));
+            return Ok(Some((index, Ok(value))));
         }
         self.next_outcome_slow(timeout)
+    }
+
+    /// How many items the fast path may yield from `run` now: all of them once the input is
+    /// exhausted, otherwise only while more than half the window stays outstanding (below
+    /// that, `refill` is due).
+    fn fast_budget(&self) -> usize {
+        if self.finished {
+            return 0;
+        }
+        let budget = if self.input_done {
+            usize::MAX
+        } else {
+            let outstanding = self.pulled - self.yielded;
+            usize::try_from(outstanding.saturating_sub(self.window as u64 / 2))
+                .unwrap_or(usize::MAX)
+        };
+        budget.min(self.run.len())
     }
 
     /// [`Self::next_outcome`] when the fast path does not apply: starts the job, pulls
     /// input, waits for outcomes.
     #[allow(clippy::type_complexity)]
+    #[inline(never)]
     fn next_outcome_slow(
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
+        self.fast = 0;
         if self.finished {
             return Ok(None);
         }
@@ -141,9 +172,20 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             return Ok(None);
         }
         let outcome = loop {
+            if let Some(value) = self.run.next() {
+                let index = self.run_next;
+                self.run_next += 1;
+                break (index, Ok(value));
+            }
             if let Some(segment) = self.ready.front_mut() {
+                if let Some((first, values)) = segment.take_values() {
+                    self.ready.pop_front();
+                    self.run = values;
+                    self.run_next = first;
+                    continue;
+                }
                 match segment.pop() {
-                    Some(outcome) => break Some(outcome),
+                    Some((index, outcome)) => break (index, outcome.map_err(|err| *err)),
                     None => {
                         self.ready.pop_front();
                         continue;
@@ -155,15 +197,13 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
                 return Err(Timeout);
             }
         };
-        let outcome = outcome.map(|(index, outcome)| (index, outcome.map_err(|err| *err)));
-        if outcome.is_some() {
-            self.yielded += 1;
-            #[cfg(feature = "progress")]
-            if let Some(bar) = &self.progress {
-                bar.inc(1);
-            }
+        self.yielded += 1;
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
         }
-        Ok(outcome)
+        self.fast = self.fast_budget();
+        Ok(Some(outcome))
     }
 
     /// Pulls more input if less than half the window is outstanding.
@@ -319,6 +359,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapUnordered<'p, T, I> {
 impl<T: Task, I: Iterator<Item = T::Args>> Iterator for Map<'_, T, I> {
     type Item = Result<T::Output, TaskError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.run
             .next_outcome(None)
