@@ -17,7 +17,8 @@ use crate::error::{CreateError, OpenError, RecvError, SendError};
 use crate::fdpass::{recv_with_fds, send_with_fds};
 use crate::mailbox::Mailbox;
 use crate::ring::{
-    Consumer, Corruption, Item, PARK_SLICE, Producer, RingCloser, RingRef, Slot, WaitError,
+    Consumer, Corruption, Interrupter, Item, PARK_SLICE, Producer, RingCloser, RingRef, Slot,
+    WaitError,
 };
 use crate::segment::{
     OobOpenError, OobReader, OobWriter, Region, RegionOpenError, SealedFile, SealedMap,
@@ -557,7 +558,8 @@ impl fmt::Debug for Sender {
 fn send_err(err: WaitError) -> SendError {
     match err {
         WaitError::Closed | WaitError::PeerGone => SendError::Disconnected,
-        WaitError::Timeout => SendError::Timeout,
+        // A producer's wait has no stop condition; were one added, it ends like a timeout.
+        WaitError::Timeout | WaitError::Stopped => SendError::Timeout,
         WaitError::Corrupt(corruption) => SendError::Corrupt(corruption),
     }
 }
@@ -1038,8 +1040,47 @@ impl Receiver {
         RecvError::Corrupt(corruption)
     }
 
+    /// Like [`recv_timeout`](Receiver::recv_timeout) (`None`: no deadline), but also gives up
+    /// with `Ok(None)` as soon as `stop` returns true; `stop` is called on every spin and
+    /// before every park.
+    ///
+    /// The thread that makes `stop` true (with a SeqCst store or RMW) then calls
+    /// [`Interrupter::interrupt`] from [`interrupter`](Receiver::interrupter), so a parked
+    /// receiver looks again: a pool's reader thread uses this to hand the receiver to another
+    /// thread that wants to read it itself.
+    ///
+    /// # Errors
+    ///
+    /// As for `recv_timeout`.
+    pub fn recv_until(
+        &mut self,
+        deadline: Option<Instant>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Frame<'_>>, RecvError> {
+        self.recv_inner(deadline, Some(stop))
+    }
+
+    /// A handle that wakes this receiver while it is parked in
+    /// [`recv_until`](Receiver::recv_until), so it re-checks its stop condition.
+    pub fn interrupter(&self) -> Interrupter {
+        self.consumer.interrupter()
+    }
+
     #[inline]
     fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<Frame<'_>, RecvError> {
+        match self.recv_inner(deadline, None) {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => unreachable!("no stop condition"),
+            Err(err) => Err(err),
+        }
+    }
+
+    #[inline]
+    fn recv_inner(
+        &mut self,
+        deadline: Option<Instant>,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Result<Option<Frame<'_>>, RecvError> {
         let (item, end) = loop {
             if let Some(found) = self.peek()? {
                 break found;
@@ -1049,16 +1090,17 @@ impl Receiver {
                 return Err(RecvError::Disconnected);
             }
             let link = &self.link;
-            match self.consumer.wait(deadline, &mut || link.peer_gone()) {
+            match self.consumer.wait(deadline, &mut || link.peer_gone(), stop) {
                 Ok(()) => {}
                 Err(WaitError::Closed | WaitError::PeerGone) => {
                     return Err(RecvError::Disconnected);
                 }
                 Err(WaitError::Timeout) => return Err(RecvError::Timeout),
+                Err(WaitError::Stopped) => return Ok(None),
                 Err(WaitError::Corrupt(corruption)) => return Err(self.poison(corruption)),
             }
         };
-        self.make_frame(item, end)
+        self.make_frame(item, end).map(Some)
     }
 
     #[inline]

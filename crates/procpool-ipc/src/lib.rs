@@ -56,4 +56,7 @@ pub use crate::{
     mailbox::{MAILBOX_WORDS, Mailbox},
     segment::{SealedFile, SealedMap, SealedWriter},
 };
-pub use crate::{doorbell::WaitStrategy, ring::Corruption};
+pub use crate::{
+    doorbell::WaitStrategy,
+    ring::{Corruption, Interrupter},
+};

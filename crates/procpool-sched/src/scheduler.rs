@@ -254,8 +254,9 @@ struct Slot {
     started: Option<(ChunkId, u64)>,
     /// Chunks sent to this worker, in the order it runs them; the front one is running.
     in_flight: VecDeque<ChunkId>,
-    /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` go to the
-    /// least recently served worker, so given-back items move to a different worker.
+    /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` go to the most
+    /// recently served worker (still spinning for work), or to the least recently served
+    /// while given-back items are queued, so they move to a different worker.
     last_assigned: u64,
 }
 
@@ -673,15 +674,30 @@ impl Scheduler {
     }
 
     /// The next chunk for whichever live worker needs one most (fewest chunks in flight, then
-    /// least recently served), or `None` if no worker can take one. Loop on it after every
-    /// event.
+    /// least recently served while given-back items are queued, else most recently served),
+    /// or `None` if no worker can take one. Loop on it after every event.
+    ///
+    /// The second tie-break keeps a lone call on the worker that ran the last one: that
+    /// worker is likely still spinning for work (a hand-off of ~0.1 µs), while the other may
+    /// have parked (a wake-up of ~50 µs where idle cores halt), and a caller alternating
+    /// between two spinning workers keeps three threads spinning on two cores. Given-back
+    /// items (tail splits, retries) still go to the least recently served worker, so they
+    /// move to a different one.
     pub fn next_assignment(&mut self) -> Option<Assignment> {
         if !self.has_queued() {
             return None;
         }
+        let hot_first = self.returned.is_empty();
         let mut order: Vec<(usize, u64, usize)> = (self.slots.iter().enumerate())
             .filter(|(_, slot)| slot.state == SlotState::Live)
-            .map(|(idx, slot)| (slot.in_flight.len(), slot.last_assigned, idx))
+            .map(|(idx, slot)| {
+                let served = if hot_first {
+                    u64::MAX - slot.last_assigned
+                } else {
+                    slot.last_assigned
+                };
+                (slot.in_flight.len(), served, idx)
+            })
             .collect();
         order.sort_unstable();
         for (_, _, idx) in order {

@@ -180,10 +180,47 @@ impl FrameReceiver for IpcReceiver {
                 on_frame(&frame);
                 Ok(())
             }
-            Err(RecvError::Timeout) => Err(LinkError::Timeout),
-            Err(RecvError::Corrupt(why)) => Err(LinkError::Corrupt(why.to_string())),
-            Err(_) => Err(LinkError::Disconnected),
+            Err(err) => Err(recv_error(err)),
         }
+    }
+
+    fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
+        match self.receiver.try_recv() {
+            Ok(Some(frame)) => {
+                on_frame(&frame);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(err) => Err(recv_error(err)),
+        }
+    }
+
+    fn recv_until(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, LinkError> {
+        match self.receiver.recv_until(None, stop) {
+            Ok(Some(frame)) => {
+                on_frame(&frame);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(err) => Err(recv_error(err)),
+        }
+    }
+
+    fn interrupter(&self) -> Box<dyn Fn() + Send + Sync> {
+        let interrupter = self.receiver.interrupter();
+        Box::new(move || interrupter.interrupt())
+    }
+}
+
+fn recv_error(err: RecvError) -> LinkError {
+    match err {
+        RecvError::Timeout => LinkError::Timeout,
+        RecvError::Corrupt(why) => LinkError::Corrupt(why.to_string()),
+        _ => LinkError::Disconnected,
     }
 }
 

@@ -59,8 +59,9 @@ use procpool_sched::{
 use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
 use procpool_worker::{AlignedVec, SharedObject, Task};
 
+use crate::attend::{Attend, DORMANT_SLICE, Ended, HELP_WINDOW, Helping};
 use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
-use crate::handle::{TaskHandle, task_pair};
+use crate::handle::{Helper, TaskHandle, task_pair_with};
 use crate::job::{Completion, Job, MapJob, SubmitStream, TaskOptions};
 use crate::link::{
     FrameReceiver, FrameSender, Launcher, Link, LinkError, Running, WorkerControl,
@@ -103,6 +104,8 @@ pub(crate) struct PoolConfig {
 /// Everything the pool's threads share.
 pub(crate) struct Shared {
     core: Mutex<Core>,
+    /// Which thread reads each worker's outcomes (`attend.rs`).
+    helping: Helping,
     /// Notified when a job ends, a worker comes or goes, or the phase changes.
     changed: Condvar,
     launcher: Box<dyn Launcher>,
@@ -190,6 +193,8 @@ struct ChunkInfo {
 struct WorkerEntry {
     /// The worker's index in the pool, as told in `Setup` (unique over the pool's life).
     index: u32,
+    /// Its slot's reader state, to kick a dormant reader thread.
+    attend: Arc<Attend>,
     pid: u32,
     control: Arc<dyn WorkerControl>,
     sender: Box<dyn FrameSender>,
@@ -233,10 +238,23 @@ enum Verdict {
 struct Deferred {
     failures: Vec<(Arc<dyn Job>, Range<u64>, TaskError)>,
     completions: Vec<Completion>,
+    /// Dormant reader threads to wake: their worker got a chunk nobody else will read for.
+    kicks: Vec<Arc<Attend>>,
 }
 
 impl Deferred {
-    fn run(self) {
+    /// Takes over what `other` has to do (dispatches inside a larger operation).
+    fn absorb(&mut self, other: Deferred) {
+        self.failures.extend(other.failures);
+        self.completions.extend(other.completions);
+        self.kicks.extend(other.kicks);
+    }
+
+    fn run(mut self) {
+        self.kicks.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for cell in self.kicks {
+            cell.kick();
+        }
         for (job, items, error) in self.failures {
             job.fail(items, error);
         }
@@ -247,9 +265,24 @@ impl Deferred {
 }
 
 thread_local! {
-    /// Set on reader threads, so shutdown from a callback does not join its own thread.
+    /// Set on reader threads (and on a thread while it helps, `attend.rs`), so shutdown from
+    /// a callback does not join the reader threads.
     static ON_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while this thread helps: a nested wait (a callback waiting for another task)
+    /// helps on without taking the seat again.
+    static HELPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by `Shared::call` while it submits: this thread helps right after, so dispatch
+    /// need not wake a dormant reader for the chunk.
+    static WILL_HELP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+
+/// A frame a helper reads up to this size is copied out, so the receiver is released before
+/// the outcomes are delivered (callbacks run without it); larger ones are settled in place.
+const HELP_COPY_LIMIT: usize = 64 * 1024;
+
+/// Looks a helper takes by pure spinning (a few µs: a warm round trip with the worker on the
+/// other core) before it yields the core on every further look.
+const HELP_PURE_SPINS: u32 = 64;
 
 fn items_len(items: &Range<u64>) -> u64 {
     items.end.saturating_sub(items.start)
@@ -291,6 +324,7 @@ impl Shared {
                 releaser: None,
             }),
             changed: Condvar::new(),
+            helping: Helping::default(),
             launcher,
             config,
         });
@@ -313,7 +347,7 @@ impl Shared {
         let mut links = links.into_iter();
         while let Some(link) = links.next() {
             let started = shared
-                .start_link(link, true)
+                .start_link(link, true, Arc::new(Attend::default()))
                 .and_then(|started| shared.spawn_reader_for(started));
             if let Err(err) = started {
                 kill_links(links.collect());
@@ -352,14 +386,20 @@ impl Shared {
     }
 
     /// Launches a worker, runs the handshake and registers it with the scheduler.
-    fn start_worker(&self) -> Result<StartedWorker, Error> {
+    fn start_worker(&self, attend: Arc<Attend>) -> Result<StartedWorker, Error> {
         let link = self.launcher.launch()?;
-        self.start_link(link, true)
+        self.start_link(link, true, attend)
     }
 
     /// Runs the handshake over a new link and registers the worker with the scheduler.
     /// `replaceable`: start a new worker when this one ends (not for attached workers).
-    fn start_link(&self, mut link: Link, replaceable: bool) -> Result<StartedWorker, Error> {
+    /// `attend`: the reader slot that will serve it.
+    fn start_link(
+        &self,
+        mut link: Link,
+        replaceable: bool,
+        attend: Arc<Attend>,
+    ) -> Result<StartedWorker, Error> {
         let index = {
             let mut core = self.lock();
             let index = core.next_worker_index;
@@ -390,6 +430,7 @@ impl Shared {
             id,
             WorkerEntry {
                 index,
+                attend: Arc::clone(&attend),
                 pid,
                 control: Arc::clone(&control),
                 sender,
@@ -426,7 +467,8 @@ impl Shared {
             index,
             pid,
             replaceable,
-            receiver,
+            receiver: Some(receiver),
+            attend,
             control,
             process,
         })
@@ -434,6 +476,8 @@ impl Shared {
 
     /// The body of a reader thread: serve a worker, replace it when it ends, repeat.
     fn reader_loop(self: &Arc<Self>, mut worker: StartedWorker) {
+        let attend = Arc::clone(&worker.attend);
+        self.helping.add(&attend);
         loop {
             let reason = self.serve(&mut worker);
             let exit = if reason.is_some() {
@@ -455,28 +499,117 @@ impl Shared {
             if !replace {
                 break;
             }
-            match self.replace_worker() {
+            match self.replace_worker(&attend) {
                 Some(next) => worker = next,
                 None => break,
             }
         }
+        self.helping.remove(&attend);
         let mut core = self.lock();
         core.live_readers -= 1;
         self.changed.notify_all();
     }
 
     /// Reads frames until the link ends; returns why, if it was a violation.
+    ///
+    /// The receiver lives in the slot's [`Attend`] meanwhile, so a waiting caller can read it
+    /// (`attend.rs`); this thread steps aside (dormant) while one does.
     fn serve(&self, worker: &mut StartedWorker) -> Option<String> {
-        let mut violation = None;
+        let attend = Arc::clone(&worker.attend);
+        let receiver = worker.receiver.take().expect("a worker is served once");
+        attend.install(worker.id, receiver);
+        let reason = self.serve_attended(worker, &attend);
+        drop(attend.uninstall());
+        reason
+    }
+
+    fn serve_attended(&self, worker: &StartedWorker, attend: &Attend) -> Option<String> {
+        let id = worker.id;
+        let mut buf = AlignedVec::new();
+        let stop = || self.helping.active();
+        // Dormant: a helper reads (or read last) this ring; sleep until kicked, looking at
+        // the ring once per slice. `declared`: the kick flag is armed.
+        let mut dormant = false;
+        let mut declared = false;
         loop {
-            let id = worker.id;
-            let res = worker.receiver.recv(None, &mut |frame| {
-                if violation.is_none()
-                    && let Err(why) = self.on_frame(id, frame)
-                {
+            if dormant {
+                if !declared {
+                    attend.declare_dormant();
+                    declared = true;
+                    // A helper that left before the declaration did not kick: read.
+                    if !self.helping.active() {
+                        attend.wake_up();
+                        dormant = false;
+                        declared = false;
+                    }
+                }
+                if dormant && attend.sleep(DORMANT_SLICE) {
+                    dormant = false;
+                    declared = false;
+                }
+            }
+            let Some(mut guard) = attend.try_rx() else {
+                // A helper holds the receiver.
+                dormant = true;
+                std::thread::yield_now();
+                continue;
+            };
+            // Only `serve` uninstalls the receiver, after this returns.
+            let rx = guard.as_mut()?;
+            if let Some(ended) = rx.ended.take() {
+                drop(guard);
+                return match ended {
+                    Ended::Link(LinkError::Corrupt(why)) => Some(why),
+                    Ended::Link(_) => None,
+                    Ended::Violation(why) => {
+                        tracing::warn!(pid = worker.pid, "worker broke the protocol: {why}");
+                        worker.control.close();
+                        Some(why)
+                    }
+                };
+            }
+            // Checked with the receiver held: a helper that copied a frame out settles it
+            // before it leaves, so frames stay in order.
+            if self.helping.active() {
+                dormant = true;
+                continue;
+            }
+            // Small frames are copied out and settled after the receive, releasing the
+            // receiver before their outcomes are delivered; large ones are settled in place.
+            let mut copied = false;
+            let mut violation = None;
+            let mut on_frame = |frame: &[u8]| {
+                if frame.len() <= HELP_COPY_LIMIT {
+                    buf.clear();
+                    buf.extend_from_slice(frame);
+                    copied = true;
+                } else if let Err(why) = self.on_frame(id, frame, &mut || {}) {
                     violation = Some(why);
                 }
-            });
+            };
+            let res = if dormant {
+                // A slice passed with nobody reading: look once (a stray frame, or the end of
+                // the link).
+                rx.receiver.try_recv(&mut on_frame).map(|got| {
+                    if got {
+                        attend.wake_up();
+                        dormant = false;
+                        declared = false;
+                    }
+                })
+            } else {
+                rx.receiver
+                    .recv_until(&stop, &mut on_frame)
+                    .map(|got| dormant = !got)
+            };
+            if copied {
+                let mut held = Some(guard);
+                if let Err(why) = self.on_frame(id, &buf, &mut || drop(held.take())) {
+                    violation = Some(why);
+                }
+            } else {
+                drop(guard);
+            }
             if let Some(why) = &violation {
                 tracing::warn!(pid = worker.pid, "worker broke the protocol: {why}");
                 worker.control.close();
@@ -490,8 +623,74 @@ impl Shared {
         }
     }
 
+    /// One look at one slot's ring for a helper; `true` if it settled a frame.
+    fn help_once(&self, attend: &Attend, buf: &mut AlignedVec) -> bool {
+        let Some(mut guard) = attend.try_rx() else {
+            return false;
+        };
+        let Some(rx) = guard.as_mut() else {
+            return false;
+        };
+        if rx.ended.is_some() {
+            return false;
+        }
+        let id = rx.id;
+        let mut in_place = None;
+        let res = rx.receiver.try_recv(&mut |frame| {
+            if frame.len() <= HELP_COPY_LIMIT {
+                buf.clear();
+                buf.extend_from_slice(frame);
+            } else {
+                in_place = Some(self.on_frame(id, frame, &mut || {}));
+            }
+        });
+        let settled = match res {
+            Ok(false) => return false,
+            Ok(true) => match in_place {
+                Some(settled) => settled.map_err(Ended::Violation),
+                None => {
+                    // The receiver is released before the outcomes are delivered (callbacks
+                    // run without it), after the core took the frame into account (order).
+                    let mut held = Some(guard);
+                    let settled = self
+                        .on_frame(id, buf, &mut || drop(held.take()))
+                        .map_err(Ended::Violation);
+                    guard = match held {
+                        Some(guard) => guard,
+                        None => attend.lock_rx(),
+                    };
+                    settled
+                }
+            },
+            Err(err) => Err(Ended::Link(err)),
+        };
+        let ended = match settled {
+            Ok(()) => return true,
+            Err(ended) => ended,
+        };
+        // The reader thread settles the end of the link (reap, re-queue, replace).
+        if let Some(rx) = guard.as_mut()
+            && rx.id == id
+            && rx.ended.is_none()
+        {
+            rx.ended = Some(ended);
+        }
+        drop(guard);
+        attend.kick();
+        true
+    }
+
     /// Handles one frame from worker `id`.
-    fn on_frame(&self, id: WorkerId, frame: &[u8]) -> Result<(), String> {
+    ///
+    /// `settled` is called once the core has taken the frame into account, before outcomes
+    /// are delivered (callbacks run): a reader of a copied frame releases the receiver there,
+    /// so frames are settled in order and callbacks run without it.
+    fn on_frame(
+        &self,
+        id: WorkerId,
+        frame: &[u8],
+        settled: &mut dyn FnMut(),
+    ) -> Result<(), String> {
         let message = protocol::parse_from_worker(frame).map_err(|err| err.to_string())?;
         match message {
             FromWorker::Outcomes(batch) => {
@@ -542,6 +741,7 @@ impl Shared {
                 self.after_progress(core, id);
                 let deferred = self.dispatch(core);
                 drop(guard);
+                settled();
                 if let Some(job) = job {
                     job.deliver(&batch);
                 }
@@ -647,6 +847,10 @@ impl Shared {
     /// Hands out every chunk the scheduler is willing to, and proposes tail splits.
     fn dispatch(&self, core: &mut Core) -> Deferred {
         let mut deferred = Deferred::default();
+        // A chunk needs a reader: the helper active now (it kicks on leaving, and reads this
+        // decision under the same lock), the thread of `Pool::call` that helps next, or the
+        // worker's reader thread, woken if dormant (`attend.rs`).
+        let kick = !self.helping.active() && !WILL_HELP.with(std::cell::Cell::get);
         while let Some(assignment) = core.sched.next_assignment() {
             let job_id = assignment.span.job;
             let mut items = assignment.span.items.clone();
@@ -755,6 +959,9 @@ impl Shared {
             }
             if let Some(worker) = core.workers.get_mut(&worker_id) {
                 send(worker, &frame);
+                if kick {
+                    deferred.kicks.push(Arc::clone(&worker.attend));
+                }
             }
             core.frame = frame;
         }
@@ -956,7 +1163,7 @@ impl Shared {
         }
         let dispatched = self.dispatch(core);
         self.changed.notify_all();
-        deferred.failures.extend(dispatched.failures);
+        deferred.absorb(dispatched);
         // Release the lock before failing items: failures run callbacks.
         drop(guard);
         deferred.run();
@@ -964,13 +1171,13 @@ impl Shared {
     }
 
     /// Starts a replacement worker, retrying a few times; gives up the slot if it cannot.
-    fn replace_worker(&self) -> Option<StartedWorker> {
+    fn replace_worker(&self, attend: &Arc<Attend>) -> Option<StartedWorker> {
         let mut failures = 0;
         loop {
             if self.lock().phase == Phase::Closed {
                 return None;
             }
-            match self.start_worker() {
+            match self.start_worker(Arc::clone(attend)) {
                 Ok(started) => return Some(started),
                 Err(err) => {
                     failures += 1;
@@ -1084,7 +1291,7 @@ impl Shared {
         }
         let mut deferred = self.dispatch(core);
         self.check_job(core, job_id);
-        deferred.failures.extend(self.dispatch(core).failures);
+        deferred.absorb(self.dispatch(core));
         drop(guard);
         deferred.run();
         Ok(())
@@ -1109,7 +1316,8 @@ impl Shared {
         args: T::Args,
         options: TaskOptions,
     ) -> TaskHandle<T::Output> {
-        let (handle, completer) = task_pair();
+        let helper: Weak<dyn Helper> = Arc::downgrade(self) as Weak<dyn Helper>;
+        let (handle, completer) = task_pair_with(Some(helper));
         let mut guard = self.lock();
         let core = &mut *guard;
         if let Err(err) = Self::accepting(core) {
@@ -1149,6 +1357,18 @@ impl Shared {
         drop(guard);
         deferred.run();
         handle
+    }
+
+    /// Submits one call and waits for it; this thread reads the outcome itself if it can.
+    pub(crate) fn call<T: Task>(
+        self: &Arc<Self>,
+        args: T::Args,
+        options: TaskOptions,
+    ) -> Result<T::Output, TaskError> {
+        WILL_HELP.with(|flag| flag.set(true));
+        let handle = self.submit::<T>(args, options);
+        WILL_HELP.with(|flag| flag.set(false));
+        handle.result()
     }
 
     /// Starts a map job whose items the caller adds with [`Shared::add_items`].
@@ -1261,6 +1481,7 @@ impl Shared {
             worker.control.terminate();
         }
         drop(core);
+        self.helping.kick_all();
         deferred.run();
         let deadline = Instant::now() + self.config.terminate_grace;
         let mut core = self.lock();
@@ -1285,6 +1506,7 @@ impl Shared {
                 send_shutdown(worker);
             }
         }
+        self.helping.kick_all();
         let readers = std::mem::take(&mut core.readers);
         let watchdog = core.watchdog.take();
         let acceptors = std::mem::take(&mut core.acceptors);
@@ -1502,7 +1724,7 @@ impl Shared {
 
     /// Runs the handshake with one attaching worker and serves it, or refuses it.
     fn attach_one(self: &Arc<Self>, link: Link, pid: u32, done: &AtomicBool) {
-        let started = self.start_link(link, false);
+        let started = self.start_link(link, false, Arc::new(Attend::default()));
         // Relaxed: read only by the accept loop to decide whether to cut the handshake short.
         done.store(true, Ordering::Relaxed);
         match started {
@@ -1719,6 +1941,73 @@ fn release_loop(pool: &Weak<Shared>, released: &std::sync::mpsc::Receiver<u64>) 
     }
 }
 
+impl Helper for Shared {
+    fn help(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
+        let nested = HELPING.with(std::cell::Cell::get);
+        if !nested && !self.helping.enter() {
+            // Another thread helps; it reads this task's outcome too, or kicks its reader.
+            return;
+        }
+        let cells = self.helping.cells();
+        if !nested {
+            // Reader threads parked on their rings let go of the receivers.
+            for cell in &cells {
+                cell.interrupt();
+            }
+        }
+        let was_reader = ON_READER.with(|flag| flag.replace(true));
+        HELPING.with(|flag| flag.set(true));
+        let start = Instant::now();
+        let until = deadline.map_or(start + HELP_WINDOW, |deadline| {
+            deadline.min(start + HELP_WINDOW)
+        });
+        let mut buf = AlignedVec::new();
+        let mut idle_spins = 0u32;
+        while !done() {
+            let mut progressed = false;
+            for cell in &cells {
+                progressed |= self.help_once(cell, &mut buf);
+            }
+            if progressed {
+                continue;
+            }
+            idle_spins = idle_spins.wrapping_add(1);
+            if idle_spins < HELP_PURE_SPINS {
+                std::hint::spin_loop();
+            } else {
+                // Past a warm round trip: the worker may be queued behind this thread on
+                // this very core (nothing moves a spinning thread), so offer the core on
+                // every look. With nothing else runnable here `sched_yield` returns at once.
+                std::thread::yield_now();
+            }
+            if idle_spins % 16 == 0 && Instant::now() >= until {
+                break;
+            }
+        }
+        HELPING.with(|flag| flag.set(nested));
+        ON_READER.with(|flag| flag.set(was_reader));
+        if nested {
+            return;
+        }
+        self.helping.leave();
+        // Chunks still held need their readers now (their callers park or do not wait).
+        let holders: Vec<Arc<Attend>> = {
+            let core = self.lock();
+            core.chunks
+                .values()
+                .filter_map(|info| core.workers.get(&info.worker))
+                .map(|worker| Arc::clone(&worker.attend))
+                .collect()
+        };
+        for cell in holders
+            .iter()
+            .chain(cells.iter().filter(|cell| cell.has_ended()))
+        {
+            cell.kick();
+        }
+    }
+}
+
 /// Kills and reaps workers that were launched but not handshaken (a failed build).
 fn kill_links(links: Vec<Link>) {
     for mut link in links {
@@ -1799,6 +2088,8 @@ fn flush(worker: &mut WorkerEntry) {
 /// Asks a worker to exit after the frames already sent.
 fn send_shutdown(worker: &mut WorkerEntry) {
     worker.stopping = true;
+    // Its reader must see the link end even if it is dormant (a short critical section).
+    worker.attend.kick();
     let mut frame = AlignedVec::new();
     protocol::encode_shutdown(&mut frame);
     send(worker, &frame);
@@ -1921,7 +2212,10 @@ struct StartedWorker {
     pid: u32,
     /// Started by this pool (replaced when it ends), not attached.
     replaceable: bool,
-    receiver: Box<dyn FrameReceiver>,
+    /// Until `serve` moves it into `attend`.
+    receiver: Option<Box<dyn FrameReceiver>>,
+    /// The reader slot: its receiver, for helpers.
+    attend: Arc<Attend>,
     control: Arc<dyn WorkerControl>,
     process: Box<dyn WorkerProcessHandle>,
 }

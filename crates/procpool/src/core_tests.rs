@@ -329,6 +329,125 @@ fn task_over_its_timeout_is_timed_out() {
     assert_eq!(pool.call(square, 3), Ok(9));
 }
 
+/// Runs `body` on a thread and fails the test if it does not finish within the watchdog.
+fn within_watchdog(body: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        body();
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(WATCHDOG).is_ok(),
+        "deadlock: the body did not finish"
+    );
+    thread.join().expect("body panicked");
+}
+
+#[test]
+fn idle_worker_death_is_seen_while_callers_read_the_rings() {
+    // `call` reads outcomes on the calling thread, so the reader threads go dormant; the
+    // death of an idle worker must still be noticed and the worker replaced.
+    let pool = pool(1);
+    for x in 0..50 {
+        assert_eq!(pool.call(square, x), Ok(x * x));
+    }
+    let pid = pool.stats().workers[0].pid;
+    crate::thread_backend::kill(pid);
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while pool.stats().deaths == 0 {
+        assert!(std::time::Instant::now() < deadline, "death never seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.call(square, 9), Ok(81));
+    assert_ne!(pool.stats().workers[0].pid, pid);
+}
+
+#[test]
+fn worker_killed_while_a_caller_reads_its_ring_fails_the_call() {
+    let pool = Arc::new(pool(1));
+    for x in 0..20 {
+        assert_eq!(pool.call(square, x), Ok(x * x));
+    }
+    let caller = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || pool.call(builtin::sleep_for, 300))
+    };
+    // Wait until the call runs, then kill its worker.
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let pid = loop {
+        let stats = pool.stats();
+        if stats.in_flight > 0 {
+            break stats.workers[0].pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "call never started");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    crate::thread_backend::kill(pid);
+    match caller.join().expect("caller") {
+        Err(TaskError::WorkerDied { pid: died, .. }) => assert_eq!(died, pid),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert_eq!(pool.call(square, 4), Ok(16));
+}
+
+#[test]
+fn callback_waiting_for_another_task_does_not_deadlock() {
+    // The outer `result` reads the outcome and runs the callback on its own thread; the
+    // callback's own wait must still be served.
+    within_watchdog(|| {
+        let pool = Arc::new(pool(1));
+        let inner = Arc::new(std::sync::Mutex::new(None));
+        let handle = pool.submit(square, 3);
+        {
+            let pool = Arc::clone(&pool);
+            let inner = Arc::clone(&inner);
+            handle.on_done(move |_| {
+                *inner.lock().expect("inner") = Some(pool.call(square, 5));
+            });
+        }
+        assert_eq!(handle.result(), Ok(9));
+        assert_eq!(*inner.lock().expect("inner"), Some(Ok(25)));
+    });
+}
+
+#[test]
+fn shutdown_from_a_callback_on_a_waiting_caller_does_not_deadlock() {
+    within_watchdog(|| {
+        let pool = Arc::new(pool(2));
+        let handle = pool.submit(square, 6);
+        {
+            let pool = Arc::clone(&pool);
+            handle.on_done(move |_| pool.shutdown());
+        }
+        assert_eq!(handle.result(), Ok(36));
+        // Shut down (by the callback, or here if the callback ran elsewhere first).
+        pool.shutdown();
+        assert_eq!(pool.call(square, 1), Err(TaskError::PoolClosed));
+    });
+}
+
+#[test]
+fn many_callers_waiting_at_once_all_get_their_outcome() {
+    // One thread at a time reads the rings; the others park and must still be woken.
+    let pool = Arc::new(pool(2));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for x in 0..200 {
+                    let x = t * 1000 + x;
+                    assert_eq!(pool.call(square, x), Ok(x * x));
+                    let handle = pool.submit(square, x + 1);
+                    assert_eq!(handle.result(), Ok((x + 1) * (x + 1)));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("caller");
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn handle_can_be_awaited_in_tokio() {
     let pool = pool(1);

@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -60,8 +61,24 @@ pub(crate) struct Completer<T> {
 /// The state shared by a [`TaskHandle`] and its [`Completer`].
 pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
-    /// Notified (all) when the phase becomes `Done`.
+    /// Notified (all) when the phase becomes `Done`, if a thread waits on it.
     done_cond: Condvar,
+    /// Set (Release) when the phase becomes `Done`, for helpers that poll without the lock;
+    /// pairs with the Acquire load in `is_done`.
+    done: AtomicBool,
+    /// Reads outcomes on a thread that blocks for this task (the pool core, `attend.rs`).
+    helper: Option<Weak<dyn Helper>>,
+}
+
+/// How often a blocked wait offers help again (a safety net: normally the thread that reads
+/// the rings, or a kicked reader thread, delivers the outcome and wakes the waiter first).
+const HELP_RETRY: Duration = Duration::from_millis(50);
+
+/// Something that can read outcomes on the thread waiting for them: the pool core.
+pub(crate) trait Helper: Send + Sync {
+    /// Reads and delivers outcomes on this thread until `done()` or a short window (or
+    /// `deadline`) passes; returns at once if another thread helps already.
+    fn help(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>);
 }
 
 /// The phases of a task, as described in the module docs.
@@ -89,6 +106,8 @@ struct State<T> {
     listeners: Vec<(Weak<Notifier>, usize)>,
     /// The waker of the last `poll` that returned `Pending`.
     waker: Option<Waker>,
+    /// Threads blocked on `done_cond`: without any, finishing skips the notify (a syscall).
+    sleepers: usize,
 }
 
 /// Returned by [`TaskHandle::result_timeout`] when the task did not finish in time.
@@ -100,6 +119,11 @@ pub struct WaitTimeout<T> {
 
 /// Creates a connected handle and completer for a task that has not started.
 pub(crate) fn task_pair<T>() -> (TaskHandle<T>, Completer<T>) {
+    task_pair_with(None)
+}
+
+/// [`task_pair`] whose blocking waits first let `helper` read outcomes on the waiting thread.
+pub(crate) fn task_pair_with<T>(helper: Option<Weak<dyn Helper>>) -> (TaskHandle<T>, Completer<T>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State {
             phase: Phase::Pending,
@@ -109,8 +133,11 @@ pub(crate) fn task_pair<T>() -> (TaskHandle<T>, Completer<T>) {
             callbacks: Vec::new(),
             listeners: Vec::new(),
             waker: None,
+            sleepers: 0,
         }),
         done_cond: Condvar::new(),
+        done: AtomicBool::new(false),
+        helper,
     });
     (
         TaskHandle {
@@ -346,28 +373,54 @@ impl<T> Slot<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the phase is `Done`, without the lock.
+    fn is_done(&self) -> bool {
+        // Acquire: pairs with the Release store in `finish`.
+        self.done.load(Ordering::Acquire)
+    }
+
     /// Waits until `Done` or `deadline`; returns the guard if done.
+    ///
+    /// Before parking, the pool's helper reads outcomes on this thread for a short window.
     fn wait_done(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, State<T>>> {
+        let helper = self.helper.as_ref().and_then(Weak::upgrade);
+        if let Some(helper) = &helper
+            && !self.is_done()
+        {
+            helper.help(&|| self.is_done(), deadline);
+        }
         let mut state = self.lock();
         while state.phase != Phase::Done {
-            match deadline {
-                None => {
-                    state = self
-                        .done_cond
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return None;
-                    }
-                    state = self
-                        .done_cond
-                        .wait_timeout(state, deadline - now)
+            let now = Instant::now();
+            // With a helper, look again every HELP_RETRY: the thread that read the rings when
+            // this one could not may itself be blocked (a callback that waits).
+            let mut slice = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            if slice == Some(Duration::ZERO) {
+                return None;
+            }
+            if helper.is_some() {
+                slice = Some(slice.map_or(HELP_RETRY, |left| left.min(HELP_RETRY)));
+            }
+            state.sleepers += 1;
+            state = match slice {
+                None => self
+                    .done_cond
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(slice) => {
+                    self.done_cond
+                        .wait_timeout(state, slice)
                         .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                        .0
                 }
+            };
+            state.sleepers -= 1;
+            if state.phase != Phase::Done
+                && let Some(helper) = &helper
+            {
+                drop(state);
+                helper.help(&|| self.is_done(), deadline);
+                state = self.lock();
             }
         }
         Some(state)
@@ -399,10 +452,16 @@ impl<T> Slot<T> {
         state.cancelled = matches!(outcome, Err(TaskError::Cancelled));
         state.outcome = Some(outcome);
         state.phase = Phase::Done;
+        // Release: pairs with the Acquire load in `is_done`; the outcome itself is read under
+        // the lock, so this only publishes "look now".
+        self.done.store(true, Ordering::Release);
         let waker = state.waker.take();
         let listeners = std::mem::take(&mut state.listeners);
+        let sleepers = state.sleepers;
         drop(state);
-        self.done_cond.notify_all();
+        if sleepers > 0 {
+            self.done_cond.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }

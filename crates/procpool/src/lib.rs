@@ -90,6 +90,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attend;
 mod backend;
 mod core;
 mod error;

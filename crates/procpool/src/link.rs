@@ -8,8 +8,9 @@
 //! - [`FrameSender`]: owned by the pool core, used under its lock; never blocks
 //!   (`try_send` gives back "full", and the core keeps the frame in an outbox it flushes after
 //!   the worker's next outcome).
-//! - [`FrameReceiver`]: owned by that worker's reader thread; blocks until a frame arrives or
-//!   the link is gone (peer died, closed, corrupt). Ending is how the core learns of a death.
+//! - [`FrameReceiver`]: read by that worker's reader thread, or by a caller waiting for a
+//!   result (`attend.rs`); blocks until a frame arrives or the link is gone (peer died,
+//!   closed, corrupt), or polls. Ending is how the core learns of a death.
 //! - [`WorkerControl`]: shared; pid, the mailbox words (which chunk and item run now, yield
 //!   requests, liveness pings), closing the link (unblocks the reader), and killing the worker.
 //! - [`WorkerProcessHandle`]: owned by the reader thread; reaps the worker and reports how it
@@ -94,6 +95,22 @@ pub(crate) trait FrameReceiver: Send {
         timeout: Option<Duration>,
         on_frame: &mut dyn FnMut(&[u8]),
     ) -> Result<(), LinkError>;
+
+    /// Passes the next frame to `on_frame` if one is ready (`Ok(true)`), without blocking.
+    /// Also notices a peer that is gone (within the backend's liveness slice).
+    fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError>;
+
+    /// Like `recv(None, ..)`, but returns `Ok(false)` as soon as `stop` is true (checked while
+    /// spinning and before parking); the thread that makes it true then calls the
+    /// [`interrupter`](FrameReceiver::interrupter), so a parked receive looks again.
+    fn recv_until(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, LinkError>;
+
+    /// Wakes a `recv_until` parked on this link, from any thread.
+    fn interrupter(&self) -> Box<dyn Fn() + Send + Sync>;
 }
 
 /// Shared, thread-safe control of one worker.

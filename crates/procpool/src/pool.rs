@@ -169,7 +169,8 @@ impl Pool {
     ///
     /// The call's [`TaskError`].
     pub fn call<T: Task>(&self, task: T, args: T::Args) -> Result<T::Output, TaskError> {
-        self.submit(task, args).result()
+        let _ = task;
+        self.shared.call::<T>(args, TaskOptions::default())
     }
 
     /// Applies `task` to every item of `input`, yielding outcomes in input order.
@@ -560,7 +561,7 @@ impl<'p, T: Task> TaskCall<'p, T> {
     ///
     /// The call's [`TaskError`].
     pub fn call(&self, args: T::Args) -> Result<T::Output, TaskError> {
-        self.submit(args).result()
+        self.pool.shared.call::<T>(args, self.options)
     }
 
     /// [`Pool::map`] with these options.

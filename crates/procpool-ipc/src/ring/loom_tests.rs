@@ -104,7 +104,7 @@ fn loom_parked_consumer_is_woken() {
             producer
         });
         // Parks (no spin) until the frame is published; a lost wake-up deadlocks.
-        consumer.wait(None, &mut no_probe()).expect("woken");
+        consumer.wait(None, &mut no_probe(), None).expect("woken");
         let (item, end) = consumer.try_peek().expect("honest").expect("frame");
         let Item::Data { pos, len } = item else {
             panic!("unexpected {item:?}")

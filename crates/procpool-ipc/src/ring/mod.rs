@@ -162,6 +162,8 @@ pub(crate) enum WaitError {
     PeerGone,
     /// The peer broke the protocol.
     Corrupt(Corruption),
+    /// The caller's stop condition became true (see `Consumer::wait`).
+    Stopped,
 }
 
 impl From<Corruption> for WaitError {
@@ -172,6 +174,11 @@ impl From<Corruption> for WaitError {
 
 /// Reports whether the peer process is gone; called between park slices.
 pub(crate) type Probe<'a> = &'a mut dyn FnMut() -> bool;
+
+/// A caller's reason to stop waiting (another thread wants this consumer); checked on every
+/// spin and, behind the announce fence, before every park. Whoever makes it true rings the
+/// consumer's bell with an [`Interrupter`] so a parked waiter looks again.
+pub(crate) type Stop<'a> = &'a dyn Fn() -> bool;
 
 /// Longest single futex wait; between slices the waiter re-checks `closed` and the probe.
 pub(crate) const PARK_SLICE: Duration = Duration::from_millis(50);
@@ -281,6 +288,14 @@ impl RingRef {
         close_ring(self.ctrl(), bits);
     }
 
+    /// A `Sync` handle that can only ring this ring's consumer bell.
+    pub(crate) fn interrupter(&self) -> Interrupter {
+        Interrupter {
+            ctrl: self.ctrl,
+            _owner: Arc::clone(&self._owner),
+        }
+    }
+
     /// A `Sync` handle that can only close this ring.
     pub(crate) fn closer(&self) -> RingCloser {
         RingCloser {
@@ -323,6 +338,36 @@ impl RingCloser {
     pub(crate) fn close(&self, bits: u32) {
         // SAFETY: same contract as `RingRef::ctrl`: valid while `_owner` lives.
         close_ring(unsafe { self.ctrl.as_ref() }, bits);
+    }
+}
+
+/// Wakes the consumer of one ring if it is parked, from any thread of the consumer's side,
+/// without closing anything: the waiter looks at its index and its stop condition again.
+pub struct Interrupter {
+    ctrl: NonNull<RingControl>,
+    _owner: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: `interrupt` only touches atomics in the control block, which `_owner` keeps alive.
+unsafe impl Send for Interrupter {}
+// SAFETY: as above: atomics only.
+unsafe impl Sync for Interrupter {}
+
+impl fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interrupter").finish_non_exhaustive()
+    }
+}
+
+impl Interrupter {
+    /// Call after making the waiter's stop condition true (with a SeqCst store or RMW):
+    /// the SeqCst fence here pairs with the one after the waiter's announce, so either the
+    /// waiter sees the condition before it parks or this sees its sleep flag and wakes it
+    /// (README, "Wake-up handshake", interrupting a waiter).
+    pub fn interrupt(&self) {
+        fence(Ordering::SeqCst);
+        // SAFETY: same contract as `RingRef::ctrl`: valid while `_owner` lives.
+        ring_bell(&unsafe { self.ctrl.as_ref() }.consumer_sleeps, false);
     }
 }
 
@@ -679,6 +724,11 @@ impl Consumer {
         self.ring.closed()
     }
 
+    /// A handle that wakes this consumer when it is parked (see [`Interrupter`]).
+    pub(crate) fn interrupter(&self) -> Interrupter {
+        self.ring.interrupter()
+    }
+
     /// Loads and validates the producer's tail; true if it moved.
     fn refresh_tail(&mut self) -> Result<bool, Corruption> {
         // Acquire: pairs with the Release store of tail in `Producer::publish`, so the frame
@@ -838,18 +888,25 @@ impl Consumer {
     }
 
     /// Blocks until data is readable: spin, then park. Publishes head first.
+    ///
+    /// `stop` (if any) ends the wait with `WaitError::Stopped` when it returns true.
     pub(crate) fn wait(
         &mut self,
         deadline: Option<Instant>,
         probe: Probe<'_>,
+        stop: Option<Stop<'_>>,
     ) -> Result<(), WaitError> {
         self.publish_head();
         let spin_until = Instant::now() + self.wait.spin;
         let mut spins = 0u32;
+        let stopped = || stop.is_some_and(|stop| stop());
         // A zero spin window parks at once (the park loop still looks first).
         while !self.wait.spin.is_zero() {
             if self.has_data()? {
                 return Ok(());
+            }
+            if stopped() {
+                return Err(WaitError::Stopped);
             }
             spin_hint();
             spins = spins.wrapping_add(1);
@@ -880,6 +937,11 @@ impl Consumer {
                 self.ring.ctrl().consumer_sleeps.store(0, Ordering::Relaxed);
                 return Err(WaitError::Closed);
             }
+            // Behind the fence above: pairs with the fence in `Interrupter::interrupt`.
+            if stopped() {
+                self.ring.ctrl().consumer_sleeps.store(0, Ordering::Relaxed);
+                return Err(WaitError::Stopped);
+            }
             let slice = match remaining(deadline) {
                 Some(Duration::ZERO) => {
                     self.ring.ctrl().consumer_sleeps.store(0, Ordering::Relaxed);
@@ -894,6 +956,9 @@ impl Consumer {
             if self.ring.ctrl().consumer_sleeps.load(Ordering::Relaxed) == 0 {
                 if self.has_data()? {
                     return Ok(());
+                }
+                if stopped() {
+                    return Err(WaitError::Stopped);
                 }
                 continue;
             }
@@ -916,11 +981,13 @@ impl Consumer {
     }
 }
 
-/// After the first few hundred spins (~10 µs), offer the core to another runnable thread
-/// every 64 spins: on an oversubscribed machine the peer we wait for may be queued behind
-/// us on this very core. On an idle core `sched_yield` returns at once.
+/// Every 64 spins (a few µs), offer the core to another runnable thread: the peer we wait
+/// for may be queued behind us on this very core (nothing moves a spinning thread to the
+/// other core, and a pool's parent and worker end up sharing one this way on a loaded
+/// machine: with the first yield after 256 spins a round trip took ~25 µs instead of ~4 µs
+/// then). On an idle core `sched_yield` returns at once.
 fn yield_if_spun_long(spins: u32) {
-    if spins >= 256 {
+    if spins >= 64 {
         crate::sync::spin_yield();
     }
 }

@@ -187,6 +187,7 @@ fn threaded_stream_in_order() {
                 None => match consumer.wait(
                     Some(Instant::now() + Duration::from_secs(30)),
                     &mut no_probe(),
+                    None,
                 ) {
                     Ok(()) => {}
                     Err(WaitError::Closed) => break,
@@ -209,10 +210,10 @@ fn parked_consumer_is_woken_and_closed_wakes_it() {
         let reader = std::thread::spawn(move || {
             let deadline = Some(Instant::now() + Duration::from_secs(30));
             consumer
-                .wait(deadline, &mut no_probe())
+                .wait(deadline, &mut no_probe(), None)
                 .expect("woken by data");
             let first = recv(&mut consumer);
-            let closed = consumer.wait(deadline, &mut no_probe());
+            let closed = consumer.wait(deadline, &mut no_probe(), None);
             (first, closed)
         });
         std::thread::sleep(Duration::from_millis(20));
@@ -234,12 +235,41 @@ fn probe_reports_peer_gone() {
             spin: Duration::ZERO,
         });
         let mut calls = 0;
-        let res = consumer.wait(None, &mut || {
-            calls += 1;
-            calls == 3
-        });
+        let res = consumer.wait(
+            None,
+            &mut || {
+                calls += 1;
+                calls == 3
+            },
+            None,
+        );
         assert_eq!(res, Err(WaitError::PeerGone));
     });
+}
+
+#[test]
+fn stop_condition_ends_a_spinning_or_parked_wait() {
+    for spin in [Duration::from_secs(30), Duration::ZERO] {
+        for_each_backend(|make| {
+            let (_producer, mut consumer) = make(256);
+            consumer.set_wait(WaitStrategy { spin });
+            let interrupter = consumer.interrupter();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = Arc::clone(&stop);
+            let reader = std::thread::spawn(move || {
+                let deadline = Some(Instant::now() + Duration::from_secs(30));
+                consumer.wait(
+                    deadline,
+                    &mut no_probe(),
+                    Some(&|| seen.load(std::sync::atomic::Ordering::SeqCst)),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            interrupter.interrupt();
+            assert_eq!(reader.join().expect("reader"), Err(WaitError::Stopped));
+        });
+    }
 }
 
 #[test]

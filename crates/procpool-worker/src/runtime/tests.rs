@@ -570,7 +570,7 @@ proptest::proptest! {
         install_panic_hook();
         // Relaxed: read back by the task on this same thread.
         SCRIPT_CHUNK.store(chunk_id, std::sync::atomic::Ordering::Relaxed);
-        let opts = RunOptions { flush_interval: Duration::from_secs(3600), flush_bytes };
+        let opts = RunOptions { flush_interval: Duration::from_secs(3600), flush_bytes, ..RunOptions::default() };
         let mut arena = Arena::new();
         let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
         let mut frames: Vec<AlignedVec> = Vec::new();

@@ -1,0 +1,224 @@
+//! Who reads a worker's outcome frames: its reader thread, or a caller blocked on a result.
+//!
+//! A round trip that goes caller → worker → reader thread → caller needs two cross-core
+//! hand-offs in the parent, and on a machine whose idle cores halt, each one that finds its
+//! thread parked costs ~50 µs; spinning on all three threads instead needs three cores. So a
+//! thread blocked in [`TaskHandle::result`](crate::TaskHandle::result) (or `wait`) first
+//! *helps*: for a short window it reads the outcome rings itself and delivers what it
+//! finds, while the reader threads step aside (they stop spinning and stop announcing
+//! themselves on the rings, so the worker never rings a futex for them). The caller then sees
+//! its outcome a spinning hand-off (~0.1 µs) after the worker published it.
+//!
+//! - [`Helping`]: one per pool. At most one thread helps at a time (`active`), so helpers
+//!   never crowd out the workers on a small machine; others wait on their task's condvar.
+//! - [`Attend`]: one per worker slot (its reader thread). It holds the link's receiver behind
+//!   a mutex, so whoever holds the lock is the one reader of that ring, and frames are
+//!   settled in order. A reader thread reads only while no helper is active, and checks that
+//!   *after* taking the lock.
+//! - *Dormant* reader threads sleep on a condvar (not on the ring) until *kicked*. The rule
+//!   that keeps every outcome attended: whenever a worker holds a chunk, either a helper is
+//!   active or that worker's reader is kicked. Dispatch kicks when no helper is active (except
+//!   for `Pool::call`, which helps next); a helper that leaves kicks the readers of workers that
+//!   still hold chunks. A dormant reader also looks at its ring every [`DORMANT_SLICE`], which
+//!   is how an idle worker's death is still seen when no thread reads its ring.
+//!
+//! The helper window is [`HELP_WINDOW`]: parking instead costs the wake-up of the reader
+//! thread *and* of the caller (two ~50 µs wake-ups of halted cores here), so spinning for up
+//! to that long cannot be slower, and bounding it keeps a long task from burning a core.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+use procpool_sched::WorkerId;
+
+use crate::link::{FrameReceiver, LinkError};
+
+/// How long a blocked caller reads outcome rings itself before it parks.
+pub(crate) const HELP_WINDOW: Duration = Duration::from_micros(100);
+
+/// How often a dormant reader thread looks at its ring (liveness, stray frames).
+pub(crate) const DORMANT_SLICE: Duration = Duration::from_millis(50);
+
+/// The pool-wide helping state.
+#[derive(Debug, Default)]
+pub(crate) struct Helping {
+    /// Set (SeqCst) while a thread helps. Pairs with the SeqCst loads in reader threads (their
+    /// stop condition) and, through the core lock, with dispatch's decision to kick.
+    active: AtomicBool,
+    /// Every worker slot's cell.
+    cells: Mutex<Vec<Arc<Attend>>>,
+}
+
+impl Helping {
+    /// Whether a thread helps now.
+    pub(crate) fn active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Takes the helper's seat; `false` if another thread helps.
+    pub(crate) fn enter(&self) -> bool {
+        // SeqCst: pairs with the stop-condition loads of reader threads (a Dekker pair with
+        // their announce fence, completed by `Attend::interrupt`).
+        self.active
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives the seat back. The caller then kicks readers of workers that hold chunks.
+    pub(crate) fn leave(&self) {
+        // SeqCst: ordered before the core-lock scan that decides kicks, and against
+        // dispatch's load of `active` under that lock.
+        self.active.store(false, Ordering::SeqCst);
+    }
+
+    /// A snapshot of the cells.
+    pub(crate) fn cells(&self) -> Vec<Arc<Attend>> {
+        lock(&self.cells).clone()
+    }
+
+    pub(crate) fn add(&self, cell: &Arc<Attend>) {
+        lock(&self.cells).push(Arc::clone(cell));
+    }
+
+    pub(crate) fn remove(&self, cell: &Arc<Attend>) {
+        lock(&self.cells).retain(|other| !Arc::ptr_eq(other, cell));
+    }
+
+    /// Kicks every reader (shutdown, terminate).
+    pub(crate) fn kick_all(&self) {
+        for cell in self.cells() {
+            cell.kick();
+        }
+    }
+}
+
+/// Why a helper stopped reading a link; the reader thread settles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The link failed.
+    Link(LinkError),
+    /// The worker sent a frame that breaks the protocol.
+    Violation(String),
+}
+
+/// The link a reader thread serves now, as helpers see it.
+pub(crate) struct Rx {
+    pub(crate) id: WorkerId,
+    pub(crate) receiver: Box<dyn FrameReceiver>,
+    /// Set by a helper that saw the link end; taken by the reader thread.
+    pub(crate) ended: Option<Ended>,
+}
+
+/// One worker slot: its receiver and its reader thread's sleep state.
+#[derive(Default)]
+pub(crate) struct Attend {
+    rx: Mutex<Option<Rx>>,
+    /// Wakes the reader thread if it is parked in the link's `recv_until`.
+    interrupt: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    sleep: Mutex<Sleep>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Sleep {
+    /// The reader declared itself dormant: kicks are recorded.
+    dormant: bool,
+    kicked: bool,
+}
+
+impl std::fmt::Debug for Attend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attend")
+            .field("sleep", &*lock(&self.sleep))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Attend {
+    /// Installs the receiver of a new worker (after its handshake).
+    pub(crate) fn install(&self, id: WorkerId, receiver: Box<dyn FrameReceiver>) {
+        *lock(&self.interrupt) = Some(receiver.interrupter());
+        *lock(&self.rx) = Some(Rx {
+            id,
+            receiver,
+            ended: None,
+        });
+    }
+
+    /// Takes the receiver out (the worker is gone); waits for a helper that holds it.
+    pub(crate) fn uninstall(&self) -> Option<Rx> {
+        *lock(&self.interrupt) = None;
+        lock(&self.rx).take()
+    }
+
+    /// The receiver, if no other thread holds it.
+    pub(crate) fn try_rx(&self) -> Option<MutexGuard<'_, Option<Rx>>> {
+        match self.rx.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The receiver, waiting for a thread that holds it briefly.
+    pub(crate) fn lock_rx(&self) -> MutexGuard<'_, Option<Rx>> {
+        lock(&self.rx)
+    }
+
+    /// Whether a helper saw this slot's link end (the reader thread has not taken it yet).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.try_rx()
+            .is_some_and(|rx| rx.as_ref().is_some_and(|rx| rx.ended.is_some()))
+    }
+
+    /// Wakes the reader thread if it is parked on the ring (after `Helping::enter`).
+    pub(crate) fn interrupt(&self) {
+        if let Some(interrupt) = lock(&self.interrupt).as_ref() {
+            interrupt();
+        }
+    }
+
+    /// Tells a dormant reader thread to read again.
+    pub(crate) fn kick(&self) {
+        let mut sleep = lock(&self.sleep);
+        if sleep.dormant && !sleep.kicked {
+            sleep.kicked = true;
+            drop(sleep);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Declares the reader dormant: from now on kicks are recorded. The reader then re-checks
+    /// `Helping::active`: a helper that left before this declaration did not kick it.
+    pub(crate) fn declare_dormant(&self) {
+        lock(&self.sleep).dormant = true;
+    }
+
+    /// Leaves the dormant state (about to read).
+    pub(crate) fn wake_up(&self) {
+        let mut sleep = lock(&self.sleep);
+        sleep.dormant = false;
+        sleep.kicked = false;
+    }
+
+    /// Sleeps until kicked (`true`, and no longer dormant) or `slice` passes (`false`).
+    pub(crate) fn sleep(&self, slice: Duration) -> bool {
+        let sleep = lock(&self.sleep);
+        let (mut sleep, _) = self
+            .wake
+            .wait_timeout_while(sleep, slice, |sleep| !sleep.kicked)
+            .unwrap_or_else(PoisonError::into_inner);
+        if sleep.kicked {
+            sleep.kicked = false;
+            sleep.dormant = false;
+            true
+        } else {
+            false
+        }
+    }
+}
