@@ -115,6 +115,12 @@ fuzz_target!(|data: &[u8]| {
     let mailbox = endpoint.mailbox();
     for idx in 0..MAILBOX_WORDS {
         mailbox.store(idx, mailbox.load(idx).wrapping_add(1));
+        // `wait` on the value the word holds (times out at once) and on another (returns at
+        // once), then `wake`: futex calls on the hostile creator's words, never a hang.
+        let value = mailbox.load(idx);
+        mailbox.wait(idx, value, Duration::ZERO);
+        mailbox.wait(idx, value ^ 1, Duration::from_secs(10));
+        mailbox.wake(idx);
     }
     for round in 0..4 {
         match endpoint.receiver().try_recv() {

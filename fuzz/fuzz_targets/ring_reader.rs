@@ -18,7 +18,12 @@
 //! - an in-ring frame is never longer than the ring, an out-of-band one never exceeds `max_frame`,
 //!   and every byte of a received frame is readable;
 //! - while the hostile peer has done nothing, the channel is exact: each side receives the
-//!   frames the other sent, in order, byte for byte, and nothing but `Timeout` goes wrong.
+//!   frames the other sent, in order, byte for byte, and nothing but `Timeout` goes wrong;
+//! - an out-of-band frame's mapping taken with `Frame::take_out_of_band` equals the frame's
+//!   bytes, leaves the frame empty, and never changes afterwards, whatever the hostile peer then
+//!   does to the ring, the socket, or the memfds it sent (writes, truncation, hole punching,
+//!   writable mappings, `mprotect` of a mapping made before sealing) — the guarantee shared
+//!   objects rest on (they are validated once, then read unchecked).
 //!
 //! Input format: a few configuration bytes, then a sequence of operations, each an opcode
 //! byte followed by its arguments (see [`Op`] and `seeds/gen_seeds.rs`). Missing bytes read as 0.
@@ -26,12 +31,17 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use procpool_ipc::{ChannelConfig, Endpoint, Handoff, Receiver, RecvError, SendError, Sender};
+use procpool_ipc::{
+    ChannelConfig, Endpoint, Handoff, Receiver, RecvError, SealedMap, SealedWriter, SendError,
+    Sender,
+};
 
 thread_local! {
     /// Outcome tally of the current input, for `PROCPOOL_FUZZ_STATS=1` (see docs/FUZZING.md).
@@ -96,7 +106,29 @@ struct Hostile {
     cap: [usize; 2],
     /// The peer's socket end (a duplicate of the honest peer's), for hostile messages.
     socket: Option<OwnedFd>,
+    /// Memfds sent on the socket (hostile ones, and duplicates of the honest sides' sealed
+    /// files), kept to attack their contents afterwards.
+    sent: VecDeque<KeptFd>,
 }
+
+/// A memfd the hostile peer keeps after sending it, maybe with a read-only shared mapping it
+/// made before the seals were added.
+struct KeptFd {
+    fd: OwnedFd,
+    premap: Option<(*mut libc::c_void, usize)>,
+}
+
+impl Drop for KeptFd {
+    fn drop(&mut self) {
+        if let Some((ptr, len)) = self.premap {
+            // SAFETY: `ptr`/`len` are a mapping this value made and nobody else unmaps.
+            unsafe { libc::munmap(ptr, len) };
+        }
+    }
+}
+
+/// At most this many memfds / taken mappings are kept per input.
+const KEEP: usize = 16;
 
 impl Hostile {
     fn base(&self) -> *mut u8 {
@@ -188,9 +220,15 @@ enum Op {
     Close,
     /// The peer "dies": drop the honest peer endpoint and the hostile socket end.
     PeerDies,
+    /// Honest peer `send_sealed` of a fresh sealed memfd (as a shared object travels).
+    PeerSendSealed,
+    /// Parent `send_sealed`.
+    ParentSendSealed,
+    /// The hostile peer attacks a memfd it sent (or a duplicate of an honest sealed one).
+    Rewrite,
 }
 
-const OPS: [Op; 15] = [
+const OPS: [Op; 18] = [
     Op::StoreWord,
     Op::WriteHeader,
     Op::WriteBytes,
@@ -206,6 +244,9 @@ const OPS: [Op; 15] = [
     Op::Publish,
     Op::Close,
     Op::PeerDies,
+    Op::PeerSendSealed,
+    Op::ParentSendSealed,
+    Op::Rewrite,
 ];
 
 /// Expected traffic in one direction, while nobody misbehaved.
@@ -237,6 +278,8 @@ struct World {
     to_peer: Model,
     to_parent: Model,
     fill: u8,
+    /// Out-of-band mappings taken from received frames, with the bytes they must keep.
+    taken: VecDeque<(SealedMap, Vec<u8>)>,
 }
 
 fn payload(fill: &mut u8, len: usize) -> Vec<u8> {
@@ -247,10 +290,40 @@ fn payload(fill: &mut u8, len: usize) -> Vec<u8> {
 
 /// Checks a receive result against the side's poison state and the model; returns the bytes.
 /// Copies a received frame out (touching every byte), ending the borrow of the receiver.
+/// An out-of-band frame of even length also gives up its mapping (`take_out_of_band`), which
+/// must hold the same bytes and leave the frame empty; it is returned to be kept.
 fn owned(
     res: Result<Option<procpool_ipc::Frame<'_>>, RecvError>,
+    taken: &mut VecDeque<(SealedMap, Vec<u8>)>,
 ) -> Result<Option<(Vec<u8>, bool)>, RecvError> {
-    res.map(|frame| frame.map(|frame| (frame.to_vec(), frame.is_out_of_band())))
+    res.map(|frame| {
+        frame.map(|mut frame| {
+            let bytes = frame.to_vec();
+            let oob = frame.is_out_of_band();
+            if bytes.len() % 2 == 0 {
+                let map = frame.take_out_of_band();
+                assert_eq!(map.is_some(), oob, "only an out-of-band frame has a mapping");
+                if let Some(map) = map {
+                    assert_eq!(&map[..], &bytes[..], "taken mapping differs from the frame");
+                    assert!(frame.is_empty(), "a frame reads empty after its mapping is taken");
+                    assert!(!frame.is_out_of_band());
+                    assert!(frame.take_out_of_band().is_none(), "taken twice");
+                    if taken.len() == KEEP {
+                        taken.pop_front();
+                    }
+                    taken.push_back((map, bytes.clone()));
+                }
+            }
+            (bytes, oob)
+        })
+    })
+}
+
+/// Every taken mapping still holds the bytes it was received with.
+fn check_taken(taken: &VecDeque<(SealedMap, Vec<u8>)>) {
+    for (map, bytes) in taken {
+        assert_eq!(&map[..], &bytes[..], "a kept out-of-band mapping changed");
+    }
 }
 
 fn check_recv(
@@ -419,8 +492,9 @@ fn send_fds(socket: BorrowedFd<'_>, payload: &[u8], fds: &[i32]) {
     };
 }
 
-/// A memfd of `size` bytes filled with a pattern, sealed as the fuzzer chooses.
-fn make_memfd(size: usize, seals: u8) -> Option<OwnedFd> {
+/// A memfd of `size` bytes, sealed as the fuzzer chooses (bits 0-3: write, grow, shrink, seal);
+/// bit 4: map it read-only and shared *before* sealing, and keep that mapping.
+fn make_memfd(size: usize, seals: u8) -> Option<KeptFd> {
     // SAFETY: memfd_create with a static NUL-terminated name and valid flags.
     let fd = unsafe {
         libc::memfd_create(
@@ -435,6 +509,23 @@ fn make_memfd(size: usize, seals: u8) -> Option<OwnedFd> {
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let file = File::from(fd);
     file.set_len(size as u64).ok()?;
+    let mut premap = None;
+    if seals & 0x10 != 0 && size > 0 {
+        // SAFETY: a fresh read-only shared mapping of our own memfd; unmapped by `KeptFd`.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr != libc::MAP_FAILED {
+            premap = Some((ptr, size));
+        }
+    }
     let mut flags = 0;
     if seals & 1 != 0 {
         flags |= libc::F_SEAL_WRITE;
@@ -450,7 +541,80 @@ fn make_memfd(size: usize, seals: u8) -> Option<OwnedFd> {
     }
     // SAFETY: fcntl on a valid fd with an int argument.
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, flags) };
-    Some(file.into())
+    Some(KeptFd {
+        fd: file.into(),
+        premap,
+    })
+}
+
+/// Size of the memfd behind `fd` (0 if unknown).
+fn fd_size(fd: &OwnedFd) -> u64 {
+    fd.try_clone()
+        .ok()
+        .and_then(|fd| File::from(fd).metadata().ok())
+        .map_or(0, |m| m.len())
+}
+
+/// Everything the hostile holder of a memfd may try against its bytes; none of it may change a
+/// mapping the receiver accepted (the kept mappings are compared afterwards).
+fn attack(kept: &KeptFd, mode: u8, at: u64, byte: u8) {
+    let fd = kept.fd.as_raw_fd();
+    match mode % 6 {
+        0 => {
+            if let Ok(dup) = kept.fd.try_clone() {
+                let _ = File::from(dup).write_at(&[byte], at);
+            }
+        }
+        1 | 2 => {
+            let len = if mode % 6 == 1 { at / 2 } else { at.saturating_add(4096).min(1 << 24) };
+            // SAFETY: ftruncate on an fd we own; no memory is involved.
+            unsafe { libc::ftruncate(fd, len as libc::off_t) };
+        }
+        3 => {
+            // SAFETY: fallocate on an fd we own; no memory is involved.
+            unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    (at + 1) as libc::off_t,
+                )
+            };
+        }
+        4 => {
+            // SAFETY: a new shared mapping of our own memfd, unmapped below.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                if fd_size(&kept.fd) > 0 {
+                    // SAFETY: the mapping is writable (mmap granted it) and its first page
+                    // is backed (the file is not empty).
+                    unsafe { ptr.cast::<u8>().write_volatile(byte) };
+                }
+                // SAFETY: the mapping made above.
+                unsafe { libc::munmap(ptr, 4096) };
+            }
+        }
+        _ => {
+            if let Some((ptr, len)) = kept.premap {
+                // SAFETY: `ptr`/`len` are our own mapping; asking for write access is allowed
+                // to fail, and we write only if it did not.
+                let ok = unsafe { libc::mprotect(ptr, len, libc::PROT_READ | libc::PROT_WRITE) };
+                if ok == 0 && fd_size(&kept.fd) > 0 {
+                    // SAFETY: writable now, first page backed.
+                    unsafe { ptr.cast::<u8>().write_volatile(byte) };
+                }
+            }
+        }
+    }
 }
 
 impl World {
@@ -512,11 +676,13 @@ impl World {
                 ring,
                 cap,
                 socket: Some(socket),
+                sent: VecDeque::new(),
             },
             tainted: false,
             to_peer: Model::default(),
             to_parent: Model::default(),
             fill: 0,
+            taken: VecDeque::new(),
         })
     }
 
@@ -643,7 +809,7 @@ impl World {
                 let payload = [seq.to_le_bytes(), seq.to_le_bytes()].concat();
                 let mut owned = Vec::new();
                 match (shape >> 4) & 7 {
-                    0 | 1 => owned.extend(make_memfd(size, 0x0f)),
+                    0 | 1 => owned.extend(make_memfd(size, 0x0f | (seals & 0x10))),
                     2 => owned.extend(make_memfd(size, seals)),
                     3 => {}
                     4 => {
@@ -657,20 +823,28 @@ impl World {
                         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
                             for fd in fds {
                                 // SAFETY: pipe2 returned two fresh fds we now own.
-                                owned.push(unsafe {
-                                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-                                });
+                                let fd =
+                                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                                owned.push(KeptFd { fd, premap: None });
                             }
                             owned.truncate(1);
                         }
                     }
-                    _ => owned.extend(socket.try_clone().ok()),
+                    _ => owned.extend(
+                        socket
+                            .try_clone()
+                            .ok()
+                            .map(|fd| KeptFd { fd, premap: None }),
+                    ),
                 }
-                let raw: Vec<i32> = owned.iter().map(|fd| fd.as_raw_fd()).collect();
+                let raw: Vec<i32> = owned.iter().map(|fd| fd.fd.as_raw_fd()).collect();
                 send_fds(socket.as_fd_borrowed(), &payload[..payload_len], &raw);
+                for kept in owned {
+                    self.hostile.keep(kept);
+                }
             }
             Op::ParentTryRecv => {
-                let res = owned(self.parent_rx.rx.try_recv());
+                let res = owned(self.parent_rx.rx.try_recv(), &mut self.taken);
                 check_recv(
                     &mut self.parent_rx,
                     res,
@@ -680,7 +854,10 @@ impl World {
                 );
             }
             Op::ParentRecv => {
-                let res = owned(self.parent_rx.rx.recv_timeout(Duration::ZERO).map(Some));
+                let res = owned(
+                    self.parent_rx.rx.recv_timeout(Duration::ZERO).map(Some),
+                    &mut self.taken,
+                );
                 check_recv(
                     &mut self.parent_rx,
                     res,
@@ -740,7 +917,7 @@ impl World {
             }
             Op::PeerTryRecv => {
                 if let Some((_, rx)) = &mut self.peer {
-                    let res = owned(rx.rx.try_recv());
+                    let res = owned(rx.rx.try_recv(), &mut self.taken);
                     check_recv(rx, res, self.max_frame, &mut self.to_peer, self.tainted);
                 }
             }
@@ -793,8 +970,63 @@ impl World {
                 self.peer = None;
                 self.hostile.socket = None;
             }
+            Op::PeerSendSealed => {
+                let len = frame_len(input, self.hostile.cap[1]).max(1);
+                let bytes = payload(&mut self.fill, len);
+                if let Some((tx, _)) = &mut self.peer {
+                    let res = send_sealed(tx, &bytes, &mut self.hostile);
+                    if check_send(tx, res, self.tainted) {
+                        self.to_parent.in_flight.push_back(bytes);
+                    }
+                }
+            }
+            Op::ParentSendSealed => {
+                let len = frame_len(input, self.hostile.cap[0]).max(1);
+                let bytes = payload(&mut self.fill, len);
+                let res = send_sealed(&mut self.parent_tx, &bytes, &mut self.hostile);
+                if check_send(&mut self.parent_tx, res, self.tainted) {
+                    self.to_peer.in_flight.push_back(bytes);
+                }
+            }
+            Op::Rewrite => {
+                // Not a taint: nothing done to a sealed memfd may be visible to anyone.
+                let which = usize::from(input.u8());
+                let mode = input.u8();
+                let at = u64::from(input.u16());
+                let byte = input.u8();
+                if !self.hostile.sent.is_empty() {
+                    let kept = &self.hostile.sent[which % self.hostile.sent.len()];
+                    attack(kept, mode, at, byte);
+                }
+                check_taken(&self.taken);
+            }
         }
     }
+}
+
+impl Hostile {
+    fn keep(&mut self, kept: KeptFd) {
+        if self.sent.len() == KEEP {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(kept);
+    }
+}
+
+/// `send_sealed` of `bytes` in a fresh sealed memfd; the hostile peer keeps a duplicate of it.
+fn send_sealed(side: &mut SendSide, bytes: &[u8], hostile: &mut Hostile) -> Result<(), SendError> {
+    // Making the file is not under test: if that fails (out of fds), nothing was sent.
+    let made = SealedWriter::new().and_then(|mut writer| {
+        writer.write_all(bytes)?;
+        writer.seal()
+    });
+    let Ok(file) = made else {
+        return Err(SendError::Timeout);
+    };
+    if let Ok(fd) = file.as_fd().try_clone_to_owned() {
+        hostile.keep(KeptFd { fd, premap: None });
+    }
+    side.tx.send_sealed(&file, Some(Duration::ZERO))
 }
 
 /// `BorrowedFd` from an `OwnedFd` without importing `AsFd` everywhere.
@@ -834,8 +1066,9 @@ fn run(data: &[u8]) {
         steps += 1;
     }
     // Drain what is left: both receivers must end in a frame, no data or a typed error.
+    check_taken(&world.taken);
     for _ in 0..8 {
-        let res = owned(world.parent_rx.rx.try_recv());
+        let res = owned(world.parent_rx.rx.try_recv(), &mut world.taken);
         check_recv(
             &mut world.parent_rx,
             res,
@@ -844,4 +1077,5 @@ fn run(data: &[u8]) {
             world.tainted,
         );
     }
+    check_taken(&world.taken);
 }

@@ -7,12 +7,47 @@
 //! tasks, and the body on its own as an output or a failure. Nothing may panic; everything
 //! malformed must be a typed [`procpool_worker::ProtocolError`] / `HandshakeError`.
 //!
+//! A `Shared` frame (a shared object's memfd) must name its data exactly (`frame[64..]`, the
+//! header's `first_index` = 64); its data is then validated as each type a `Shared<T>` handle
+//! can hold here (`Shareable::check`: `[u64]`, `[u8]`, `[f64]`, `String`, `Vec<u64>`,
+//! `FuzzTable`), and what validates is read in full, as a task would read it in place.
+//! The body is also read as a handle (`SharedRef`) and deserialized as `Shared<[u64]>`: the
+//! object is unknown here, so that must fail with a message.
+//!
 //! Input: byte 0 is the misalignment (0..16) of the frame in memory, the rest is the frame.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, RawOutcome, ToWorker};
-use procpool_worker::{AlignedVec, Task, builtin};
+use procpool_fuzz::FuzzTable;
+use procpool_worker::{AlignedVec, Shareable, Shared, SharedRef, Task, builtin};
+use rkyv::{Archived, rancor};
+
+/// Validates `data` as a `T` the way a worker does before the first use of a shared object;
+/// when it validates, reads it all (as a task reading it in place would).
+fn check_shared<T: Shareable + ?Sized>(data: &[u8], read: impl Fn(&[u8]) -> String) {
+    if T::check(data).is_ok() {
+        std::hint::black_box(read(data));
+    }
+}
+
+fn check_shared_all(data: &[u8]) {
+    check_shared::<[u64]>(data, |d| format!("{}", d.len()));
+    check_shared::<[u8]>(data, |d| format!("{}", d.len()));
+    check_shared::<[f64]>(data, |d| format!("{}", d.len()));
+    check_shared::<String>(data, |d| {
+        let s = rkyv::access::<Archived<String>, rancor::Error>(d).expect("validated");
+        s.as_str().to_owned()
+    });
+    check_shared::<Vec<u64>>(data, |d| {
+        let v = rkyv::access::<Archived<Vec<u64>>, rancor::Error>(d).expect("validated");
+        format!("{:?}", v.iter().map(|x| x.to_native()).collect::<Vec<_>>())
+    });
+    check_shared::<FuzzTable>(data, |d| {
+        let t = rkyv::access::<Archived<FuzzTable>, rancor::Error>(d).expect("validated");
+        format!("{} {:?}", t.name.as_str(), t.rows.iter().map(|x| x.to_native()).collect::<Vec<_>>())
+    });
+}
 
 fn decode_all<T: Task>(batch: &OutcomeBatch<'_>)
 where
@@ -59,6 +94,16 @@ fuzz_target!(|data: &[u8]| {
     match protocol::parse_to_worker(frame) {
         Ok(ToWorker::CallBatch { args, count, .. }) => {
             std::hint::black_box((args.len(), count));
+        }
+        Ok(ToWorker::Shared { id, tag, data }) => {
+            assert_eq!(frame.len() - data.len(), 64, "a shared object's data starts at 64");
+            assert_eq!(
+                data.as_ptr() as usize % 16,
+                0,
+                "a shared object's data is 16-aligned"
+            );
+            std::hint::black_box((id, tag));
+            check_shared_all(data);
         }
         Ok(msg) => {
             std::hint::black_box(format!("{msg:?}"));
@@ -123,6 +168,12 @@ fuzz_target!(|data: &[u8]| {
 
     // The bytes alone as one item's archive (how `RawOutcome::decode` sees them).
     let body = &buf[shift..];
+    // ... and as a shared object's data, and as a handle to an object nobody here has.
+    check_shared_all(body);
+    if rkyv::access::<Archived<SharedRef>, rancor::Error>(body).is_ok() {
+        let res = rkyv::from_bytes::<Shared<[u64]>, rancor::Error>(body);
+        assert!(res.is_err(), "a handle to an object nobody shared resolved");
+    }
     std::hint::black_box(format!(
         "{:?}",
         protocol::decode_output::<builtin::add_one>(body)
