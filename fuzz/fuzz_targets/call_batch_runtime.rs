@@ -28,11 +28,11 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
+use procpool_fuzz::FuzzTable;
 use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, ToWorker};
 use procpool_worker::{
     AlignedVec, FailureKind, LocalRunner, Shareable, Shared, SharedRef, Task, TaskId, builtin,
 };
-use procpool_fuzz::FuzzTable;
 use rkyv::Archived;
 use rkyv::rancor;
 use rkyv::vec::ArchivedVec;
@@ -266,8 +266,18 @@ fn run_frame(
     stat(format_args!(
         "frame {}",
         match &parsed {
-            Ok(msg) => format!("{msg:?}").split([' ', '{', '(']).next().unwrap_or("").to_owned(),
-            Err(err) => format!("error {}", format!("{err:?}").split([' ', '{', '(']).next().unwrap_or("")),
+            Ok(msg) => format!("{msg:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            Err(err) => format!(
+                "error {}",
+                format!("{err:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or("")
+            ),
         }
     ));
     match &parsed {

@@ -302,10 +302,17 @@ fn owned(
             let oob = frame.is_out_of_band();
             if bytes.len() % 2 == 0 {
                 let map = frame.take_out_of_band();
-                assert_eq!(map.is_some(), oob, "only an out-of-band frame has a mapping");
+                assert_eq!(
+                    map.is_some(),
+                    oob,
+                    "only an out-of-band frame has a mapping"
+                );
                 if let Some(map) = map {
                     assert_eq!(&map[..], &bytes[..], "taken mapping differs from the frame");
-                    assert!(frame.is_empty(), "a frame reads empty after its mapping is taken");
+                    assert!(
+                        frame.is_empty(),
+                        "a frame reads empty after its mapping is taken"
+                    );
                     assert!(!frame.is_out_of_band());
                     assert!(frame.take_out_of_band().is_none(), "taken twice");
                     if taken.len() == KEEP {
@@ -566,7 +573,11 @@ fn attack(kept: &KeptFd, mode: u8, at: u64, byte: u8) {
             }
         }
         1 | 2 => {
-            let len = if mode % 6 == 1 { at / 2 } else { at.saturating_add(4096).min(1 << 24) };
+            let len = if mode % 6 == 1 {
+                at / 2
+            } else {
+                at.saturating_add(4096).min(1 << 24)
+            };
             // SAFETY: ftruncate on an fd we own; no memory is involved.
             unsafe { libc::ftruncate(fd, len as libc::off_t) };
         }

@@ -18,8 +18,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, RawOutcome, ToWorker};
 use procpool_fuzz::FuzzTable;
+use procpool_worker::protocol::{self, FromWorker, OutcomeBatch, RawOutcome, ToWorker};
 use procpool_worker::{AlignedVec, Shareable, Shared, SharedRef, Task, builtin};
 use rkyv::{Archived, rancor};
 
@@ -45,7 +45,11 @@ fn check_shared_all(data: &[u8]) {
     });
     check_shared::<FuzzTable>(data, |d| {
         let t = rkyv::access::<Archived<FuzzTable>, rancor::Error>(d).expect("validated");
-        format!("{} {:?}", t.name.as_str(), t.rows.iter().map(|x| x.to_native()).collect::<Vec<_>>())
+        format!(
+            "{} {:?}",
+            t.name.as_str(),
+            t.rows.iter().map(|x| x.to_native()).collect::<Vec<_>>()
+        )
     });
 }
 
@@ -96,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
             std::hint::black_box((args.len(), count));
         }
         Ok(ToWorker::Shared { id, tag, data }) => {
-            assert_eq!(frame.len() - data.len(), 64, "a shared object's data starts at 64");
+            assert_eq!(
+                frame.len() - data.len(),
+                64,
+                "a shared object's data starts at 64"
+            );
             assert_eq!(
                 data.as_ptr() as usize % 16,
                 0,
