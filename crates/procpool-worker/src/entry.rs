@@ -61,6 +61,7 @@ pub fn enter_worker_mode_if_requested() {
         std::process::exit(WORKER_EXIT_PARENT_GONE);
     }
     ignore_sigint();
+    keep_freed_memory();
     let code = match (worker_fds, fork_server) {
         (Some(fds), _) => match parse_fds::<2>(&fds) {
             // SAFETY: the spawner placed these fds for us (checked open by parse_fds) and nothing
@@ -101,6 +102,32 @@ pub(crate) fn serve(handoff: Handoff) -> i32 {
         Err(err) => {
             eprintln!("procpool worker {pid}: {err}");
             WORKER_EXIT_RUNTIME_ERROR
+        }
+    }
+}
+
+/// Bytes of freed heap at its top a worker keeps instead of returning them to the kernel.
+const KEEP_FREED_BYTES: libc::c_int = 256 << 20;
+
+/// Makes glibc's allocator reuse memory for large blocks in this worker process instead of
+/// mapping fresh pages for each and unmapping them when freed.
+///
+/// glibc serves blocks above its mmap threshold (at most 32 MiB) with their own `mmap`, so a
+/// task that allocates a 64 MiB buffer per call faults in 16,384 fresh zeroed pages every
+/// time: about 120 ms per 64 MiB on a VM, against about 10 ms to reuse warm pages. Workers are
+/// long-lived processes that see the same sizes call after call, so they take every block
+/// from the heap (`M_MMAP_MAX = 0`) and keep up to [`KEEP_FREED_BYTES`] of freed memory at the
+/// heap's top (`M_TRIM_THRESHOLD`). The cost: a worker's resident size stays at its high-water
+/// mark minus what lies above that threshold. The fork server sets it before forking, so its
+/// children inherit it; an attached process (`attach`) keeps its own allocator settings.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: `mallopt` only changes allocator parameters; it runs before this process
+        // starts any thread (see `enter_worker_mode_if_requested`), and both values are valid.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_BYTES);
         }
     }
 }

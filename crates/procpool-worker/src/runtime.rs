@@ -827,8 +827,11 @@ pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
         run.encoder.push_failure(&failure);
         offset += 1;
     }
-    pending.commit(run.encoder);
+    // The last run: encode, send, and only then drop the outputs, so freeing a large output
+    // (an munmap of its pages) is not on the way to the parent.
+    pending.encode(run.encoder);
     run.end();
+    pending.clear();
 }
 
 /// How a stretch of [`run_batch`]'s tight loop ended (a panic aside).
@@ -884,6 +887,19 @@ where
 
     #[inline]
     fn commit(&mut self, encoder: &mut OutcomeEncoder<'_>) {
+        self.encode(encoder);
+        self.clear();
+    }
+}
+
+impl<V> PendingValues<V>
+where
+    V: for<'a> rkyv::Serialize<protocol::WireSerializer<'a>>,
+{
+    /// Encodes the outputs as one run (item by item, with failures, if the run cannot be
+    /// encoded whole) and keeps them; [`Self::clear`] drops them.
+    #[inline]
+    fn encode(&mut self, encoder: &mut OutcomeEncoder<'_>) {
         if self.0.is_empty() {
             return;
         }
@@ -896,6 +912,10 @@ where
             encoder.rollback(mark);
             commit_one_by_one(&self.0, encoder);
         }
+    }
+
+    /// Drops the outputs (after [`Self::encode`]).
+    fn clear(&mut self) {
         // Dropping outputs runs user code too; their outcomes are already encoded.
         // (`Vec::clear` empties the vector before dropping, so it is empty even after a panic.)
         let values = &mut self.0;
