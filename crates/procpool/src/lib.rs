@@ -61,6 +61,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Sharing large read-only data
+//!
+//! [`Pool::share`] archives a value once into sealed shared memory and returns a [`Shared`]
+//! handle: pass clones of it to any number of tasks (16 bytes each on the wire), which read the
+//! value in place, mapped read-only, without copying or re-validating it.
+//! [`Pool::share_slice`] does the same for slices of plain numbers, read as `&[E]`.
+//! Arguments and results too large for the shared ring travel out of band on their own, with
+//! no size setting.
+//!
 //! # When things go wrong
 //!
 //! Every submitted task ends with exactly one outcome. A task that returns `Err` or panics

@@ -573,3 +573,30 @@ fn a_run_of_plain_outputs_decodes_in_one_go() {
         values
     );
 }
+
+#[test]
+fn shared_and_release_frames_parse() {
+    let mut frame = AlignedVec::<16>::new();
+    encode_release(77, &mut frame);
+    assert!(matches!(
+        parse_to_worker(&frame),
+        Ok(ToWorker::Release { id: 77 })
+    ));
+    let mut header = [0u8; crate::shared::DATA_OFFSET];
+    encode_shared_header(5, 0xfeed, &mut header);
+    let mut frame = AlignedVec::<16>::new();
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(b"data");
+    match parse_to_worker(&frame) {
+        Ok(ToWorker::Shared { id, tag, data }) => {
+            assert_eq!((id, tag, data), (5, 0xfeed, &b"data"[..]));
+        }
+        other => panic!("expected Shared, got {other:?}"),
+    }
+    // A Shared header on a frame too short to hold its data offset is refused, not read.
+    let short = aligned(&header[..HEADER_LEN]);
+    assert!(matches!(
+        parse_to_worker(&short),
+        Err(ProtocolError::Truncated { .. })
+    ));
+}
