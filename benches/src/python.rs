@@ -162,6 +162,43 @@ mod tests {
         assert_eq!(round.raw["workers"], 1);
     }
 
+    /// The script's serial reference: the serial row carries the per-item costs on both
+    /// clocks, every pool row an efficiency on each basis (values are not judged: no speed
+    /// is asserted).
+    #[test]
+    fn the_scripts_busy_rows_carry_the_serial_reference() {
+        let py = PythonBaseline::find("python3")
+            .expect("python3 is on every development and CI machine");
+        let round = py
+            .run_round(Workload::CpuScaling, 1, true, None)
+            .expect("the script runs");
+        let (system, serial) = &round.samples[0];
+        assert_eq!(system, "python serial");
+        assert_eq!(serial.unit, "ms");
+        let extra = |s: &Sample, key: &str| {
+            s.extra
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|&(_, v)| v)
+                .unwrap_or_else(|| panic!("no `{key}` in {s:?}"))
+        };
+        assert_eq!(extra(serial, "n"), 16.0);
+        assert_eq!(extra(serial, "item0_batches"), 16.0, "one batch per task");
+        assert!(extra(serial, "item0_cpu_us") > 0.0);
+        assert!(extra(serial, "item0_wall_us") > 0.0);
+        let pools = &round.samples[1..];
+        assert_eq!(
+            pools.len(),
+            2,
+            "ProcessPoolExecutor cs=1 and multiprocessing.Pool"
+        );
+        for (system, sample) in pools {
+            assert_eq!(sample.unit, "efficiency", "{system}");
+            assert!(sample.value > 0.0, "{system}");
+            assert!(extra(sample, "efficiency_wall") > 0.0, "{system}");
+        }
+    }
+
     #[test]
     fn a_missing_interpreter_is_not_found() {
         assert!(PythonBaseline::find("/nonexistent/python3").is_none());
