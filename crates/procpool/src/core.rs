@@ -1555,8 +1555,22 @@ impl Shared {
         });
         let mut tick = WATCHDOG_TICK;
         loop {
-            std::thread::sleep(tick);
+            // Waits on `changed` rather than sleeping, so `close` (which notifies it) ends
+            // this thread at once: shutdown joins it, and an idle pool's shutdown would
+            // otherwise wait out a whole tick (5 ms or more, longer than a pool's start).
+            let deadline = Instant::now() + tick;
             let mut core = self.lock();
+            while core.phase != Phase::Closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                core = self
+                    .changed
+                    .wait_timeout(core, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
             if core.phase == Phase::Closed {
                 return;
             }
