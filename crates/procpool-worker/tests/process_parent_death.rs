@@ -5,9 +5,16 @@
 //! prints their pids and waits. The test SIGKILLs it and then checks that every worker died.
 //!
 //! The test process makes itself a child subreaper first, so the orphaned workers are
-//! reparented to it: it can reap them and read *how* they died. SIGKILL means the
-//! parent-death signal got them, not the (slower) channel EOF, after which a worker exits
-//! with code 0.
+//! reparented to it: it can reap them and read *how* they died.
+//!
+//! Before ending the parent, the test stops (SIGSTOP) every process the parent printed and
+//! waits until each is stopped. A parent that dies closes its fds before the kernel sends its
+//! children their parent-death signal, so a running process could act on the EOF first: a
+//! worker exits with code 0, and a fork server kills and *reaps* its workers itself (they are
+//! then never reparented to the test) and exits with code 0. Those are legitimate endings, but
+//! not what this test checks: a stopped process runs no code, and only SIGKILL — here, the
+//! parent-death signal — ends it. So every process must die of SIGKILL and be reaped by the test;
+//! one whose parent-death signal is missing stays stopped and fails the test.
 
 mod process_support;
 
@@ -95,8 +102,50 @@ fn become_subreaper() {
     assert_eq!(res, 0, "PR_SET_CHILD_SUBREAPER");
 }
 
+/// `/proc/<pid>/stat`'s state letter (`'T'` stopped, `'Z'` zombie, ...), if the process exists.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may contain anything; the state follows its last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The `State` and `PPid` lines of `/proc/<pid>/status`, for failure messages.
+fn describe(pid: u32) -> String {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => status
+            .lines()
+            .filter(|line| line.starts_with("State:") || line.starts_with("PPid:"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(err) => format!("no /proc entry ({err})"),
+    }
+}
+
+/// Stops every process in `pids` (SIGSTOP) and waits until each one is stopped, so none can run
+/// its own exit path (channel EOF) when the parent dies; see the module docs.
+fn stop_all(pids: &[u32]) {
+    let since = Instant::now();
+    for &pid in pids {
+        // SAFETY: kill(2) on a pid that cannot have been reused: it is a live descendant of the
+        // intermediate parent, which has not been killed yet and has not reaped it.
+        let res = unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        assert_eq!(res, 0, "SIGSTOP {pid}: {}", std::io::Error::last_os_error());
+    }
+    for &pid in pids {
+        while proc_state(pid) != Some('T') {
+            assert!(
+                since.elapsed() < DEADLINE,
+                "process {pid} did not stop: {}",
+                describe(pid)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// Reaps `pids` (now our children through the subreaper) and returns each raw wait status,
-/// failing if any is still running after [`DEADLINE`].
+/// failing if any is not reaped within [`DEADLINE`]. A failure says whether the process still
+/// runs (and who its parent is) or was never our child to reap (ECHILD).
 fn reap_all(pids: &[u32], since: Instant) -> Vec<i32> {
     let mut statuses = vec![None; pids.len()];
     while statuses.iter().any(Option::is_none) {
@@ -109,11 +158,19 @@ fn reap_all(pids: &[u32], since: Instant) -> Vec<i32> {
             let res = unsafe { libc::waitpid(*pid as libc::pid_t, &mut status, libc::WNOHANG) };
             if res == *pid as libc::pid_t {
                 *slot = Some(status);
-            } else {
-                // Not reparented to us yet (res == -1, ECHILD) or still running (res == 0).
-                assert!(
-                    since.elapsed() < DEADLINE,
-                    "process {pid} still exists {DEADLINE:?} after its parent was killed",
+            } else if since.elapsed() >= DEADLINE {
+                // Not reparented to us (res == -1, ECHILD) or still running (res == 0).
+                let why = if res == 0 {
+                    "still running".to_string()
+                } else {
+                    format!("cannot be reaped: {}", std::io::Error::last_os_error())
+                };
+                let state = describe(*pid);
+                kill_and_reap_our_children(pids);
+                panic!(
+                    "process {pid} not reaped {DEADLINE:?} after its parent was killed: {why}; \
+                     {state}; test pid {}",
+                    std::process::id()
                 );
             }
         }
@@ -128,6 +185,23 @@ fn reap_all(pids: &[u32], since: Instant) -> Vec<i32> {
         .into_iter()
         .map(|status| status.expect("reaped"))
         .collect()
+}
+
+/// On failure: SIGKILLs and reaps whatever in `pids` is still an unreaped child of ours, so a
+/// failing test leaves no stopped process behind.
+fn kill_and_reap_our_children(pids: &[u32]) {
+    for &pid in pids {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on a pid and a pointer to a local. It returns 0 only for
+        // an unreaped child of ours, whose pid cannot have been reused, so the kill hits it.
+        if unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) } == 0 {
+            // SAFETY: as above, `pid` is our live child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::waitpid(pid as libc::pid_t, &mut status, 0);
+            }
+        }
+    }
 }
 
 /// How the intermediate parent is ended.
@@ -149,6 +223,7 @@ fn check_parent_death(method: &str, expected_processes: usize, ending: Ending) {
         "{method}: pids printed: {pids:?}"
     );
     let parent_pid = parent.0.id() as libc::pid_t;
+    stop_all(&pids);
     let signal = match ending {
         Ending::Kill => {
             parent.0.kill().expect("SIGKILL the parent");
