@@ -53,6 +53,9 @@ fn check_shared_all(data: &[u8]) {
     });
 }
 
+/// Largest `Outcomes` frame (in items) decoded item by item.
+const MAX_ITEMS: usize = 1 << 16;
+
 fn decode_all<T: Task>(batch: &OutcomeBatch<'_>)
 where
     T::Output: std::fmt::Debug,
@@ -146,12 +149,18 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(first, batch.first_index);
                 std::hint::black_box(bytes.len());
             }
-            decode_all::<builtin::add_one>(&batch);
-            decode_all::<builtin::noop>(&batch);
-            decode_all::<builtin::echo_bytes>(&batch);
-            decode_all::<builtin::fail>(&batch);
-            decode_all::<builtin::sha512_file>(&batch);
-            decode_all::<builtin::allocate>(&batch);
+            // Item by item only for frames of a plausible size: an unreadable run of n items
+            // is reported once per item (so is it by the facade, which first checks that the
+            // frame's items lie inside a chunk it sent), and a 100-byte frame may announce
+            // 2^32 of them: a slow input, not a bug (docs/FUZZING.md).
+            if batch.len() <= MAX_ITEMS {
+                decode_all::<builtin::add_one>(&batch);
+                decode_all::<builtin::noop>(&batch);
+                decode_all::<builtin::echo_bytes>(&batch);
+                decode_all::<builtin::fail>(&batch);
+                decode_all::<builtin::sha512_file>(&batch);
+                decode_all::<builtin::allocate>(&batch);
+            }
         }
         Ok(FromWorker::Hello(info)) => {
             std::hint::black_box(info.has_task(<builtin::add_one as Task>::ID));
