@@ -20,6 +20,7 @@ pub(crate) fn run(args: &[String]) -> Result {
             "warnings",
         ]))?;
     }
+    fuzz_check()?;
     util::run(cargo().args(["test", "--workspace"]))?;
     if release {
         util::run(cargo().args(["test", "--workspace", "--release"]))?;
@@ -31,6 +32,24 @@ pub(crate) fn run(args: &[String]) -> Result {
     )?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
+}
+
+/// Type-checks the fuzz harnesses (`fuzz/`, outside the workspace), which track the ipc and
+/// worker APIs and otherwise break silently (docs/FUZZING.md). libfuzzer-sys's build script
+/// compiles libFuzzer with a C++ compiler, which CI lacks; pointing `CUSTOM_LIBFUZZER_PATH` at
+/// a library makes it skip that, and `check` never links, so the library need not exist.
+/// Shares the workspace's target dir, so dependencies checked for clippy are reused.
+fn fuzz_check() -> Result {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::util::project_root().join("target"));
+    util::run(
+        cargo()
+            .args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
+            .env("CUSTOM_LIBFUZZER_PATH", "/nonexistent/libfuzzer.a")
+            .env("CUSTOM_LIBFUZZER_STD_CXX", "none")
+            .env("CARGO_TARGET_DIR", target),
+    )
 }
 
 /// Runs the loom models of the ring in release, with the preemption bound CI uses.
