@@ -315,6 +315,7 @@ fn owned(
                     );
                     assert!(!frame.is_out_of_band());
                     assert!(frame.take_out_of_band().is_none(), "taken twice");
+                    tally("recv-oob-mapping-taken".to_owned());
                     if taken.len() == KEEP {
                         taken.pop_front();
                     }
@@ -1008,6 +1009,9 @@ impl World {
                 if !self.hostile.sent.is_empty() {
                     let kept = &self.hostile.sent[which % self.hostile.sent.len()];
                     attack(kept, mode, at, byte);
+                    if !self.taken.is_empty() {
+                        tally(format!("rewrite-{}-with-taken-mappings", mode % 6));
+                    }
                 }
                 check_taken(&self.taken);
             }
