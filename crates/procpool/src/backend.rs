@@ -94,11 +94,11 @@ impl Launcher for IpcLauncher {
         Ok(Link {
             sender: Box::new(IpcSender { sender }),
             receiver: Box::new(IpcReceiver { receiver }),
-            control: Arc::new(IpcControl {
+            control: Arc::new(MailboxControl {
                 pid,
                 closer,
                 mailbox,
-                process: Arc::clone(&process),
+                signals: ChildSignals(Arc::clone(&process)),
             }),
             process: Box::new(IpcProcess { process, pidfd }),
         })
@@ -224,21 +224,32 @@ fn recv_error(err: RecvError) -> LinkError {
     }
 }
 
-struct IpcControl {
+/// The control of a worker reached through a `procpool_ipc` channel: the shared mailbox and
+/// the closer are the same for every such worker; how it is signalled is `S` (a child through
+/// its pidfd, an attached process by pid).
+struct MailboxControl<S> {
     pid: u32,
     closer: Closer,
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
     /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer, 5 = output size
     /// limit.
     mailbox: Mailbox,
-    process: Arc<Mutex<WorkerProcess>>,
+    signals: S,
 }
 
-fn lock(process: &Mutex<WorkerProcess>) -> MutexGuard<'_, WorkerProcess> {
-    process.lock().unwrap_or_else(PoisonError::into_inner)
+/// How a [`MailboxControl`] signals its worker.
+trait Signals: Send + Sync {
+    /// This side closed the link (called before the link is closed).
+    fn closing(&self) {}
+
+    /// Sends SIGKILL.
+    fn kill(&self);
+
+    /// Sends SIGTERM.
+    fn terminate(&self);
 }
 
-impl WorkerControl for IpcControl {
+impl<S: Signals> WorkerControl for MailboxControl<S> {
     fn pid(&self) -> u32 {
         self.pid
     }
@@ -265,17 +276,35 @@ impl WorkerControl for IpcControl {
     }
 
     fn close(&self) {
+        self.signals.closing();
         self.closer.close();
     }
 
     fn kill(&self) {
-        // The handle signals through its pidfd, so a reaped and reused pid is never hit.
-        let _ = lock(&self.process).kill(libc_signal::SIGKILL);
+        self.signals.kill();
         self.closer.close();
     }
 
     fn terminate(&self) {
-        let _ = lock(&self.process).kill(libc_signal::SIGTERM);
+        self.signals.terminate();
+    }
+}
+
+/// Signals for a worker this pool started: through the process handle's pidfd.
+struct ChildSignals(Arc<Mutex<WorkerProcess>>);
+
+fn lock(process: &Mutex<WorkerProcess>) -> MutexGuard<'_, WorkerProcess> {
+    process.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Signals for ChildSignals {
+    fn kill(&self) {
+        // The handle signals through its pidfd, so a reaped and reused pid is never hit.
+        let _ = lock(&self.0).kill(libc_signal::SIGKILL);
+    }
+
+    fn terminate(&self) {
+        let _ = lock(&self.0).kill(libc_signal::SIGTERM);
     }
 }
 
@@ -367,25 +396,28 @@ pub(crate) fn attached_link(endpoint: Endpoint, pid: u32) -> Link {
     Link {
         sender: Box::new(IpcSender { sender }),
         receiver: Box::new(IpcReceiver { receiver }),
-        control: Arc::new(AttachedControl {
+        control: Arc::new(MailboxControl {
             pid,
             closer,
             mailbox,
-            closed: std::sync::atomic::AtomicBool::new(false),
+            signals: PidSignals {
+                pid,
+                closed: std::sync::atomic::AtomicBool::new(false),
+            },
         }),
         process: Box::new(AttachedProcess),
     }
 }
 
-struct AttachedControl {
+/// Signals for an attached worker (not our child): by pid, and never once this side closed
+/// the link (the process may be gone and its pid reused).
+struct PidSignals {
     pid: u32,
-    closer: Closer,
-    mailbox: Mailbox,
-    /// This side closed the link; from then on the pid is not signalled (it may be reused).
+    /// This side closed the link; from then on the pid is not signalled.
     closed: std::sync::atomic::AtomicBool,
 }
 
-impl AttachedControl {
+impl PidSignals {
     fn signal(&self, signal: nix::sys::signal::Signal) {
         if let Ok(pid) = i32::try_from(self.pid) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
@@ -393,50 +425,22 @@ impl AttachedControl {
     }
 }
 
-impl WorkerControl for AttachedControl {
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    fn running(&self) -> Running {
-        running_from(&self.mailbox)
-    }
-
-    fn request_yield(&self, chunk_id: u64, half: bool) {
-        self.mailbox
-            .store(MAILBOX_YIELD, yield_request(chunk_id, half));
-    }
-
-    fn ping(&self) -> Option<u64> {
-        Some(ping_through(&self.mailbox))
-    }
-
-    fn answered(&self, n: u64) -> bool {
-        self.mailbox.load(MAILBOX_PONG) == n
-    }
-
-    fn set_max_output(&self, bytes: u64) {
-        self.mailbox.store(MAILBOX_MAX_OUTPUT, bytes);
-    }
-
-    fn close(&self) {
+impl Signals for PidSignals {
+    fn closing(&self) {
         // Relaxed: only this flag is read by `kill`; no other data is published with it.
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.closer.close();
     }
 
     fn kill(&self) {
-        // Not once this side closed the link: the process may be gone and its pid reused.
-        // Relaxed: see `close`.
+        // Relaxed: see `closing`.
         if !self.closed.swap(true, std::sync::atomic::Ordering::Relaxed) {
             self.signal(nix::sys::signal::Signal::SIGKILL);
         }
-        self.closer.close();
     }
 
     fn terminate(&self) {
-        // Relaxed: see `close`.
+        // Relaxed: see `closing`.
         if !self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             self.signal(nix::sys::signal::Signal::SIGTERM);
         }
