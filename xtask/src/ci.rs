@@ -21,6 +21,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         ]))?;
     }
     fuzz_check()?;
+    loom(&["--debug".to_owned()])?;
     util::run(cargo().args(["test", "--workspace"]))?;
     if release {
         util::run(cargo().args(["test", "--workspace", "--release"]))?;
@@ -52,16 +53,25 @@ fn fuzz_check() -> Result {
     )
 }
 
-/// Runs the loom models of the ring in release, with the preemption bound CI uses.
-pub(crate) fn loom() -> Result {
+/// Runs the loom models of the ring with the preemption bound CI uses: in release by default,
+/// in debug with `--debug`, which is what CI runs (a `--cfg procpool_loom` build shares no
+/// artifacts with the normal one, and the debug rebuild costs about half the CPU of the
+/// release one while the models still take under a second; timings in docs/ARCHITECTURE.md).
+pub(crate) fn loom(args: &[String]) -> Result {
+    let debug = args.iter().any(|arg| arg == "--debug");
+    let mut command = cargo();
+    command.args(["test", "-p", "procpool-ipc", "--lib"]);
+    if !debug {
+        command.arg("--release");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::util::project_root().join("target"));
     util::run(
-        cargo()
-            .args(["test", "-p", "procpool-ipc", "--release", "--lib", "loom"])
+        command
+            .arg("loom")
             .env("RUSTFLAGS", "--cfg procpool_loom")
             .env("LOOM_MAX_PREEMPTIONS", "2")
-            .env(
-                "CARGO_TARGET_DIR",
-                crate::util::project_root().join("target/loom"),
-            ),
+            .env("CARGO_TARGET_DIR", target.join("loom")),
     )
 }

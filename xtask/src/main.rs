@@ -20,18 +20,18 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "tidy" => tidy::run(),
         "layers" => layers::run(),
-        "loom" => ci::loom(),
+        "loom" => ci::loom(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 ci [--no-release] [--no-clippy]  fmt, tidy, layers, clippy -D warnings, tests (debug and release), docs\n  \
+                 ci [--no-release] [--no-clippy]  fmt, tidy, layers, clippy -D warnings, fuzz check, loom, tests (debug and release), docs\n  \
                  bench [--quick] [--save NAME] [--compare NAME] [WORKLOAD...]\n                               \
                  procpool vs rayon, serial and Python pools (report in target/procpool-bench)\n  \
                  bench --criterion [-- ARGS]   the criterion benches of every crate\n  \
                  tidy                          repository hygiene checks (also a #[test])\n  \
                  layers                        prove the crate dependency direction\n  \
-                 loom                          run the procpool-ipc loom models"
+                 loom [--debug]                run the procpool-ipc loom models (release unless --debug)"
             );
             return ExitCode::from(2);
         }
