@@ -218,6 +218,39 @@ fn wait_attached(pool: &procpool::Pool, fake: &mut ChildGuard) -> u32 {
     fake_pid
 }
 
+/// A pool of one own worker (built from `pool`) listening on a socket in a temporary
+/// directory, with the fake worker `role` attached to it.
+struct Attached {
+    pool: procpool::Pool,
+    fake: ChildGuard,
+    fake_pid: u32,
+    /// Holds the socket's directory: bind it (as `_dir`, not `..`) so it lives as long as the pool.
+    _dir: tempfile::TempDir,
+}
+
+/// Builds `pool` with [`HANDSHAKE`] as its start timeout, attaches the fake `role` and waits
+/// until the pool lists it among its workers.
+fn attach_fake(pool: procpool::PoolBuilder, role: &str) -> Attached {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool.start_timeout(HANDSHAKE).build().unwrap();
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    let mut fake = start_fake(role, &socket);
+    let fake_pid = wait_attached(&pool, &mut fake);
+    Attached {
+        pool,
+        fake,
+        fake_pid,
+        _dir: dir,
+    }
+}
+
+/// Every outcome of `map(square, 0..)` is its correct value.
+fn assert_squares(outcomes: Vec<Result<u64, procpool::TaskError>>) {
+    for (x, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
+    }
+}
+
 fn start_fake(role: &str, socket: &std::path::Path) -> ChildGuard {
     ChildGuard(
         fake_command(role, socket)
@@ -474,15 +507,12 @@ fn worker_program_with_a_superset_task_table_is_accepted() {
 /// re-queued even without retries: it never marked an item as running in its mailbox, so the
 /// pool treats it as a worker lost between items (charged nothing, within a bound).
 fn garbage_after_handshake(retries: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = builder(1)
-        .start_timeout(HANDSHAKE)
-        .chunksize(4)
-        .build()
-        .unwrap();
-    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut fake = start_fake("garbage_after_handshake", &socket);
-    let fake_pid = wait_attached(&pool, &mut fake);
+    let Attached {
+        pool,
+        mut fake,
+        fake_pid,
+        _dir,
+    } = attach_fake(builder(1).chunksize(4), "garbage_after_handshake");
     let outcomes: Vec<_> = pool.task(square).retries(retries).map(0..400u64).collect();
     wait_refused(&mut fake, "garbage_after_handshake");
     let mut died = 0;
@@ -588,15 +618,12 @@ fn terminate_ends_busy_looping_and_dead_workers_leaving_no_process() {
 #[test]
 fn attached_worker_that_never_answers_is_killed_at_the_timeout() {
     let _watchdog = watchdog("attached_worker_that_never_answers_is_killed_at_the_timeout");
-    let dir = tempfile::tempdir().unwrap();
-    let pool = builder(1)
-        .start_timeout(HANDSHAKE)
-        .chunksize(4)
-        .build()
-        .unwrap();
-    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut fake = start_fake("mute_after_handshake", &socket);
-    wait_attached(&pool, &mut fake);
+    let Attached {
+        pool,
+        mut fake,
+        _dir,
+        ..
+    } = attach_fake(builder(1).chunksize(4), "mute_after_handshake");
     let outcomes: Vec<_> = pool
         .task(square)
         .timeout(Duration::from_millis(500))
@@ -608,9 +635,7 @@ fn attached_worker_that_never_answers_is_killed_at_the_timeout() {
         Some(libc::SIGKILL),
         "the mute worker is killed for the timeout, not left to give up by itself ({status:?})"
     );
-    for (x, outcome) in outcomes.into_iter().enumerate() {
-        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
-    }
+    assert_squares(outcomes);
     assert_eq!(pool.call(square, 5), Ok(25));
 }
 
@@ -621,16 +646,17 @@ fn attached_worker_that_never_answers_is_killed_at_the_timeout() {
 #[test]
 fn attached_worker_that_never_answers_is_killed_without_a_timeout() {
     let _watchdog = watchdog("attached_worker_that_never_answers_is_killed_without_a_timeout");
-    let dir = tempfile::tempdir().unwrap();
-    let pool = builder(1)
-        .start_timeout(HANDSHAKE)
-        .liveness_timeout(Duration::from_millis(300))
-        .chunksize(4)
-        .build()
-        .unwrap();
-    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut fake = start_fake("mute_after_handshake", &socket);
-    let fake_pid = wait_attached(&pool, &mut fake);
+    let Attached {
+        pool,
+        mut fake,
+        fake_pid,
+        _dir,
+    } = attach_fake(
+        builder(1)
+            .liveness_timeout(Duration::from_millis(300))
+            .chunksize(4),
+        "mute_after_handshake",
+    );
     let outcomes: Vec<_> = pool.map(square, 0..400u64).collect();
     let status = fake.0.wait().expect("the fake ended");
     assert_eq!(
@@ -638,9 +664,7 @@ fn attached_worker_that_never_answers_is_killed_without_a_timeout() {
         Some(libc::SIGKILL),
         "the mute worker is killed as unresponsive, not left to give up by itself ({status:?})"
     );
-    for (x, outcome) in outcomes.into_iter().enumerate() {
-        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
-    }
+    assert_squares(outcomes);
     assert!(!pool.stats().workers.iter().any(|w| w.pid == fake_pid));
     assert_eq!(pool.call(square, 5), Ok(25));
 }
@@ -652,20 +676,15 @@ fn attached_worker_that_never_answers_is_killed_without_a_timeout() {
 #[test]
 fn attached_worker_sending_outcomes_for_a_foreign_chunk_is_dropped() {
     let _watchdog = watchdog("attached_worker_sending_outcomes_for_a_foreign_chunk_is_dropped");
-    let dir = tempfile::tempdir().unwrap();
-    let pool = builder(1)
-        .start_timeout(HANDSHAKE)
-        .chunksize(4)
-        .build()
-        .unwrap();
-    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut fake = start_fake("foreign_outcomes", &socket);
-    let fake_pid = wait_attached(&pool, &mut fake);
+    let Attached {
+        pool,
+        mut fake,
+        fake_pid,
+        _dir,
+    } = attach_fake(builder(1).chunksize(4), "foreign_outcomes");
     let outcomes: Vec<_> = pool.map(square, 0..400u64).collect();
     wait_refused(&mut fake, "foreign_outcomes");
-    for (x, outcome) in outcomes.into_iter().enumerate() {
-        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
-    }
+    assert_squares(outcomes);
     let stats = pool.stats();
     assert!(!stats.workers.iter().any(|w| w.pid == fake_pid));
     assert!(
@@ -681,25 +700,21 @@ fn attached_worker_sending_outcomes_for_a_foreign_chunk_is_dropped() {
 #[test]
 fn attached_worker_flooding_the_pool_cannot_corrupt_results() {
     let _watchdog = watchdog("attached_worker_flooding_the_pool_cannot_corrupt_results");
-    let dir = tempfile::tempdir().unwrap();
-    let pool = builder(1)
-        .start_timeout(HANDSHAKE)
-        .chunksize(4)
-        .build()
-        .unwrap();
-    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut fake = start_fake("pong_flood", &socket);
-    // The flood throttles on the ring, so the pool reads it for a while after registering it.
-    let fake_pid = wait_attached(&pool, &mut fake);
+    let Attached {
+        pool,
+        mut fake,
+        fake_pid,
+        _dir,
+    } = attach_fake(builder(1).chunksize(4), "pong_flood");
+    // The flood throttles on the ring, so the pool reads it for a while after registering it
+    // (attach_fake waited until it was registered).
     let outcomes: Vec<_> = pool.map(square, 0..2_000u64).collect();
     let status = fake.0.wait().expect("the flooder ended");
     assert!(
         status.code() == Some(0) || status.signal() == Some(libc::SIGKILL),
         "{status:?}"
     );
-    for (x, outcome) in outcomes.into_iter().enumerate() {
-        assert_eq!(outcome, Ok((x * x) as u64), "item {x}");
-    }
+    assert_squares(outcomes);
     assert!(!pool.stats().workers.iter().any(|w| w.pid == fake_pid));
     assert_eq!(pool.call(square, 9), Ok(81));
 }
