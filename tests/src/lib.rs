@@ -149,3 +149,25 @@ pub fn keep_tasks() -> usize {
     ];
     std::hint::black_box(tasks).len() + shared::keep_tasks()
 }
+
+/// The `main` of the test worker programs (`tests/src/bin`): keeps every task of this library,
+/// initialises procpool (which serves a pool when one started this process), and otherwise
+/// runs `<program> attach <socket>`. Never returns; `program` names the binary in messages.
+pub fn worker_main(program: &str) -> ! {
+    keep_tasks();
+    procpool::init();
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, command, socket] = args.as_slice()
+        && command == "attach"
+    {
+        match procpool::attach(socket) {
+            Ok(()) => std::process::exit(0),
+            Err(err) => {
+                eprintln!("{program}: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
+    eprintln!("{program}: started by procpool test pools, or as `{program} attach <socket>`");
+    std::process::exit(2);
+}

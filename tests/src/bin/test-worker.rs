@@ -4,20 +4,5 @@
 //! pool that listens there.
 
 fn main() {
-    procpool_tests::keep_tasks();
-    procpool::init();
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, command, socket] = args.as_slice()
-        && command == "attach"
-    {
-        match procpool::attach(socket) {
-            Ok(()) => std::process::exit(0),
-            Err(err) => {
-                eprintln!("test-worker: {err}");
-                std::process::exit(1);
-            }
-        }
-    }
-    eprintln!("test-worker: started by procpool test pools, or as `test-worker attach <socket>`");
-    std::process::exit(2);
+    procpool_tests::worker_main("test-worker");
 }
