@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, TaskError};
 use procpool_tests::{
-    add_offset, env_var, failing_init, set_offset, sleep_then_pid, square, worker_pid,
+    add_offset, env_var, failing_init, offset_first_start_only, set_offset, sleep_then_pid,
+    square, worker_pid,
 };
 
-use crate::util::{builder, pool, wait_running, watchdog};
+use crate::util::{builder, pool, wait_running, wait_started, watchdog};
 
 #[test]
 fn submit_after_shutdown_is_an_error() {
@@ -490,5 +491,117 @@ fn every_shutdown_path_releases_the_pools_file_descriptors() {
         drop(pool);
         drop(handles);
         assert_eq!(open_fds(), before, "descriptors left open after `{end}`");
+    }
+}
+
+/// The live child processes (and zombies) of this process: the spawner thread forks them,
+/// so every thread's `children` list is read.
+fn child_processes() -> Vec<u32> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        children.extend(list.split_whitespace().map(|pid| pid.parse::<u32>().unwrap()));
+    }
+    children
+}
+
+#[test]
+fn stopping_while_workers_start_leaves_no_process_and_no_descriptor() {
+    const CHILD: &str = "PROCPOOL_TEST_STARTING_CHILD";
+    let _watchdog = watchdog("stopping_while_workers_start_leaves_no_process_and_no_descriptor");
+    if std::env::var_os(CHILD).is_none() {
+        // Other tests start processes and open descriptors concurrently in this process:
+        // measure in a child that runs only this test.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "lifecycle::stopping_while_workers_start_leaves_no_process_and_no_descriptor",
+                "--exact",
+            ])
+            .env(CHILD, "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child measurement failed: {status:?}");
+        return;
+    }
+    // Warm-up: one-time descriptors (e.g. the spawner thread's) are not the pool's.
+    drop(pool(2));
+    let before = open_fds();
+    assert_eq!(child_processes(), Vec::<u32>::new());
+    // `build` returns once the first worker is ready; the other three are still being
+    // launched or in their handshake when the pool is stopped (usually: the test holds
+    // either way).
+    for end in ["drop", "shutdown", "shutdown_now", "terminate", "call then drop"] {
+        let pool = builder(4).build().unwrap();
+        match end {
+            "shutdown" => pool.shutdown(),
+            "shutdown_now" => pool.shutdown_now(),
+            "terminate" => pool.terminate(),
+            "call then drop" => assert_eq!(pool.call(square, 5), Ok(25)),
+            _ => {}
+        }
+        drop(pool);
+        assert_eq!(child_processes(), Vec::<u32>::new(), "processes left after `{end}`");
+        assert_eq!(open_fds(), before, "descriptors left open after `{end}`");
+    }
+}
+
+#[test]
+fn workers_that_join_after_build_get_work() {
+    let _watchdog = watchdog("workers_that_join_after_build_get_work");
+    let pool = builder(3).build().unwrap();
+    // Queued before every worker is ready: the late ones take their share once ready.
+    let pids: HashSet<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(20, 30))
+        .chunksize(std::num::NonZeroUsize::new(1).unwrap())
+        .map(Result::unwrap)
+        .collect();
+    wait_started(&pool, 3);
+    assert_eq!(pool.stats().starting, 0);
+    assert!(pids.len() >= 2, "only {pids:?} ran the 30 items of 20 ms");
+    // And every worker serves later work.
+    let later: HashSet<u32> = pool
+        .map(sleep_then_pid, std::iter::repeat_n(20, 30))
+        .chunksize(std::num::NonZeroUsize::new(1).unwrap())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(later.len(), 3, "{later:?}");
+}
+
+#[test]
+fn a_pool_whose_second_worker_cannot_start_works_or_reports_why() {
+    let _watchdog = watchdog("a_pool_whose_second_worker_cannot_start_works_or_reports_why");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let marker_str = marker.to_str().unwrap().to_owned();
+    let built = builder(2)
+        .initializer(offset_first_start_only, (marker_str.clone(), 7))
+        .build();
+    match built {
+        Ok(pool) => {
+            // The first worker started; the second is retried a bounded number of times,
+            // then its slot is given up. The pool serves meanwhile and after.
+            assert_eq!(pool.call(add_offset, 1), Ok(8));
+            let results: Vec<u64> = pool.map(add_offset, 0..100).map(Result::unwrap).collect();
+            assert_eq!(results, (7..107).collect::<Vec<u64>>());
+            // Give the retries (0.1 s to 1.6 s apart, at most 5) time to end.
+            let failures = || {
+                std::fs::read_to_string(format!("{marker_str}.failures"))
+                    .map_or(0, |log| log.lines().count())
+            };
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(60)
+                && (failures() < 5 && pool.stats().workers.len() < 2)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(failures(), 5, "the second worker is tried 5 times, then given up");
+            assert_eq!(pool.stats().workers.len(), 1);
+            assert_eq!(pool.call(add_offset, 2), Ok(9));
+            pool.shutdown();
+        }
+        // The background worker's initializer ran first: the one `build` waits for failed.
+        Err(err) => assert_eq!(err.kind(), ErrorKind::InitializerFailed, "{err}"),
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use procpool_tests::sleep_then_pid;
 
-use crate::util::{builder, wait_running, watchdog};
+use crate::util::{builder, wait_running, wait_started, watchdog};
 
 const ROLE_VAR: &str = "PROCPOOL_PARENT_DEATH_ROLE";
 const SOCKET_VAR: &str = "PROCPOOL_PARENT_DEATH_SOCKET";
@@ -66,6 +66,9 @@ fn role_pool_parent() {
     }
     wait_running(&handles[0]);
     wait_running(&handles[6]);
+    // `build` returns once one worker is ready: wait for the second of each pool.
+    wait_started(&spawned, 2);
+    wait_started(&forked, 2);
     let mut out = std::io::stdout().lock();
     for pool in [&spawned, &forked] {
         for worker in pool.stats().workers {

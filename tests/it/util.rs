@@ -44,9 +44,23 @@ pub(crate) fn builder(workers: usize) -> procpool::PoolBuilder {
         .program(env!("CARGO_BIN_EXE_test-worker"))
 }
 
-/// A started pool of `test-worker` processes.
+/// A started pool of `test-worker` processes, with all `workers` of them ready (`build`
+/// returns once the first is; tests that count or kill workers want all of them).
 pub(crate) fn pool(workers: usize) -> Pool {
-    builder(workers).build().expect("the test pool starts")
+    let pool = builder(workers).build().expect("the test pool starts");
+    wait_started(&pool, workers);
+    pool
+}
+
+/// Waits until `pool` has `workers` workers ready and none starting.
+pub(crate) fn wait_started(pool: &Pool, workers: usize) {
+    loop {
+        let stats = pool.stats();
+        if stats.workers.len() >= workers && stats.starting == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Sends `signal` to process `pid`.

@@ -115,6 +115,31 @@ pub fn offset_unless_flag(flag: &str, offset: u64) -> Result<Offset, String> {
     Ok(Offset(offset))
 }
 
+/// An initializer that succeeds in the first worker that runs it (it creates the file
+/// `marker`) and fails in every later one (a worker that cannot start), appending a line to
+/// `{marker}.failures` per failure.
+#[procpool::task]
+pub fn offset_first_start_only(marker: &str, offset: u64) -> Result<Offset, String> {
+    use std::io::Write;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marker)
+    {
+        Ok(_) => Ok(Offset(offset)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("{marker}.failures"))
+                .map_err(|err| err.to_string())?;
+            writeln!(log, "failed").map_err(|err| err.to_string())?;
+            Err(format!("{marker} exists: only one worker may start"))
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// `x` plus the worker's offset (from the initializer), or an error without one.
 #[procpool::task]
 pub fn add_offset(x: u64) -> Result<u64, String> {

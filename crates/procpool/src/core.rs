@@ -138,6 +138,10 @@ struct Core {
     readers: Vec<JoinHandle<()>>,
     /// Reader threads still running.
     live_readers: usize,
+    /// Workers launched and still in their handshake, by index: `close` and `terminate` cut
+    /// these handshakes short (close the link, kill the process), so a pool stopped right
+    /// after `build` does not wait for workers that are still starting.
+    starting: Vec<(u32, Arc<dyn WorkerControl>)>,
     next_worker_index: u32,
     /// Replacements started after a worker ended (crash, timeout or recycling).
     restarts: u64,
@@ -309,6 +313,7 @@ impl Shared {
                 workers: HashMap::new(),
                 readers: Vec::new(),
                 live_readers: 0,
+                starting: Vec::new(),
                 next_worker_index: 0,
                 restarts: 0,
                 deaths: 0,
@@ -328,34 +333,67 @@ impl Shared {
             launcher,
             config,
         });
-        // Start every process first, so their start-up overlaps the handshakes below.
-        let mut links = Vec::with_capacity(shared.config.n_workers);
-        for _ in 0..shared.config.n_workers {
-            match shared.launcher.launch() {
-                Ok(link) => links.push(link),
-                Err(err) => {
-                    kill_links(links);
-                    shared.terminate();
-                    return Err(err);
-                }
-            }
-        }
         if shared.config.liveness_timeout.is_some() {
             let mut core = shared.lock();
             shared.ensure_watchdog(&mut core);
         }
-        let mut links = links.into_iter();
-        while let Some(link) = links.next() {
-            let started = shared
-                .start_link(link, true, Arc::new(Attend::default()))
-                .and_then(|started| shared.spawn_reader_for(started));
-            if let Err(err) = started {
-                kill_links(links.collect());
+        // The first worker is started here and `build` returns once it is ready; every other
+        // worker is launched and handshaken on its own reader thread meanwhile, and joins the
+        // scheduler (and gets work) when it is ready. A program that cannot start, is no
+        // worker or whose initializer fails still fails `build`: the first worker shows it.
+        let first = match shared.launcher.launch() {
+            Ok(link) => link,
+            Err(err) => {
+                shared.terminate();
+                return Err(err);
+            }
+        };
+        for _ in 1..shared.config.n_workers {
+            if let Err(err) = shared.spawn_starter() {
+                kill_links(vec![first]);
                 shared.terminate();
                 return Err(err);
             }
         }
+        let started = shared
+            .start_link(first, true, Arc::new(Attend::default()))
+            .and_then(|started| shared.spawn_reader_for(started));
+        if let Err(err) = started {
+            shared.terminate();
+            return Err(err);
+        }
         Ok(shared)
+    }
+
+    /// Starts a reader thread that first launches its worker and runs the handshake (a worker
+    /// of `build` other than the first), then serves it like any other.
+    fn spawn_starter(self: &Arc<Self>) -> Result<(), Error> {
+        let shared = Arc::clone(self);
+        let mut core = self.lock();
+        let thread = std::thread::Builder::new()
+            .name("procpool-reader".into())
+            .spawn(move || {
+                ON_READER.with(|flag| flag.set(true));
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // Tried a few times like a replacement; the slot is given up after that.
+                    let attend = Arc::new(Attend::default());
+                    if let Some(started) = shared.replace_worker(&attend) {
+                        shared.reader_loop(started);
+                    }
+                }));
+                if served.is_err() {
+                    tracing::error!("a procpool reader thread panicked; its worker is lost");
+                }
+                let mut core = shared.lock();
+                core.live_readers -= 1;
+                shared.changed.notify_all();
+            })
+            .map_err(|err| {
+                Error::with_source(ErrorKind::Io, "cannot start a reader thread", err)
+            })?;
+        core.readers.push(thread);
+        core.live_readers += 1;
+        Ok(())
     }
 
     /// Starts the reader thread of a worker that passed its handshake.
@@ -372,10 +410,10 @@ impl Shared {
                 if served.is_err() {
                     // A bug, not a worker's fault; keep the pool's accounting right.
                     tracing::error!("a procpool reader thread panicked; its worker is lost");
-                    let mut core = shared.lock();
-                    core.live_readers -= 1;
-                    shared.changed.notify_all();
                 }
+                let mut core = shared.lock();
+                core.live_readers -= 1;
+                shared.changed.notify_all();
             })
             .map_err(|err| {
                 Error::with_source(ErrorKind::Io, "cannot start a reader thread", err)
@@ -404,10 +442,19 @@ impl Shared {
             let mut core = self.lock();
             let index = core.next_worker_index;
             core.next_worker_index += 1;
+            // Registered under the lock that `close` takes: either it sees this handshake
+            // and cuts it short, or this sees the pool closed.
+            if core.phase == Phase::Closed {
+                link.control.close();
+            } else {
+                core.starting.push((index, Arc::clone(&link.control)));
+            }
             index
         };
         let pid = link.control.pid();
-        if let Err(err) = handshake(&mut link, index, &self.config) {
+        let shaken = handshake(&mut link, index, &self.config);
+        if let Err(err) = shaken {
+            self.lock().starting.retain(|(starting, _)| *starting != index);
             link.control.kill();
             let exit = link.process.wait_exit(Duration::from_secs(2));
             let err = match exit {
@@ -424,6 +471,7 @@ impl Shared {
             process,
         } = link;
         let mut core = self.lock();
+        core.starting.retain(|(starting, _)| *starting != index);
         let id = core.sched.add_worker();
         let now = Instant::now();
         core.workers.insert(
@@ -505,9 +553,6 @@ impl Shared {
             }
         }
         self.helping.remove(&attend);
-        let mut core = self.lock();
-        core.live_readers -= 1;
-        self.changed.notify_all();
     }
 
     /// Reads frames until the link ends; returns why, if it was a violation.
@@ -1170,7 +1215,8 @@ impl Shared {
         replace
     }
 
-    /// Starts a replacement worker, retrying a few times; gives up the slot if it cannot.
+    /// Starts a worker for a slot (a replacement, or one of `build`'s workers after the
+    /// first), retrying a few times; gives up the slot if it cannot.
     fn replace_worker(&self, attend: &Arc<Attend>) -> Option<StartedWorker> {
         let mut failures = 0;
         loop {
@@ -1182,14 +1228,20 @@ impl Shared {
                 Err(err) => {
                     failures += 1;
                     tracing::error!(
-                        "cannot start a replacement worker from {} ({failures}/{MAX_REPLACEMENT_FAILURES}): {err}",
+                        "cannot start a worker from {} ({failures}/{MAX_REPLACEMENT_FAILURES}): {err}",
                         self.launcher.describe()
                     );
                     if failures >= MAX_REPLACEMENT_FAILURES {
                         self.give_up_slot(&err.to_string());
                         return None;
                     }
-                    std::thread::sleep(Duration::from_millis(50 << failures.min(5)));
+                    // A pause that `close` ends at once (it notifies `changed`).
+                    let pause = Duration::from_millis(50 << failures.min(5));
+                    let core = self.lock();
+                    let _ = self
+                        .changed
+                        .wait_timeout_while(core, pause, |core| core.phase != Phase::Closed)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
             }
         }
@@ -1198,7 +1250,7 @@ impl Shared {
     /// A worker slot is lost for good; if it was the last, fail everything pending.
     fn give_up_slot(&self, why: &str) {
         let mut core = self.lock();
-        if !core.workers.is_empty() {
+        if !core.workers.is_empty() || !core.starting.is_empty() {
             return;
         }
         core.broken = Some(why.to_owned());
@@ -1480,6 +1532,7 @@ impl Shared {
             worker.stopping = true;
             worker.control.terminate();
         }
+        abort_starting(&core);
         drop(core);
         self.helping.kick_all();
         deferred.run();
@@ -1506,6 +1559,7 @@ impl Shared {
                 send_shutdown(worker);
             }
         }
+        abort_starting(&core);
         self.helping.kick_all();
         let readers = std::mem::take(&mut core.readers);
         let watchdog = core.watchdog.take();
@@ -1876,6 +1930,7 @@ impl Shared {
                         })
                 })
                 .count(),
+            starting: core.starting.len(),
             restarts: core.restarts,
             deaths: core.deaths,
             attach_refusals: core.attach_refusals,
@@ -2019,6 +2074,16 @@ impl Helper for Shared {
         {
             cell.kick();
         }
+    }
+}
+
+/// Cuts short every handshake in flight (the pool closes): the link is closed, so the
+/// handshake's receive ends at once, and the process is killed; the thread running the
+/// handshake reaps it and drops the link (its memfd and socket).
+fn abort_starting(core: &Core) {
+    for (_, control) in &core.starting {
+        control.close();
+        control.kill();
     }
 }
 

@@ -440,7 +440,12 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the workers and returns the pool once every one of them is ready.
+    /// Starts the workers and returns the pool once the first of them is ready.
+    ///
+    /// The other workers start meanwhile and take work as soon as each is ready
+    /// ([`PoolStats::starting`](crate::PoolStats::starting) counts them until then); one that
+    /// cannot start is retried like a replacement (see [`Pool::stats`]). Shutting the pool
+    /// down while workers are still starting cuts their start short: no process is left.
     ///
     /// # Errors
     ///

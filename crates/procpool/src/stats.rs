@@ -16,6 +16,11 @@ pub struct PoolStats {
     pub in_flight: u64,
     /// Maps not finished, plus one per task whose submitted calls are not all finished.
     pub jobs: usize,
+    /// Workers launched and still in their handshake, not yet in `workers`: right after
+    /// [`PoolBuilder::build`](crate::PoolBuilder::build) every worker but the first (`build`
+    /// returns once one worker is ready; the others join as soon as they are), and
+    /// replacements being started. Work queued meanwhile goes to the workers that are ready.
+    pub starting: usize,
     /// Workers started to replace one that ended (crash, timeout, recycling).
     pub restarts: u64,
     /// Workers that died, were killed or were disconnected for a protocol violation.
