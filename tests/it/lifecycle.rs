@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, TaskError};
 use procpool_tests::{
-    add_offset, env_var, failing_init, offset_first_start_only, set_offset, sleep_then_pid,
-    square, worker_pid,
+    add_offset, env_var, failing_init, offset_first_start_only, set_offset, sleep_then_pid, square,
+    worker_pid,
 };
 
 use crate::util::{builder, pool, wait_running, wait_started, watchdog};
@@ -502,7 +502,10 @@ fn child_processes() -> Vec<u32> {
         let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
             continue;
         };
-        children.extend(list.split_whitespace().map(|pid| pid.parse::<u32>().unwrap()));
+        children.extend(
+            list.split_whitespace()
+                .map(|pid| pid.parse::<u32>().unwrap()),
+        );
     }
     children
 }
@@ -532,7 +535,13 @@ fn stopping_while_workers_start_leaves_no_process_and_no_descriptor() {
     // `build` returns once the first worker is ready; the other three are still being
     // launched or in their handshake when the pool is stopped (usually: the test holds
     // either way).
-    for end in ["drop", "shutdown", "shutdown_now", "terminate", "call then drop"] {
+    for end in [
+        "drop",
+        "shutdown",
+        "shutdown_now",
+        "terminate",
+        "call then drop",
+    ] {
         let pool = builder(4).build().unwrap();
         match end {
             "shutdown" => pool.shutdown(),
@@ -542,7 +551,11 @@ fn stopping_while_workers_start_leaves_no_process_and_no_descriptor() {
             _ => {}
         }
         drop(pool);
-        assert_eq!(child_processes(), Vec::<u32>::new(), "processes left after `{end}`");
+        assert_eq!(
+            child_processes(),
+            Vec::<u32>::new(),
+            "processes left after `{end}`"
+        );
         assert_eq!(open_fds(), before, "descriptors left open after `{end}`");
     }
 }
@@ -596,7 +609,11 @@ fn a_pool_whose_second_worker_cannot_start_works_or_reports_why() {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            assert_eq!(failures(), 5, "the second worker is tried 5 times, then given up");
+            assert_eq!(
+                failures(),
+                5,
+                "the second worker is tried 5 times, then given up"
+            );
             assert_eq!(pool.stats().workers.len(), 1);
             assert_eq!(pool.call(add_offset, 2), Ok(9));
             pool.shutdown();

@@ -454,7 +454,9 @@ impl Shared {
         let pid = link.control.pid();
         let shaken = handshake(&mut link, index, &self.config);
         if let Err(err) = shaken {
-            self.lock().starting.retain(|(starting, _)| *starting != index);
+            self.lock()
+                .starting
+                .retain(|(starting, _)| *starting != index);
             link.control.kill();
             let exit = link.process.wait_exit(Duration::from_secs(2));
             let err = match exit {
