@@ -93,6 +93,14 @@ def spin(iters):
     return x
 
 
+def spin_timed(iters):
+    """`spin`, and the thread CPU time it took where it ran (the second reference of the
+    busy workloads: the items' CPU time inside the workers)."""
+    c0 = time.thread_time()
+    x = spin(iters)
+    return x, time.thread_time() - c0
+
+
 def identity(data):
     return data
 
@@ -263,30 +271,40 @@ def wl_submit(rec, workers, p, cal, tree):
         rec.add("submit", "multiprocessing.Pool", n / t, "tasks/s", n=n)
 
 
-def _run_maps(workload, workers, fn, items, slow_items):
+def _run_maps(workload, workers, fn, items, slow_items, around=None):
     """Runs `fn` over items on every Python map system; returns (system, n, seconds,
-    chunksize) per system, in the order they ran."""
+    chunksize, outputs) per system, in the order they ran. `around`, if given, is called
+    before the first system and after each one (the serial reference's slices)."""
     tuned = TUNED_CHUNKSIZE[workload]
     out = []
+    around = around or (lambda: None)
+
+    def timed_map(run):
+        res = []
+        t = _timed(lambda: res.extend(run()))
+        around()
+        return t, res
+
+    around()
     with ppe(workers) as ex:
         warm_ppe(ex, workers)
-        t = _timed(lambda: list(ex.map(fn, slow_items, chunksize=1)))
-        out.append(("ProcessPoolExecutor cs=1", len(slow_items), t, 1))
+        t, res = timed_map(lambda: ex.map(fn, slow_items, chunksize=1))
+        out.append(("ProcessPoolExecutor cs=1", len(slow_items), t, 1, res))
         if tuned != 1:
-            t = _timed(lambda: list(ex.map(fn, items, chunksize=tuned)))
-            out.append((f"ProcessPoolExecutor cs={tuned}", len(items), t, tuned))
+            t, res = timed_map(lambda: ex.map(fn, items, chunksize=tuned))
+            out.append((f"ProcessPoolExecutor cs={tuned}", len(items), t, tuned, res))
     with mp.Pool(workers) as pool:
         warm_pool(pool, workers)
-        t = _timed(lambda: pool.map(fn, items))
+        t, res = timed_map(lambda: pool.map(fn, items))
         out.append(("multiprocessing.Pool", len(items), t,
-                    pool_default_chunksize(len(items), workers)))
+                    pool_default_chunksize(len(items), workers), res))
     return out
 
 
 def _maps(rec, workload, workers, fn, items, slow_items, unit_of, extra_of):
     """Runs `fn` over items on every Python map system; unit_of/extra_of turn (n, seconds)
     into the recorded value."""
-    for system, n, t, cs in _run_maps(workload, workers, fn, items, slow_items):
+    for system, n, t, cs, _ in _run_maps(workload, workers, fn, items, slow_items):
         rec.add(workload, system, *unit_of(n, t), **extra_of(n, t, cs))
 
 
@@ -301,10 +319,13 @@ def wl_map_tiny(rec, workers, p, cal, tree):
 
 # ---------------------------------------------------------------------------
 # The serial reference of the busy workloads (same method as benches/src/reference.rs):
-# the serial loop runs the items in short batches (one task, or ~1 ms of tiny items), half
-# before the pools and half after, each timed in wall time and in thread CPU time; the cost
-# of an item is the median over its batches, and efficiencies and the ideal makespan use the
-# CPU-time costs (blind to preemption), with the wall-time figures kept beside them.
+# the serial loop runs the items in short batches (one task, or ~1 ms of tiny items), in
+# slices of half a pass (even and odd batches in turn) before the first pool and after each
+# one, each batch timed in wall time and in thread CPU time; the cost of an item is the
+# median over its batches, each pool is judged against the two slices around its own run,
+# and efficiencies and the ideal makespan use the CPU-time costs (blind to preemption), with
+# the wall-time figures kept beside them. cpu_scaling and skewed also time every item inside
+# the workers (`spin_timed`): the second reference, `efficiency_inside` / `x_ideal_inside`.
 
 MIN_BATCH_S = 1e-3
 
@@ -389,29 +410,50 @@ class Reference:
         return extra
 
 
-def _referenced_maps(workload, workers, cal, items, slow_items):
-    """Serial probe (first half), every pool, serial probe (second half): A B A."""
+def _referenced_maps(workload, workers, cal, items, slow_items, inside=False):
+    """Serial slices around every pool (S P S P S …): returns the round's reference (every
+    slice) and, per pool, (system, n, seconds, chunksize, its own reference, inside) where
+    `inside` is (Σ item CPU s, longest item CPU s) when `inside` is asked for."""
     ns = cal["ns_per_iter"]
     cut = batches(items, lambda loops: loops * ns * 1e-9)
-    samples = probe(items, cut[0::2])
-    runs = _run_maps(workload, workers, spin, items, slow_items)
-    samples += probe(items, cut[1::2])
-    ref = Reference(items, samples)
-    return ref, runs
+    halves = [cut[0::2], cut[1::2]]
+    slices = []
+    runs = _run_maps(workload, workers, spin_timed if inside else spin, items, slow_items,
+                     around=lambda: slices.append(probe(items, halves[len(slices) % 2])))
+    out = []
+    for idx, (system, n, t, cs, res) in enumerate(runs):
+        own = Reference(items, slices[idx] + slices[idx + 1])
+        times = [r[1] for r in res] if inside else []
+        out.append((system, n, t, cs, own, (sum(times), max(times)) if times else None))
+    return Reference(items, [b for s in slices for b in s]), out
 
 
-def _efficiency_maps(rec, workload, workers, cal, items, slow_items):
-    """Efficiency = serial work of the same items (CPU-time reference) / (workers x pool
-    time); the wall-time reference's efficiency goes in `efficiency_wall`."""
-    ref, runs = _referenced_maps(workload, workers, cal, items, slow_items)
+def _inside_extra(ref, inside, workers, t, skewed):
+    if inside is None or inside[0] <= 0:
+        return {}
+    work, longest = inside
+    extra = {"inside_over_serial": work / ref.work("cpu")}
+    if skewed:
+        extra["x_ideal_inside"] = t / max(work / workers, longest)
+    else:
+        extra["efficiency_inside"] = work / (workers * t)
+    return extra
+
+
+def _efficiency_maps(rec, workload, workers, cal, items, slow_items, inside=False):
+    """Efficiency = serial work of the same items (CPU-time reference of the slices around
+    the pool) / (workers x pool time); the wall-time reference's efficiency goes in
+    `efficiency_wall`, the inside reference's in `efficiency_inside`."""
+    ref, runs = _referenced_maps(workload, workers, cal, items, slow_items, inside)
     rec.add(workload, "python serial", ref.work("cpu") * 1e3, "ms", **ref.serial_extra())
-    for system, n, t, cs in runs:
+    for system, n, t, cs, own, ins in runs:
         run_items = items if n == len(items) else slow_items
-        work_cpu = ref.work("cpu", run_items)
-        work_wall = ref.work("wall", run_items)
+        work_cpu = own.work("cpu", run_items)
+        work_wall = own.work("wall", run_items)
         rec.add(workload, system, work_cpu / (workers * t), "efficiency",
                 n=n, chunksize=cs, speedup=work_cpu / t, wall_ms=t * 1e3,
-                efficiency_wall=work_wall / (workers * t))
+                efficiency_wall=work_wall / (workers * t),
+                **_inside_extra(own, ins, workers, t, False))
 
 
 def wl_map_1us(rec, workers, p, cal, tree):
@@ -422,22 +464,22 @@ def wl_map_1us(rec, workers, p, cal, tree):
 def wl_cpu_scaling(rec, workers, p, cal, tree):
     loops = cal["loops"][f"{p['unit_ms']}ms"]
     items = [loops] * p["tasks"]
-    _efficiency_maps(rec, "cpu_scaling", workers, cal, items, items)
+    _efficiency_maps(rec, "cpu_scaling", workers, cal, items, items, inside=True)
 
 
 def wl_skewed(rec, workers, p, cal, tree):
     short = cal["loops"][f"{p['short_ms']}ms"]
     long_ = cal["loops"][f"{p['long_ms']}ms"]
     items = [short] * p["short"] + [long_] * p["long"]
-    ref, runs = _referenced_maps("skewed", workers, cal, items, items)
-    # Ideal makespan: perfect balance, but never below the longest single task.
-    ideal = ref.ideal(workers, "cpu")
-    ideal_wall = ref.ideal(workers, "wall")
+    ref, runs = _referenced_maps("skewed", workers, cal, items, items, inside=True)
     rec.add("skewed", "python serial", ref.work("cpu") * 1e3, "ms", **ref.serial_extra())
-    for system, _n, t, cs in runs:
+    for system, _n, t, cs, own, ins in runs:
+        # Ideal makespan: perfect balance, but never below the longest single task.
+        ideal = own.ideal(workers, "cpu")
+        ideal_wall = own.ideal(workers, "wall")
         rec.add("skewed", system, t / ideal, "x ideal", chunksize=cs, makespan_ms=t * 1e3,
                 ideal_ms=ideal * 1e3, ideal_wall_ms=ideal_wall * 1e3,
-                x_ideal_wall=t / ideal_wall)
+                x_ideal_wall=t / ideal_wall, **_inside_extra(own, ins, workers, t, True))
 
 
 def wl_payload(rec, workers, p, cal, tree):

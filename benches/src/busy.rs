@@ -18,12 +18,28 @@ pub const LCG_ADD: u64 = 1_442_695_040_888_963_407;
 
 /// Busy CPU work: `iters` steps of a 64-bit LCG. Each step depends on the previous one and
 /// passes through [`black_box`], so the compiler can neither vectorise nor skip the loop.
+///
+/// Never inlined: every system (the serial reference, procpool's workers, rayon's threads,
+/// the calibration) then runs this one copy of the loop, at one address. Inlined, each
+/// caller got its own copy with its own stack slot and code alignment, and a tight
+/// loop's speed can depend on both, so "the pool runs the very same instructions as the
+/// serial loop" did not quite hold. The call costs about a nanosecond per item.
+#[inline(never)]
 pub fn spin(iters: u64) -> u64 {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..iters {
         x = black_box(x.wrapping_mul(LCG_MUL).wrapping_add(LCG_ADD));
     }
     x
+}
+
+/// [`spin`], and the thread CPU time it took in nanoseconds: how every system times its
+/// items from inside its workers (`crate::reference::Inside`).
+pub fn spin_timed(iters: u64) -> (u64, u64) {
+    let start = thread_cpu_time();
+    let out = spin(iters);
+    let cpu = thread_cpu_time().saturating_sub(start);
+    (out, u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The measured speed of [`spin`] on this machine, in the parent process.

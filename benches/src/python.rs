@@ -163,8 +163,8 @@ mod tests {
     }
 
     /// The script's serial reference: the serial row carries the per-item costs on both
-    /// clocks, every pool row an efficiency on each basis (values are not judged: no speed
-    /// is asserted).
+    /// clocks, every pool row an efficiency on each basis and on the inside reference
+    /// (values are not judged: no speed is asserted).
     #[test]
     fn the_scripts_busy_rows_carry_the_serial_reference() {
         let py = PythonBaseline::find("python3")
@@ -183,7 +183,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("no `{key}` in {s:?}"))
         };
         assert_eq!(extra(serial, "n"), 16.0);
-        assert_eq!(extra(serial, "item0_batches"), 16.0, "one batch per task");
+        // One batch per task; three slices of half a pass each: before the first pool,
+        // between the two, after the second.
+        assert_eq!(
+            extra(serial, "item0_batches"),
+            24.0,
+            "one batch per task, 1.5 passes"
+        );
         assert!(extra(serial, "item0_cpu_us") > 0.0);
         assert!(extra(serial, "item0_wall_us") > 0.0);
         let pools = &round.samples[1..];
@@ -196,6 +202,10 @@ mod tests {
             assert_eq!(sample.unit, "efficiency", "{system}");
             assert!(sample.value > 0.0, "{system}");
             assert!(extra(sample, "efficiency_wall") > 0.0, "{system}");
+            // The items' CPU time inside the one worker fits in the pool's wall time.
+            let inside = extra(sample, "efficiency_inside");
+            assert!(inside > 0.0 && inside <= 1.0 + 1e-9, "{system}: {inside}");
+            assert!(extra(sample, "inside_over_serial") > 0.0, "{system}");
         }
     }
 

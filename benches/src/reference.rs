@@ -288,8 +288,19 @@ impl Reference {
 
     /// A pool's figure for a round that took `wall` seconds over the workload's `n` items:
     /// `x ideal` for `skewed`, efficiency otherwise (CPU basis; wall basis in the extras).
-    pub fn pool_sample(&self, skewed: bool, workers: usize, wall: f64, n: usize) -> Sample {
-        if skewed {
+    /// With `inside` (the items' CPU time measured inside the pool's workers), the second
+    /// reference's figures go in the extras too: `efficiency_inside` / `x_ideal_inside`, and
+    /// `inside_over_serial`, what an item cost in the pool ÷ what it cost the serial loop
+    /// (above 1: the cores ran slower during the pool's run than during the reference's).
+    pub fn pool_sample(
+        &self,
+        skewed: bool,
+        workers: usize,
+        wall: f64,
+        n: usize,
+        inside: Option<Inside>,
+    ) -> Sample {
+        let mut sample = if skewed {
             let ideal = self.ideal(workers, Basis::Cpu);
             let ideal_wall = self.ideal(workers, Basis::Wall);
             Sample::new(wall / ideal, "x ideal")
@@ -306,7 +317,57 @@ impl Reference {
                 .with("speedup", self.work(Basis::Cpu) / wall)
                 .with("wall_ms", wall * 1e3)
                 .with("n", n as f64)
+        };
+        if let Some(inside) = inside.filter(|i| i.work > 0.0) {
+            sample = if skewed {
+                sample.with("x_ideal_inside", wall / inside.ideal(workers))
+            } else {
+                sample.with("efficiency_inside", inside.efficiency(workers, wall))
+            };
+            sample = sample.with("inside_over_serial", inside.work / self.work(Basis::Cpu));
         }
+        sample
+    }
+}
+
+/// The second reference: the thread CPU time of every item, measured inside the workers of
+/// the pool that ran it (procpool's worker processes, rayon's threads), in the very run
+/// being judged. Same instructions, same cores, same moment: a vCPU that runs slower or
+/// faster during the pool's run than during the serial batches moves this work with it,
+/// so the figures it gives cannot drift away from the pool's wall time. It is blind to one
+/// loss: a pool that made its items themselves slower (by disturbing their core) would
+/// look as good as one that did not; the serial reference sees that.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inside {
+    /// Σ CPU time of the items, in seconds.
+    pub work: f64,
+    /// CPU time of the longest item, in seconds.
+    pub longest: f64,
+}
+
+impl Inside {
+    /// Folds the per-item CPU times (seconds).
+    pub fn of(items: impl Iterator<Item = f64>) -> Self {
+        items.fold(
+            Self {
+                work: 0.0,
+                longest: 0.0,
+            },
+            |acc, t| Self {
+                work: acc.work + t,
+                longest: acc.longest.max(t),
+            },
+        )
+    }
+
+    /// Work ÷ (workers × wall): the share of the workers' time spent running items.
+    pub fn efficiency(&self, workers: usize, wall: f64) -> f64 {
+        self.work / (workers as f64 * wall)
+    }
+
+    /// Perfect balance of these items on `workers`, never below the longest one.
+    pub fn ideal(&self, workers: usize) -> f64 {
+        (self.work / workers as f64).max(self.longest)
     }
 }
 
@@ -399,12 +460,40 @@ mod tests {
         assert!((r.ideal(2, Basis::Cpu) - 0.35).abs() < 1e-9);
         // On 8 workers the longest task bounds it: 100 ms, not 87.5 ms.
         assert!((r.ideal(8, Basis::Cpu) - 0.1).abs() < 1e-9);
-        let s = r.pool_sample(true, 2, 0.385, items.len());
+        let s = r.pool_sample(true, 2, 0.385, items.len(), None);
         assert_eq!(s.unit, "x ideal");
         assert!((s.value - 1.1).abs() < 1e-9);
-        let s = r.pool_sample(false, 2, 0.4, items.len());
+        let s = r.pool_sample(false, 2, 0.4, items.len(), None);
         assert_eq!(s.unit, "efficiency");
         assert!((s.value - 0.875).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_inside_reference_follows_the_cores_of_the_run() {
+        // Serial batches said 40 ms per task; inside the pool the cores ran 10% slower.
+        let items = vec![40; 4];
+        let samples: Vec<ProbeSample> = (0..4).map(|_| sample(40, 1, 0.040, 0.040)).collect();
+        let r = Reference::new(&items, &samples).unwrap();
+        let inside = Inside::of([0.044, 0.044, 0.044, 0.044].into_iter());
+        assert!((inside.work - 0.176).abs() < 1e-12);
+        assert!((inside.longest - 0.044).abs() < 1e-12);
+        // Two workers, 89 ms: the serial reference says 0.899, the inside one 0.989.
+        let s = r.pool_sample(false, 2, 0.089, 4, Some(inside));
+        assert!((s.value - 0.16 / 0.178).abs() < 1e-9);
+        let extra = |key: &str| s.extra.iter().find(|(k, _)| k == key).unwrap().1;
+        assert!((extra("efficiency_inside") - 0.176 / 0.178).abs() < 1e-9);
+        assert!((extra("inside_over_serial") - 1.1).abs() < 1e-9);
+        // skewed: the ideal is the inside work ÷ workers, or the longest item.
+        let s = r.pool_sample(true, 2, 0.099, 4, Some(inside));
+        assert!((extra_of(&s, "x_ideal_inside") - 0.099 / 0.088).abs() < 1e-9);
+        assert!((Inside::of([0.1, 0.01].into_iter()).ideal(2) - 0.1).abs() < 1e-12);
+        // No inside times (map_1us): no inside figures.
+        let s = r.pool_sample(false, 2, 0.089, 4, None);
+        assert!(s.extra.iter().all(|(k, _)| !k.contains("inside")));
+    }
+
+    fn extra_of(s: &Sample, key: &str) -> f64 {
+        s.extra.iter().find(|(k, _)| k == key).unwrap().1
     }
 
     #[test]

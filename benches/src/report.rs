@@ -224,16 +224,41 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
         let _ = writeln!(
             md,
             "The busy workloads' efficiencies and ideal makespans divide by the serial work of \
-             the same language and round: each item size timed in short serial batches, half \
-             before the pools and half after, in thread CPU time and in wall time; the cost of \
-             an item is the median over its batches (method: `benches/README.md`, \"Serial \
-             reference\"). Headline figures use the CPU-time work; `efficiency_wall` and \
+             the same language and round: each item size timed in short serial batches, in \
+             thread CPU time and in wall time, in slices of half a pass right before and right \
+             after each Rust pool (each pool is judged against the two slices around its own \
+             run; the serial row folds all of a round's slices); the cost of an item is the \
+             median over its batches (method: `benches/README.md`, \"Serial reference\"). Headline figures use the CPU-time work; `efficiency_wall` and \
              `x_ideal_wall` in the JSON use the wall-time work. *Disturbed* is the share of \
              the serial pass the thread spent off the CPU (0 on a quiet machine).\n"
         );
         let _ = writeln!(md, "| {} |", REFERENCE_HEADER.join(" | "));
         let _ = writeln!(md, "|{}", "---|".repeat(REFERENCE_HEADER.len()));
         for line in reference {
+            let _ = writeln!(md, "| {} |", line.join(" | "));
+        }
+        let _ = writeln!(md);
+    }
+    let inside = inside_table(&outcome.rows);
+    if !inside.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Second reference: the items' CPU time inside the workers\n"
+        );
+        let _ = writeln!(
+            md,
+            "In `cpu_scaling` and `skewed` every item also reads its thread CPU clock where it \
+             runs (a procpool worker process, a rayon thread), so each pool's run carries its \
+             own reference: *inside* = Σ item CPU ÷ (workers × wall), or wall ÷ the ideal \
+             makespan of those CPU times. It moves with the cores' speed during that very \
+             run, so it cannot exceed 1 (or go below the ideal); it does not see a pool that \
+             slows its items down, which the serial reference does. *Cores vs serial* is an \
+             item's CPU cost in the pool ÷ its cost in the serial slices (above 1: the vCPUs \
+             ran slower during the pool's run). Medians over the rounds; [min–max] of the headline.\n"
+        );
+        let _ = writeln!(md, "| {} |", INSIDE_HEADER.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(INSIDE_HEADER.len()));
+        for line in inside {
             let _ = writeln!(md, "| {} |", line.join(" | "));
         }
         let _ = writeln!(md);
@@ -407,6 +432,42 @@ pub fn reference_table(rows: &[Row]) -> Vec<[String; 7]> {
                 fmt_value(extra("work_wall_ms")),
                 format!("{:.1}%", extra("disturbed") * 100.0),
             ]
+        })
+        .collect()
+}
+
+const INSIDE_HEADER: [&str; 6] = [
+    "workload",
+    "system",
+    "unit",
+    "against the serial reference",
+    "against the inside reference",
+    "cores vs serial",
+];
+
+/// Rows with a second (inside) reference, as table cells: the headline figure, the inside
+/// figure and how fast the cores ran compared with the serial slices.
+pub fn inside_table(rows: &[Row]) -> Vec<[String; 6]> {
+    rows.iter()
+        .filter_map(|r| {
+            let key = if r.unit == "x ideal" {
+                "x_ideal_inside"
+            } else {
+                "efficiency_inside"
+            };
+            let inside = *r.extra.get(key)?;
+            let cores = r
+                .extra
+                .get("inside_over_serial")
+                .map_or_else(|| "—".to_owned(), |v| format!("{v:.3}"));
+            Some([
+                r.workload.clone(),
+                r.system.clone(),
+                r.unit.clone(),
+                format!("{:.3} [{:.3}–{:.3}]", r.value, r.min, r.max),
+                format!("{inside:.3}"),
+                cores,
+            ])
         })
         .collect()
 }

@@ -123,8 +123,10 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                 oracle: &oracle,
             };
             let tag = format!("{workload} round {}/{}", round + 1, config.repeat);
-            // The busy workloads' serial reference: half of its batches before the pools,
-            // half after (A B A), so the reference brackets the pools' runs.
+            // The busy workloads' serial reference: a slice of its batches (half a pass,
+            // even and odd batches in turn) right before and right after each Rust pool, so
+            // each pool's reference brackets its own run (S P S R S), and the round's serial
+            // row folds every slice.
             let mut probe = if workload.needs_serial_reference() && serial.supports(workload) {
                 Some(Probe::new(workload, &ctx))
             } else {
@@ -132,15 +134,12 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
             };
             // The Rust pools' samples of this round; busy workloads convert them once the
             // reference is complete.
-            let mut pending: Vec<(&'static str, Sample)> = Vec::new();
-            if let Some(probe) = &mut probe {
-                progress.set_message(format!("{tag}: serial reference"));
-                probe.run_half(&mut serial, &oracle, &mut failed, &mut notes);
-            } else if serial.supports(workload) {
+            let mut pending: Vec<(&'static str, Sample, Range<usize>)> = Vec::new();
+            if probe.is_none() && serial.supports(workload) {
                 progress.set_message(format!("{tag}: serial"));
                 if !failed.contains("serial") {
                     match systems::measure(&mut serial, workload, &ctx) {
-                        Ok(sample) => pending.push(("serial", sample)),
+                        Ok(sample) => pending.push(("serial", sample, 0..0)),
                         Err(err) => {
                             failed.insert("serial");
                             notes.push(format!("{workload}: serial failed: {err}"));
@@ -161,11 +160,23 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                             continue;
                         }
                         let name = system.name();
+                        if let Some(probe) = probe.as_mut().filter(|p| !p.just_sliced) {
+                            progress.set_message(format!("{tag}: serial reference"));
+                            probe.run_slice(&mut serial, &oracle, &mut failed, &mut notes);
+                        }
                         progress.set_message(format!("{tag}: {name}"));
                         let no_reference = probe.as_ref().is_some_and(|p| p.failed);
                         if !failed.contains(name) && !no_reference {
-                            match systems::measure(system, workload, &ctx) {
-                                Ok(sample) => pending.push((name, sample)),
+                            let before = probe.as_ref().map_or(0, |p| p.slices.len());
+                            let res = systems::measure(system, workload, &ctx);
+                            if let Some(probe) = probe.as_mut() {
+                                progress.set_message(format!("{tag}: serial reference"));
+                                probe.run_slice(&mut serial, &oracle, &mut failed, &mut notes);
+                            }
+                            // The slices right before and right after this pool's run.
+                            let slices = before.saturating_sub(1)..before + 1;
+                            match res {
+                                Ok(sample) => pending.push((name, sample, slices)),
                                 Err(err) => {
                                     failed.insert(name);
                                     notes.push(format!("{workload}: {name} failed: {err}"));
@@ -179,6 +190,9 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                             continue;
                         };
                         progress.set_message(format!("{tag}: python"));
+                        if let Some(probe) = probe.as_mut() {
+                            probe.just_sliced = false;
+                        }
                         if !failed.contains("python") {
                             let tree_path = ctx.tree.map(|(tree, _)| tree.path());
                             match py.run_round(workload, config.workers, config.quick, tree_path) {
@@ -210,15 +224,18 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
             }
             match probe {
                 None => {
-                    for (name, sample) in pending {
+                    for (name, sample, _) in pending {
                         collector.add(workload.name(), name, Lang::Rust, sample);
                     }
                 }
                 Some(mut probe) => {
-                    progress.set_message(format!("{tag}: serial reference"));
-                    probe.run_half(&mut serial, &oracle, &mut failed, &mut notes);
+                    // At least one full pass per round, even if no pool ran.
+                    while probe.slices.len() < 2 && !probe.failed {
+                        progress.set_message(format!("{tag}: serial reference"));
+                        probe.run_slice(&mut serial, &oracle, &mut failed, &mut notes);
+                    }
                     progress.inc(1);
-                    match probe.reference() {
+                    match probe.reference(0..probe.slices.len()) {
                         Ok(reference) => {
                             collector.add(
                                 workload.name(),
@@ -226,13 +243,25 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                                 Lang::Rust,
                                 reference.serial_sample(),
                             );
-                            for (name, raw) in pending {
+                            for (name, raw, slices) in pending {
                                 let wall = raw.value / 1e3;
-                                let sample = reference.pool_sample(
+                                let inside = raw_extra(&raw, "inside_work_ms").map(|work| {
+                                    reference::Inside {
+                                        work: work / 1e3,
+                                        longest: raw_extra(&raw, "inside_longest_ms")
+                                            .unwrap_or(0.0)
+                                            / 1e3,
+                                    }
+                                });
+                                // This pool's own bracketing slices; the round's whole
+                                // reference should they not form one (cannot happen).
+                                let own = probe.reference(slices);
+                                let sample = own.as_ref().unwrap_or(&reference).pool_sample(
                                     workload == Workload::Skewed,
                                     config.workers,
                                     wall,
                                     probe.items.len(),
+                                    inside,
                                 );
                                 collector.add(workload.name(), name, Lang::Rust, sample);
                             }
@@ -268,15 +297,27 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
     })
 }
 
+/// A named extra of a raw sample.
+fn raw_extra(sample: &Sample, key: &str) -> Option<f64> {
+    sample
+        .extra
+        .iter()
+        .find(|(name, _)| name == key)
+        .map(|&(_, value)| value)
+}
+
 /// The serial reference of one round of a busy workload: its items, the two halves of its
-/// batches, and the timed batches so far.
+/// batches, and the slices timed so far (each one half, even and odd in turn).
 #[derive(Debug)]
 struct Probe {
     workload: Workload,
     items: Vec<u64>,
     halves: [Vec<Range<usize>>; 2],
-    next_half: usize,
-    samples: Vec<ProbeSample>,
+    /// The timed batches of each slice, in the order they ran.
+    slices: Vec<Vec<ProbeSample>>,
+    /// Whether the last thing the round ran was a slice (so the next pool needs no slice
+    /// before it: that one brackets both).
+    just_sliced: bool,
     failed: bool,
 }
 
@@ -289,28 +330,28 @@ impl Probe {
             workload,
             items,
             halves: [first, second],
-            next_half: 0,
-            samples: Vec::new(),
+            slices: Vec::new(),
+            just_sliced: false,
             failed: false,
         }
     }
 
-    /// Times the next half of the batches on the serial loop.
-    fn run_half(
+    /// Times the next slice (the other half of the batches than the last one) serially.
+    fn run_slice(
         &mut self,
         serial: &mut SerialSystem,
         oracle: &SpinOracle,
         failed: &mut HashSet<&'static str>,
         notes: &mut Vec<String>,
     ) {
-        let half = std::mem::take(&mut self.halves[self.next_half.min(1)]);
-        self.next_half += 1;
+        self.just_sliced = true;
         if self.failed || failed.contains("serial") {
             self.failed = true;
             return;
         }
-        match systems::probe_serial(serial, self.workload, &self.items, &half, oracle) {
-            Ok(samples) => self.samples.extend(samples),
+        let half = &self.halves[self.slices.len() % 2];
+        match systems::probe_serial(serial, self.workload, &self.items, half, oracle) {
+            Ok(samples) => self.slices.push(samples),
             Err(err) => {
                 self.failed = true;
                 if failed.insert("serial") {
@@ -320,11 +361,19 @@ impl Probe {
         }
     }
 
-    /// The round's reference, once both halves ran.
-    fn reference(&self) -> Result<Reference, String> {
+    /// The reference from the slices in `range` (two adjacent slices make one full pass).
+    fn reference(&self, range: Range<usize>) -> Result<Reference, String> {
         if self.failed {
             return Err("the serial loop failed".into());
         }
-        Reference::new(&self.items, &self.samples).map_err(|err| err.to_string())
+        let samples: Vec<ProbeSample> = self
+            .slices
+            .get(range)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        Reference::new(&self.items, &samples).map_err(|err| err.to_string())
     }
 }

@@ -13,6 +13,15 @@ pub fn busy_loops(iters: u64) -> u64 {
     spin(iters)
 }
 
+/// [`busy_loops`] that also says how much thread CPU time the item took inside the worker,
+/// in nanoseconds: the second reference of `cpu_scaling` and `skewed` (see
+/// `crate::reference::Inside`). Two clock reads per item are a few hundred nanoseconds, so
+/// only items of milliseconds use it.
+#[procpool::task]
+pub fn busy_loops_timed(iters: u64) -> (u64, u64) {
+    crate::busy::spin_timed(iters)
+}
+
 /// SHA-512 of the whole file at `path`, read at once (as the serial, rayon and Python sides do).
 #[procpool::task]
 pub fn sha512_path(path: &str) -> Result<[u8; 64], String> {

@@ -146,6 +146,12 @@ fn run(args: Args) -> Result<(), String> {
     for line in procpool_benches::target::anomalies(&outcome.rows) {
         println!("measurement anomaly: {line}");
     }
+    for [workload, system, unit, serial, inside, cores] in report::inside_table(&outcome.rows) {
+        println!(
+            "inside {workload:<12} {system:<9} {unit}: {serial} against the serial reference, \
+             {inside} against the items' CPU time inside the workers (cores vs serial {cores})"
+        );
+    }
     for note in &outcome.notes {
         println!("note: {note}");
     }

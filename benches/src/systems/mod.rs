@@ -23,7 +23,7 @@ use crate::BenchError;
 use crate::busy::{Calibration, spin};
 use crate::collect::{Sample, median};
 use crate::digest::Tree;
-use crate::reference::ProbeSample;
+use crate::reference::{Inside, ProbeSample};
 use crate::workload::{Params, Workload};
 
 /// A digest as the tasks return it.
@@ -48,6 +48,9 @@ pub trait Backend {
     fn map_add_one(&mut self, n: u64) -> Result<Vec<u64>, BenchError>;
     /// `spin` over `items`, in order.
     fn map_spin(&mut self, items: &[u64]) -> Result<Vec<u64>, BenchError>;
+    /// `spin_timed` over `items`, in order: each result with the thread CPU time (ns) the
+    /// item took where it ran (inside a worker process or thread).
+    fn map_spin_timed(&mut self, items: &[u64]) -> Result<Vec<(u64, u64)>, BenchError>;
     /// Sends `data` to an identity task and returns what came back.
     fn identity(&mut self, data: Vec<u8>) -> Result<Vec<u8>, BenchError>;
     /// SHA-512 of every file, in any order.
@@ -197,26 +200,29 @@ pub fn measure(
             }
             Ok(Sample::new(n as f64 / secs, "items/s").with("n", n as f64))
         }
-        Workload::Map1us | Workload::CpuScaling | Workload::Skewed => {
+        Workload::Map1us => {
             let items = spin_items(workload, ctx);
             let start = Instant::now();
             let out = system.map_spin(&items)?;
             let secs = secs_since(start);
-            if out.len() != items.len()
-                || items
-                    .iter()
-                    .zip(&out)
-                    .any(|(&l, &v)| ctx.oracle.expect(l) != v)
-            {
-                return Err(wrong(
-                    system,
-                    workload,
-                    "output is not spin(items) in order".into(),
-                ));
-            }
-            // The raw wall time: the runner turns it into an efficiency or a makespan ratio
-            // once the round's serial reference is complete (`crate::reference`).
+            check_spin(system, workload, ctx, &items, out.iter().copied())?;
+            // The raw wall time: the runner turns it into an efficiency once the round's
+            // serial reference is complete (`crate::reference`).
             Ok(Sample::new(secs * 1e3, "ms").with("n", items.len() as f64))
+        }
+        Workload::CpuScaling | Workload::Skewed => {
+            // Items of milliseconds: each also times itself inside the worker, the second
+            // reference (`crate::reference::Inside`); two clock reads cost nothing here.
+            let items = spin_items(workload, ctx);
+            let start = Instant::now();
+            let out = system.map_spin_timed(&items)?;
+            let secs = secs_since(start);
+            check_spin(system, workload, ctx, &items, out.iter().map(|&(v, _)| v))?;
+            let inside = Inside::of(out.iter().map(|&(_, ns)| ns as f64 / 1e9));
+            Ok(Sample::new(secs * 1e3, "ms")
+                .with("n", items.len() as f64)
+                .with("inside_work_ms", inside.work * 1e3)
+                .with("inside_longest_ms", inside.longest * 1e3))
         }
         Workload::Payload => {
             let size = p.payload_mib << 20;
@@ -266,6 +272,29 @@ pub fn measure(
                 .with("mib", tree.mib()))
         }
     }
+}
+
+/// Checks a busy map's output against `spin(items)`, in order.
+fn check_spin(
+    system: &dyn Backend,
+    workload: Workload,
+    ctx: &RoundCtx<'_>,
+    items: &[u64],
+    out: impl ExactSizeIterator<Item = u64>,
+) -> Result<(), BenchError> {
+    if out.len() != items.len()
+        || items
+            .iter()
+            .zip(out)
+            .any(|(&l, v)| ctx.oracle.expect(l) != v)
+    {
+        return Err(wrong(
+            system,
+            workload,
+            "output is not spin(items) in order".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `batches` of `items` on the serial system one at a time, each timed in wall and

@@ -7,7 +7,7 @@ use procpool::{Pool, builtin};
 use super::{Backend, Sha512};
 use crate::BenchError;
 use crate::collect::Sample;
-use crate::tasks::{busy_loops, sha512_path};
+use crate::tasks::{busy_loops, busy_loops_timed, sha512_path};
 use crate::workload::{Params, Workload};
 
 /// A `procpool::Pool` with default settings and `workers` worker processes, started once
@@ -96,6 +96,13 @@ impl Backend for ProcpoolSystem {
     fn map_spin(&mut self, items: &[u64]) -> Result<Vec<u64>, BenchError> {
         self.pool()
             .map(busy_loops, items.iter().copied())
+            .collect::<Result<_, _>>()
+            .map_err(|err| failed("map", err))
+    }
+
+    fn map_spin_timed(&mut self, items: &[u64]) -> Result<Vec<(u64, u64)>, BenchError> {
+        self.pool()
+            .map(busy_loops_timed, items.iter().copied())
             .collect::<Result<_, _>>()
             .map_err(|err| failed("map", err))
     }

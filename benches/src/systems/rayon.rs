@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::{Backend, Sha512, unsupported};
 use crate::BenchError;
-use crate::busy::spin;
+use crate::busy::{spin, spin_timed};
 use crate::digest::sha512_file;
 use crate::workload::Workload;
 
@@ -96,6 +96,12 @@ impl Backend for RayonSystem {
         Ok(self
             .pool()
             .install(|| items.par_iter().map(|&loops| spin(loops)).collect()))
+    }
+
+    fn map_spin_timed(&mut self, items: &[u64]) -> Result<Vec<(u64, u64)>, BenchError> {
+        Ok(self
+            .pool()
+            .install(|| items.par_iter().map(|&loops| spin_timed(loops)).collect()))
     }
 
     fn identity(&mut self, _data: Vec<u8>) -> Result<Vec<u8>, BenchError> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::{Backend, Sha512, unsupported};
 use crate::BenchError;
-use crate::busy::spin;
+use crate::busy::{spin, spin_timed};
 use crate::digest::sha512_file;
 use crate::workload::Workload;
 
@@ -56,6 +56,10 @@ impl Backend for SerialSystem {
 
     fn map_spin(&mut self, items: &[u64]) -> Result<Vec<u64>, BenchError> {
         Ok(items.iter().map(|&loops| spin(loops)).collect())
+    }
+
+    fn map_spin_timed(&mut self, items: &[u64]) -> Result<Vec<(u64, u64)>, BenchError> {
+        Ok(items.iter().map(|&loops| spin_timed(loops)).collect())
     }
 
     fn identity(&mut self, _data: Vec<u8>) -> Result<Vec<u8>, BenchError> {
