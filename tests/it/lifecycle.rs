@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, TaskError};
 use procpool_tests::{
-    add_offset, env_var, failing_init, offset_first_start_only, set_offset, sleep_then_pid, square,
-    worker_pid,
+    add_offset, env_var, failing_init, offset_first_start_only, set_offset, sigint_state,
+    sleep_then_pid, square, worker_pid,
 };
 
 use crate::util::{builder, pool, wait_running, wait_started, watchdog};
@@ -620,5 +620,19 @@ fn a_pool_whose_second_worker_cannot_start_works_or_reports_why() {
         }
         // The background worker's initializer ran first: the one `build` waits for failed.
         Err(err) => assert_eq!(err.kind(), ErrorKind::InitializerFailed, "{err}"),
+    }
+}
+
+#[test]
+fn workers_of_either_start_method_ignore_sigint_and_do_not_block_it() {
+    let _watchdog = watchdog("workers_of_either_start_method_ignore_sigint_and_do_not_block_it");
+    // A Spawn worker is started with `posix_spawn` and SIGINT blocked across the exec; its
+    // `main` ignores SIGINT and unblocks it again (a blocked signal would stay pending).
+    for method in [
+        procpool::StartMethod::Spawn,
+        procpool::StartMethod::ForkServer,
+    ] {
+        let pool = builder(1).start_method(method).build().unwrap();
+        assert_eq!(pool.call(sigint_state, ()), Ok((true, false)), "{method:?}");
     }
 }

@@ -140,6 +140,25 @@ pub fn offset_first_start_only(marker: &str, offset: u64) -> Result<Offset, Stri
     }
 }
 
+/// This worker's SIGINT state from `/proc/thread-self/status`: (ignored, blocked).
+#[procpool::task]
+pub fn sigint_state() -> (bool, bool) {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let has_sigint = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc_sigint() - 1)) != 0)
+    };
+    (has_sigint("SigIgn:"), has_sigint("SigBlk:"))
+}
+
+/// SIGINT's number on Linux.
+const fn libc_sigint() -> u32 {
+    2
+}
+
 /// `x` plus the worker's offset (from the initializer), or an error without one.
 #[procpool::task]
 pub fn add_offset(x: u64) -> Result<u64, String> {

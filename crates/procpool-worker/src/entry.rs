@@ -55,6 +55,11 @@ pub fn enter_worker_mode_if_requested() {
         std::env::remove_var(ENV_FORK_SERVER);
         std::env::remove_var(ENV_PARENT_PID);
     }
+    // A worker started with `posix_spawn` ran no code between clone and exec: the parent-death
+    // signal is armed here (the kernel ties it to the thread that started us, the spawner
+    // thread, whenever it is set), before the race check below. For a `fork`ed start it was
+    // armed already; arming it again changes nothing.
+    arm_parent_death_signal();
     if !parent_is(parent_pid.as_deref()) {
         // The parent died before PR_SET_PDEATHSIG was armed, or these variables were inherited
         // from a process that is not our parent: either way nobody is waiting for us.
@@ -133,9 +138,31 @@ fn keep_freed_memory() {
 }
 
 /// Ignores SIGINT in this process: the parent decides what Ctrl-C means for its workers.
+///
+/// A spawned worker starts with SIGINT blocked (the spawner sets that mask across the exec, so
+/// a Ctrl-C before this point stays pending instead of killing it); once ignored, a pending
+/// SIGINT is discarded and the signal is unblocked again.
 pub(crate) fn ignore_sigint() {
     // SAFETY: setting a disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let mut sigint = nix::sys::signal::SigSet::empty();
+    sigint.add(nix::sys::signal::Signal::SIGINT);
+    // Only this (the main, and so far only) thread's mask; threads started later inherit it.
+    let _ = sigint.thread_unblock();
+}
+
+/// `PR_SET_PDEATHSIG(SIGKILL)`: this process is killed when the thread that started it exits.
+fn arm_parent_death_signal() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number changes only this process.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
 }
 
 /// True if `expected` (from `PROCPOOL_PARENT_PID`) is this process's parent. A missing variable
