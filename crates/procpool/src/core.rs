@@ -106,6 +106,9 @@ pub(crate) struct Shared {
     core: Mutex<Core>,
     /// Which thread reads each worker's outcomes (`attend.rs`).
     helping: Helping,
+    /// Set (Release, under the core lock) while `Core::owed` is not empty; read (Acquire)
+    /// without the lock by `Helper::attend`, so a handle pays nothing when nothing is owed.
+    owes: AtomicBool,
     /// Notified when a job ends, a worker comes or goes, or the phase changes.
     changed: Condvar,
     launcher: Box<dyn Launcher>,
@@ -142,6 +145,10 @@ struct Core {
     /// these handshakes short (close the link, kill the process), so a pool stopped right
     /// after `build` does not wait for workers that are still starting.
     starting: Vec<(u32, Arc<dyn WorkerControl>)>,
+    /// Dormant reader threads a `submit` did not wake (its caller is expected to wait, and so
+    /// help): the next helper to leave, the task's handle (a callback, a future, a listener,
+    /// `done`, drop), shutdown, `stats` or the watchdog wakes them (`Helper::attend`).
+    owed: Vec<Arc<Attend>>,
     next_worker_index: u32,
     /// Replacements started after a worker ended (crash, timeout or recycling).
     restarts: u64,
@@ -278,6 +285,11 @@ thread_local! {
     /// Set by `Shared::call` while it submits: this thread helps right after, so dispatch
     /// need not wake a dormant reader for the chunk.
     static WILL_HELP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by `Shared::submit` while it dispatches: a chunk for an idle worker does not wake
+    /// its dormant reader at once; the kick is owed (`Core::owed`) and paid when the handle
+    /// shows nobody will help (`Helper::attend`), so `submit` + `result` is attended like
+    /// `Pool::call`.
+    static LAZY_KICK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A frame a helper reads up to this size is copied out, so the receiver is released before
@@ -314,6 +326,7 @@ impl Shared {
                 readers: Vec::new(),
                 live_readers: 0,
                 starting: Vec::new(),
+                owed: Vec::new(),
                 next_worker_index: 0,
                 restarts: 0,
                 deaths: 0,
@@ -330,6 +343,7 @@ impl Shared {
             }),
             changed: Condvar::new(),
             helping: Helping::default(),
+            owes: AtomicBool::new(false),
             launcher,
             config,
         });
@@ -990,6 +1004,7 @@ impl Shared {
                 self.check_job(core, job_id);
                 continue;
             }
+            let lazy_candidate = !core.chunks.values().any(|info| info.worker == worker_id);
             core.chunks.insert(
                 wire_id,
                 ChunkInfo {
@@ -1004,9 +1019,20 @@ impl Shared {
             if let Some(entry) = core.jobs.get_mut(&job_id) {
                 entry.chunks_in_flight += 1;
             }
+            // Checked before this chunk is recorded: does the worker hold another one?
+            let lazy = kick
+                && LAZY_KICK.with(std::cell::Cell::get)
+                && job.options().timeout.is_none()
+                && lazy_candidate;
             if let Some(worker) = core.workers.get_mut(&worker_id) {
                 send(worker, &frame);
-                if kick {
+                if lazy {
+                    // A timed call is always kicked: the watchdog reads a worker that holds a
+                    // chunk with an idle mailbox as stuck, and an unread outcome looks so.
+                    core.owed.push(Arc::clone(&worker.attend));
+                    // Release: pairs with the Acquire load in `attend`.
+                    self.owes.store(true, Ordering::Release);
+                } else if kick {
                     deferred.kicks.push(Arc::clone(&worker.attend));
                 }
             }
@@ -1401,7 +1427,9 @@ impl Shared {
         let index = stream.push(args, completer);
         let added = core.sched.add_items(job_id, 1);
         debug_assert_eq!(added.as_ref().ok().map(|range| range.start), Some(index));
+        LAZY_KICK.with(|flag| flag.set(true));
         let mut deferred = self.dispatch(core);
+        LAZY_KICK.with(|flag| flag.set(false));
         if let Err(err) = added {
             tracing::error!("the scheduler refused a submitted call: {err}");
             deferred
@@ -1455,6 +1483,11 @@ impl Shared {
                 let _ = core.sched.close_input(job_id);
                 self.check_job(&mut core, job_id);
             }
+        }
+        // Work submitted without anyone waiting needs its readers awake to be seen done; no
+        // submit adds to `owed` once the pool is not open (checked under this lock).
+        for cell in std::mem::take(&mut core.owed) {
+            cell.kick();
         }
         if ON_READER.with(std::cell::Cell::get) && !core.jobs.is_empty() {
             // On a reader thread (a callback): waiting here would block the outcomes it waits
@@ -1885,8 +1918,28 @@ impl Shared {
         }
     }
 
+    /// How many dormant readers a `submit` left asleep (tests).
+    #[cfg(test)]
+    pub(crate) fn owed_readers(&self) -> usize {
+        self.lock().owed.len()
+    }
+
+    /// Wakes every dormant reader a `submit` left asleep (`Core::owed`).
+    fn pay_owed(&self) {
+        let owed = {
+            let mut core = self.lock();
+            self.owes.store(false, Ordering::Relaxed);
+            std::mem::take(&mut core.owed)
+        };
+        for cell in owed {
+            cell.kick();
+        }
+    }
+
     /// A snapshot of the pool's counters.
     pub(crate) fn stats(&self) -> crate::stats::PoolStats {
+        // Outcomes nobody waits for are read first (their readers may sleep).
+        self.attend();
         let core = self.lock();
         let mut workers: Vec<crate::stats::WorkerStats> = core
             .workers
@@ -2013,6 +2066,15 @@ fn release_loop(pool: &Weak<Shared>, released: &std::sync::mpsc::Receiver<u64>) 
 }
 
 impl Helper for Shared {
+    fn attend(&self) {
+        // Acquire: pairs with the Release store in `dispatch`; a stale `false` is impossible
+        // for a handle whose submit recorded the debt (the handle came from that thread).
+        if !self.owes.load(Ordering::Acquire) {
+            return;
+        }
+        self.pay_owed();
+    }
+
     fn help(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
         let nested = HELPING.with(std::cell::Cell::get);
         if !nested && !self.helping.enter() {
@@ -2063,7 +2125,10 @@ impl Helper for Shared {
         self.helping.leave();
         // Chunks still held need their readers now (their callers park or do not wait).
         let holders: Vec<Arc<Attend>> = {
-            let core = self.lock();
+            let mut core = self.lock();
+            // The holders below include every owed reader.
+            core.owed.clear();
+            self.owes.store(false, Ordering::Relaxed);
             core.chunks
                 .values()
                 .filter_map(|info| core.workers.get(&info.worker))

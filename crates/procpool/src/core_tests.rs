@@ -24,10 +24,70 @@ fn worker_thread(item: u64) -> String {
 }
 
 fn pool(workers: usize) -> Pool {
-    Pool::builder()
+    let pool = Pool::builder()
         .workers(workers)
         .build_with(Box::new(ThreadLauncher))
-        .expect("thread workers start")
+        .expect("thread workers start");
+    // `build` returns once the first worker is ready; these tests want all of them.
+    while pool.stats().workers.len() < workers {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool
+}
+
+/// Polls `handle` once as a future, with a waker that does nothing.
+fn poll_once<T>(handle: &mut crate::TaskHandle<T>) -> std::task::Poll<Result<T, TaskError>> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(handle).poll(&mut cx)
+}
+
+#[test]
+fn submit_leaves_an_idle_reader_asleep_until_the_handle_needs_it() {
+    let pool = pool(2);
+    assert_eq!(pool.call(square, 2), Ok(4));
+    // The caller waits (and so reads the outcome itself): no reader thread is woken for it.
+    let handle = pool.submit(square, 3);
+    assert_eq!(pool.owed_readers(), 1, "the submit left the reader asleep");
+    assert_eq!(handle.result(), Ok(9));
+    assert_eq!(pool.owed_readers(), 0, "the waiter's help settled the debt");
+    // Every way of not waiting on the thread wakes the reader, and the outcome arrives.
+    let (sender, outcomes) = std::sync::mpsc::channel();
+    for way in ["on_done", "poll", "done", "drop", "wait", "stats"] {
+        let mut handle = pool.submit(square, 5);
+        let sender = sender.clone();
+        match way {
+            "on_done" => handle.on_done(move |outcome| sender.send(outcome.clone()).unwrap()),
+            "poll" => {
+                if let std::task::Poll::Ready(outcome) = poll_once(&mut handle) {
+                    sender.send(outcome).unwrap();
+                } else {
+                    handle.on_done(move |outcome| sender.send(outcome.clone()).unwrap());
+                }
+            }
+            "done" => {
+                let _ = handle.done();
+                handle.on_done(move |outcome| sender.send(outcome.clone()).unwrap());
+            }
+            "drop" => {
+                handle.on_done(move |outcome| sender.send(outcome.clone()).unwrap());
+                drop(handle);
+            }
+            "wait" => {
+                let handles = [handle];
+                let (_, pending) = crate::wait(&handles, Wait::AllCompleted, Some(WATCHDOG));
+                assert!(pending.is_empty());
+                let [handle] = handles;
+                sender.send(handle.result()).unwrap();
+            }
+            _ => {
+                let _ = pool.stats();
+                handle.on_done(move |outcome| sender.send(outcome.clone()).unwrap());
+            }
+        }
+        assert_eq!(pool.owed_readers(), 0, "`{way}` woke the reader");
+        assert_eq!(outcomes.recv_timeout(WATCHDOG), Ok(Ok(25)), "`{way}`");
+    }
 }
 
 #[test]

@@ -79,6 +79,12 @@ pub(crate) trait Helper: Send + Sync {
     /// Reads and delivers outcomes on this thread until `done()` or a short window (or
     /// `deadline`) passes; returns at once if another thread helps already.
     fn help(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>);
+
+    /// Makes sure outcomes are read without this thread's help: the task is awaited, has a
+    /// callback or a listener, is polled for, or its handle was dropped. A `submit` leaves an
+    /// idle worker's reader thread asleep, expecting the caller to wait (and so help); this
+    /// wakes the readers such submits left asleep. Cheap when there are none.
+    fn attend(&self);
 }
 
 /// The phases of a task, as described in the module docs.
@@ -196,6 +202,8 @@ impl<T> TaskHandle<T> {
 
     /// Whether the task has finished: it produced a value or an error, or was cancelled.
     pub fn done(&self) -> bool {
+        // Someone polls for it instead of waiting: a reader thread must read the outcome.
+        self.slot.attend();
         self.slot.lock().phase == Phase::Done
     }
 
@@ -236,6 +244,9 @@ impl<T> TaskHandle<T> {
     where
         F: FnOnce(&Result<T, TaskError>) + Send + 'static,
     {
+        // Nobody may ever wait for it: its outcome must be read by a reader thread. (Also
+        // when it is done already: a reader a submit left asleep is woken either way.)
+        self.slot.attend();
         let mut state = self.slot.lock();
         if state.phase != Phase::Done {
             state.callbacks.push(Box::new(callback));
@@ -252,6 +263,8 @@ impl<T> TaskHandle<T> {
 
     /// Registers `notifier` to be told `key` when this task finishes (at once if it has).
     pub(crate) fn subscribe(&self, notifier: &Arc<Notifier>, key: usize) {
+        // `wait` and `as_completed` park on the notifier without reading outcomes themselves.
+        self.slot.attend();
         let mut state = self.slot.lock();
         if state.phase == Phase::Done {
             drop(state);
@@ -273,6 +286,8 @@ impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // An async waiter reads no outcomes itself.
+        self.slot.attend();
         let mut state = self.slot.lock();
         if state.phase == Phase::Done {
             return Poll::Ready(take_outcome(&mut state));
@@ -282,6 +297,13 @@ impl<T> Future for TaskHandle<T> {
             waker => *waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        // Nobody will wait for it: its outcome (and callbacks) must still be read.
+        self.slot.attend();
     }
 }
 
@@ -374,6 +396,13 @@ impl<T> Slot<T> {
     }
 
     /// Whether the phase is `Done`, without the lock.
+    /// Lets the pool's reader threads read this task's outcome (see [`Helper::attend`]).
+    fn attend(&self) {
+        if let Some(helper) = self.helper.as_ref().and_then(Weak::upgrade) {
+            helper.attend();
+        }
+    }
+
     fn is_done(&self) -> bool {
         // Acquire: pairs with the Release store in `finish`.
         self.done.load(Ordering::Acquire)

@@ -302,6 +302,12 @@ impl Pool {
         self.shared.n_workers()
     }
 
+    /// Dormant reader threads a `submit` left asleep (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn owed_readers(&self) -> usize {
+        self.shared.owed_readers()
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()
