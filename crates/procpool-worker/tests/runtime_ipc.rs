@@ -326,3 +326,24 @@ fn runtime_parent_gone_ends_the_worker() {
         Err(WorkerError::Disconnected)
     ));
 }
+
+#[test]
+fn runtime_publishes_its_cpu_and_handles_a_waiter_on_any_cpu() {
+    let mut parent = Parent::ready();
+    assert_eq!(parent.mailbox.load(6), 0, "no chunk yet: no CPU");
+    // A waiter on every possible CPU in turn (the worker yields its core only to one on its
+    // own CPU, right after publishing): every chunk still completes.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    for chunk in 1..=cpus + 1 {
+        parent.mailbox.store(7, chunk);
+        parent.call::<builtin::add_one>(chunk, 0, &[chunk]);
+        assert_eq!(
+            parent.outcomes::<builtin::add_one>(chunk, 1),
+            vec![(0, Ok(chunk + 1))]
+        );
+        // Word 6 is the worker's CPU plus one (0 would mean `sched_getcpu` failed, which
+        // Linux does not do).
+        assert_ne!(parent.mailbox.load(6), 0, "the worker published its CPU");
+    }
+    parent.shutdown().expect("clean exit");
+}

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use procpool_sched::WorkerId;
 
-use crate::link::{FrameReceiver, LinkError};
+use crate::link::{FrameReceiver, LinkError, WorkerControl};
 
 /// How long a blocked caller reads outcome rings itself before it parks.
 pub(crate) const HELP_WINDOW: Duration = Duration::from_micros(100);
@@ -116,6 +116,8 @@ pub(crate) struct Attend {
     rx: Mutex<Option<Rx>>,
     /// Wakes the reader thread if it is parked in the link's `recv_until`.
     interrupt: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// The installed worker's control (helpers read its CPU).
+    control: Mutex<Option<Arc<dyn WorkerControl>>>,
     sleep: Mutex<Sleep>,
     wake: Condvar,
 }
@@ -141,8 +143,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Attend {
     /// Installs the receiver of a new worker (after its handshake).
-    pub(crate) fn install(&self, id: WorkerId, receiver: Box<dyn FrameReceiver>) {
+    pub(crate) fn install(
+        &self,
+        id: WorkerId,
+        receiver: Box<dyn FrameReceiver>,
+        control: Arc<dyn WorkerControl>,
+    ) {
         *lock(&self.interrupt) = Some(receiver.interrupter());
+        *lock(&self.control) = Some(control);
         *lock(&self.rx) = Some(Rx {
             id,
             receiver,
@@ -150,9 +158,15 @@ impl Attend {
         });
     }
 
+    /// The worker's control, if one is installed (without waiting for the receiver's lock).
+    pub(crate) fn control(&self) -> Option<Arc<dyn WorkerControl>> {
+        lock(&self.control).clone()
+    }
+
     /// Takes the receiver out (the worker is gone); waits for a helper that holds it.
     pub(crate) fn uninstall(&self) -> Option<Rx> {
         *lock(&self.interrupt) = None;
+        *lock(&self.control) = None;
         lock(&self.rx).take()
     }
 

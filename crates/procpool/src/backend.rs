@@ -275,6 +275,20 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
         self.mailbox.store(MAILBOX_MAX_OUTPUT, bytes);
     }
 
+    fn cpu(&self) -> Option<usize> {
+        // A hostile peer can only make the parent yield its core more or less often.
+        let word = self.mailbox.load(MAILBOX_WORKER_CPU);
+        usize::try_from(word).ok()?.checked_sub(1)
+    }
+
+    fn set_waiter_cpu(&self, cpu: usize) {
+        let word = cpu as u64 + 1;
+        // Stored only when it changes: the worker writes this cache line for every item.
+        if self.mailbox.load(MAILBOX_WAITER_CPU) != word {
+            self.mailbox.store(MAILBOX_WAITER_CPU, word);
+        }
+    }
+
     fn close(&self) {
         self.signals.closing();
         self.closer.close();
@@ -321,6 +335,10 @@ const MAILBOX_PONG: usize = 4;
 /// Mailbox word: the largest encoded output of one item, 0 for none (written by the parent
 /// before `Setup`).
 const MAILBOX_MAX_OUTPUT: usize = 5;
+/// The CPU the worker started its last chunk on, plus one.
+const MAILBOX_WORKER_CPU: usize = 6;
+/// The CPU of the parent thread that last spun for the worker's outcomes, plus one.
+const MAILBOX_WAITER_CPU: usize = 7;
 
 /// Sends the next liveness ping through a worker's mailbox and returns its number.
 fn ping_through(mailbox: &Mailbox) -> u64 {

@@ -578,7 +578,7 @@ impl Shared {
     fn serve(&self, worker: &mut StartedWorker) -> Option<String> {
         let attend = Arc::clone(&worker.attend);
         let receiver = worker.receiver.take().expect("a worker is served once");
-        attend.install(worker.id, receiver);
+        attend.install(worker.id, receiver, Arc::clone(&worker.control));
         let reason = self.serve_attended(worker, &attend);
         drop(attend.uninstall());
         reason
@@ -2096,6 +2096,23 @@ impl Helper for Shared {
         });
         let mut buf = AlignedVec::new();
         let mut idle_spins = 0u32;
+        // Co-location: a worker on this thread's CPU cannot run while this thread spins, so
+        // offer the core from the first look; tell the workers where this thread spins, so
+        // one on the same CPU yields right after publishing (see `procpool_worker` runtime).
+        let controls: Vec<Arc<dyn WorkerControl>> =
+            cells.iter().filter_map(|cell| cell.control()).collect();
+        let look_cpu = || {
+            let cpu = nix::sched::sched_getcpu().ok();
+            if let Some(cpu) = cpu
+                && !nested
+            {
+                for control in &controls {
+                    control.set_waiter_cpu(cpu);
+                }
+            }
+            cpu.is_some_and(|cpu| controls.iter().any(|control| control.cpu() == Some(cpu)))
+        };
+        let mut co_located = look_cpu();
         while !done() {
             let mut progressed = false;
             for cell in &cells {
@@ -2105,7 +2122,11 @@ impl Helper for Shared {
                 continue;
             }
             idle_spins = idle_spins.wrapping_add(1);
-            if idle_spins < HELP_PURE_SPINS {
+            if idle_spins % 64 == 0 {
+                // This thread may have moved.
+                co_located = look_cpu();
+            }
+            if idle_spins < HELP_PURE_SPINS && !co_located {
                 std::hint::spin_loop();
             } else {
                 // Past a warm round trip: the worker may be queued behind this thread on

@@ -137,6 +137,13 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// mailbox word 5). Called before the handshake's `Setup`.
     fn set_max_output(&self, bytes: u64);
 
+    /// The CPU the worker started its last chunk on (mailbox word 6), if it said.
+    fn cpu(&self) -> Option<usize>;
+
+    /// Tells the worker which CPU a parent thread spinning for its outcomes runs on (mailbox
+    /// word 7): a worker on that same CPU yields it as soon as its outcomes are published.
+    fn set_waiter_cpu(&self, cpu: usize);
+
     /// Closes the link from this side: the reader's `recv` fails with `Disconnected`.
     fn close(&self);
 

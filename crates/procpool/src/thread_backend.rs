@@ -99,6 +99,12 @@ impl WorkerControl for ThreadControl {
 
     fn set_max_output(&self, _bytes: u64) {}
 
+    fn cpu(&self) -> Option<usize> {
+        None
+    }
+
+    fn set_waiter_cpu(&self, _cpu: usize) {}
+
     fn close(&self) {
         self.closer.close();
     }
