@@ -19,7 +19,8 @@
 //!   and every byte of a received frame is readable;
 //! - while the hostile peer has done nothing, the channel is exact: each side receives the
 //!   frames the other sent, in order, byte for byte, and nothing but `Timeout` goes wrong;
-//! - an out-of-band frame's mapping taken with `Frame::take_out_of_band` equals the frame's
+//! - only a sealed out-of-band frame (LARGE, not one in a reusable pad) gives up a mapping,
+//!   and a mapping taken with `Frame::take_out_of_band` equals the frame's
 //!   bytes, leaves the frame empty, and never changes afterwards, whatever the hostile peer then
 //!   does to the ring, the socket, or the memfds it sent (writes, truncation, hole punching,
 //!   writable mappings, `mprotect` of a mapping made before sealing) — the guarantee shared
@@ -300,12 +301,15 @@ fn owned(
         frame.map(|mut frame| {
             let bytes = frame.to_vec();
             let oob = frame.is_out_of_band();
+            let sealed = frame.is_sealed();
+            assert!(!sealed || oob, "only an out-of-band frame is sealed");
             if bytes.len() % 2 == 0 {
                 let map = frame.take_out_of_band();
+                // A pad frame is out of band but not sealed: its bytes must be copied to be kept.
                 assert_eq!(
                     map.is_some(),
-                    oob,
-                    "only an out-of-band frame has a mapping"
+                    sealed,
+                    "only a sealed out-of-band frame has a mapping to keep"
                 );
                 if let Some(map) = map {
                     assert_eq!(&map[..], &bytes[..], "taken mapping differs from the frame");

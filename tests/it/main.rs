@@ -13,6 +13,7 @@ mod limits;
 mod liveness;
 mod map;
 mod parent_death;
+mod payload;
 mod reexports;
 mod shared;
 mod util;

@@ -80,9 +80,19 @@ pub fn make_bytes(len: u64, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Aborts the worker while it holds a (large) argument; returns its length if it is empty.
+#[procpool::task]
+pub fn abort_holding(data: &[u8]) -> u64 {
+    if !data.is_empty() {
+        std::process::abort();
+    }
+    0
+}
+
 /// Touches every task of this module (see `crate::keep_tasks`).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 7] = [
+    let tasks: [*const (); 8] = [
+        abort_holding::call as *const (),
         shared_row::call as *const (),
         shared_table_info::call as *const (),
         shared_f64_sum::call as *const (),

@@ -21,13 +21,15 @@ use crate::ring::{
     WaitError,
 };
 use crate::segment::{
-    OobOpenError, OobReader, OobWriter, Region, RegionOpenError, SealedFile, SealedMap,
+    OobOpenError, OobReader, OobWriter, PadReader, PadWriter, Region, RegionOpenError, SealedFile,
+    SealedMap,
 };
 use crate::sync::{AtomicU32, Ordering};
 use crate::wire::{
-    CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FRAME_HEADER_SIZE, KIND_DATA, KIND_LARGE,
-    LARGE_BODY_SIZE, LAYOUT_VERSION, LargeBody, MAX_CAPACITY, MIN_CAPACITY, REGION_HEADER_SIZE,
-    REGION_MAGIC, RING_CONTROL_SIZE, RegionHeader, RingControl,
+    CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FRAME_HEADER_SIZE, KIND_DATA, KIND_LARGE, KIND_PAD,
+    LARGE_BODY_SIZE, LAYOUT_VERSION, LargeBody, MAX_CAPACITY, MIN_CAPACITY, PAD_BUSY, PAD_FREE,
+    PAD_NEW, PAD_SLOTS, PadBody, REGION_HEADER_SIZE, REGION_MAGIC, RING_CONTROL_SIZE, RegionHeader,
+    RingControl,
 };
 
 #[cfg(test)]
@@ -53,7 +55,11 @@ pub struct ChannelConfig {
     wait: WaitStrategy,
     large_threshold: Option<usize>,
     max_frame: u64,
+    pad_limit: usize,
 }
+
+/// Default [`ChannelConfig::pad_limit`]: 256 MiB.
+pub const DEFAULT_PAD_LIMIT: usize = 256 << 20;
 
 impl Default for ChannelConfig {
     fn default() -> Self {
@@ -62,6 +68,7 @@ impl Default for ChannelConfig {
             wait: WaitStrategy::default(),
             large_threshold: None,
             max_frame: 4 << 30,
+            pad_limit: DEFAULT_PAD_LIMIT,
         }
     }
 }
@@ -108,6 +115,15 @@ impl ChannelConfig {
     /// Hard cap on one frame's payload, in band or out of band (default 4 GiB).
     pub fn max_frame(mut self, bytes: u64) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// Largest reusable out-of-band buffer (*pad*) the creator's sender keeps (default
+    /// [`DEFAULT_PAD_LIMIT`]); larger payloads travel in a fresh sealed memfd each. Zero
+    /// turns pads off. The opener's sender uses the default unless it calls
+    /// [`Sender::set_pad_limit`].
+    pub fn pad_limit(mut self, bytes: usize) -> Self {
+        self.pad_limit = bytes;
         self
     }
 
@@ -349,7 +365,8 @@ impl Endpoint {
             region: region.dup_fd()?,
             socket: theirs,
         };
-        let endpoint = Endpoint::assemble(Arc::new(region), layout, mine, 0, config.wait);
+        let mut endpoint = Endpoint::assemble(Arc::new(region), layout, mine, 0, config.wait);
+        endpoint.sender.set_pad_limit(config.pad_limit);
         Ok((endpoint, handoff))
     }
 
@@ -426,6 +443,8 @@ impl Endpoint {
             max_frame: layout.max_frame,
             next_large_seq: 0,
             poisoned: None,
+            pads: Default::default(),
+            pad_limit: DEFAULT_PAD_LIMIT,
         };
         let receiver = Receiver {
             consumer: Consumer::new(in_ring, wait),
@@ -434,6 +453,7 @@ impl Endpoint {
             next_large_seq: 0,
             poisoned: None,
             last_probe: None,
+            pads: Default::default(),
         };
         Endpoint {
             sender,
@@ -543,6 +563,24 @@ pub struct Sender {
     max_frame: u64,
     next_large_seq: u64,
     poisoned: Option<Corruption>,
+    /// The reusable out-of-band buffers of this direction (see `wire::PAD_SLOTS`).
+    pads: [Option<OutPad>; PAD_SLOTS],
+    /// Largest pad kept; bigger payloads go in a fresh sealed memfd.
+    pad_limit: usize,
+}
+
+/// One of a sender's pads.
+#[derive(Debug)]
+struct OutPad {
+    writer: PadWriter,
+    /// Whether its memfd was sent to the peer (with the first frame that used it).
+    announced: bool,
+}
+
+/// Size of a new pad for a payload of `len` bytes: rounded up to a MiB (so payloads of
+/// about the same size share a pad), never above `limit` unless `len` itself is.
+fn pad_size(len: usize, limit: usize) -> usize {
+    len.next_multiple_of(1 << 20).min(limit.max(len))
 }
 
 impl fmt::Debug for Sender {
@@ -611,7 +649,7 @@ impl Sender {
         if let GrantInner::Large { writer, .. } = &mut grant.inner {
             writer.write_all(frame)?;
         } else {
-            grant.copy_from_slice(frame);
+            grant[..frame.len()].copy_from_slice(frame);
         }
         grant.commit(frame.len())?;
         self.publish();
@@ -655,7 +693,19 @@ impl Sender {
             Ok(slot) => slot,
             Err(err) => return Err(self.fail(err)),
         };
-        let inner = if len > self.threshold {
+        let pad = if len > self.threshold {
+            self.pick_pad(len)?
+        } else {
+            None
+        };
+        let inner = if let Some(pad) = pad {
+            GrantInner::Pad {
+                slot,
+                pad,
+                len,
+                deadline,
+            }
+        } else if len > self.threshold {
             let mut writer = OobWriter::create(len)?;
             let (ptr, mapped) = if map {
                 let bytes = writer.map_mut()?;
@@ -726,6 +776,58 @@ impl Sender {
         self.producer.write_frame(slot, KIND_LARGE, bytes);
         self.producer.publish();
         Ok(())
+    }
+
+    /// A free pad of at least `len` bytes (made or grown if needed), or `None` when the
+    /// payload is above the pad limit or every pad still holds a frame the peer reads.
+    fn pick_pad(&mut self, len: usize) -> Result<Option<usize>, SendError> {
+        if len > self.pad_limit {
+            return Ok(None);
+        }
+        let mut spare = None;
+        for idx in 0..PAD_SLOTS {
+            // Acquire: pairs with the consumer's Release store of PAD_FREE when it drops the
+            // frame (`Frame::drop`), so its reads of the pad happen before our next writes.
+            if self.producer.pad_word(idx).load(Ordering::Acquire) != PAD_FREE {
+                continue;
+            }
+            match &self.pads[idx] {
+                Some(pad) if pad.writer.len() >= len => return Ok(Some(idx)),
+                _ => {
+                    spare.get_or_insert(idx);
+                }
+            }
+        }
+        let Some(idx) = spare else {
+            return Ok(None);
+        };
+        // The old pad (if any) is dropped here; the peer unmaps its copy when the new one
+        // arrives in this slot.
+        self.pads[idx] = None;
+        self.pads[idx] = Some(OutPad {
+            writer: PadWriter::create(pad_size(len, self.pad_limit))?,
+            announced: false,
+        });
+        Ok(Some(idx))
+    }
+
+    /// The writer of pad `idx`, which a live grant holds.
+    fn pad_writer(&self, idx: usize) -> &PadWriter {
+        match &self.pads[idx] {
+            Some(pad) => &pad.writer,
+            None => unreachable!("a granted pad stays in its slot until commit"),
+        }
+    }
+
+    /// Sets the largest pad this sender keeps (see [`ChannelConfig::pad_limit`]); pads
+    /// already larger are dropped (the peer keeps its mapping until the slot is reused).
+    pub fn set_pad_limit(&mut self, bytes: usize) {
+        self.pad_limit = bytes;
+        for pad in &mut self.pads {
+            if pad.as_ref().is_some_and(|pad| pad.writer.len() > bytes) {
+                *pad = None;
+            }
+        }
     }
 
     fn fail(&mut self, err: WaitError) -> SendError {
@@ -830,16 +932,22 @@ enum GrantInner {
         /// The reservation's deadline, which also bounds waiting for socket room.
         deadline: Option<Instant>,
     },
+    Pad {
+        /// The ring slot for the PAD frame's body.
+        slot: Slot,
+        /// Which of the sender's pads (free, and at least `len` bytes).
+        pad: usize,
+        len: usize,
+        /// As for `Large`.
+        deadline: Option<Instant>,
+    },
 }
 
 impl fmt::Debug for Grant<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Grant")
             .field("len", &self.len())
-            .field(
-                "out_of_band",
-                &matches!(self.inner, GrantInner::Large { .. }),
-            )
+            .field("out_of_band", &!matches!(self.inner, GrantInner::Ring(_)))
             .finish()
     }
 }
@@ -900,6 +1008,57 @@ impl Grant<'_> {
                 };
                 sender.producer.write_frame(slot, KIND_LARGE, bytes);
             }
+            GrantInner::Pad {
+                slot,
+                pad,
+                len,
+                deadline,
+            } => {
+                if used > len {
+                    return Err(SendError::TooLarge {
+                        len: used as u64,
+                        max: len as u64,
+                    });
+                }
+                if used == 0 {
+                    sender.producer.commit(slot, KIND_DATA, 0);
+                    return Ok(());
+                }
+                let mut flags = 0;
+                let Some(out) = sender.pads[pad].as_ref() else {
+                    unreachable!("a granted pad stays in its slot until commit");
+                };
+                if !out.announced {
+                    let seq = sender.next_large_seq;
+                    let fd = out.writer.as_fd().try_clone_to_owned()?;
+                    sender.send_fd(fd.as_fd(), seq, deadline)?;
+                    sender.next_large_seq += 1;
+                    if let Some(out) = sender.pads[pad].as_mut() {
+                        out.announced = true;
+                    }
+                    flags = PAD_NEW;
+                }
+                // Relaxed: only we store BUSY, after loading FREE with Acquire (`pick_pad`);
+                // the Release publish of the frame orders it before the consumer sees the
+                // frame and, later, stores FREE.
+                sender
+                    .producer
+                    .pad_word(pad)
+                    .store(PAD_BUSY, Ordering::Relaxed);
+                let body = PadBody {
+                    len: used as u64,
+                    slot: pad as u32,
+                    flags,
+                };
+                // SAFETY: PadBody is plain integers; viewing it as bytes is fine.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        (&body as *const PadBody).cast::<u8>(),
+                        size_of::<PadBody>(),
+                    )
+                };
+                sender.producer.write_frame(slot, KIND_PAD, bytes);
+            }
         }
         Ok(())
     }
@@ -920,6 +1079,13 @@ impl std::ops::Deref for Grant<'_> {
             GrantInner::Large { ptr, mapped, .. } => unsafe {
                 std::slice::from_raw_parts(*ptr, *mapped)
             },
+            GrantInner::Pad { pad, len, .. } => {
+                let writer = self.sender.pad_writer(*pad);
+                // SAFETY: the pad is mapped for `writer.len() >= len` bytes while the sender
+                // (borrowed by this grant) keeps it, and it is free: the consumer released
+                // the last frame in it, so nobody else reads or writes it until we publish.
+                unsafe { std::slice::from_raw_parts(writer.ptr(), *len) }
+            }
         }
     }
 }
@@ -936,6 +1102,11 @@ impl std::ops::DerefMut for Grant<'_> {
             GrantInner::Large { ptr, mapped, .. } => unsafe {
                 std::slice::from_raw_parts_mut(*ptr, *mapped)
             },
+            GrantInner::Pad { pad, len, .. } => {
+                let writer = self.sender.pad_writer(*pad);
+                // SAFETY: as in `deref`; `&mut self` makes this the only view.
+                unsafe { std::slice::from_raw_parts_mut(writer.ptr(), *len) }
+            }
         }
     }
 }
@@ -956,6 +1127,8 @@ pub struct Receiver {
     next_large_seq: u64,
     poisoned: Option<Corruption>,
     last_probe: Option<Instant>,
+    /// Read-only mappings of the peer's pads, by slot.
+    pads: [Option<PadReader>; PAD_SLOTS],
 }
 
 impl fmt::Debug for Receiver {
@@ -1112,11 +1285,59 @@ impl Receiver {
                 Err(RecvError::Corrupt(corruption)) => return Err(self.poison(corruption)),
                 Err(err) => return Err(err),
             },
+            Item::Pad(body) => match self.open_pad(body) {
+                Ok(data) => data,
+                Err(RecvError::Corrupt(corruption)) => return Err(self.poison(corruption)),
+                Err(err) => return Err(err),
+            },
         };
         Ok(Frame {
             receiver: self,
             data,
             end,
+        })
+    }
+
+    /// Checks a PAD frame (receiving and mapping a new pad first) and returns its data.
+    fn open_pad(&mut self, body: PadBody) -> Result<FrameData, RecvError> {
+        let slot = body.slot as usize;
+        if slot >= PAD_SLOTS || body.flags & !PAD_NEW != 0 {
+            return Err(RecvError::Corrupt(Corruption::PadBadSlot {
+                slot: body.slot,
+                flags: body.flags,
+            }));
+        }
+        if body.len > self.max_frame {
+            return Err(RecvError::Corrupt(Corruption::LargeTooLong {
+                len: body.len,
+                max: self.max_frame,
+            }));
+        }
+        if body.flags & PAD_NEW != 0 {
+            // The old mapping (if any) goes: the peer only replaces a pad we released.
+            self.pads[slot] = None;
+            let seq = self.next_large_seq;
+            let fd = self.recv_fd(seq)?;
+            let reader = PadReader::open(fd, self.max_frame).map_err(|err| match err {
+                OobOpenError::Io(err) => RecvError::Io(err),
+                _ => RecvError::Corrupt(Corruption::PadRefused),
+            })?;
+            self.pads[slot] = Some(reader);
+        }
+        let Some(pad) = &self.pads[slot] else {
+            return Err(RecvError::Corrupt(Corruption::PadUnknown {
+                slot: body.slot,
+            }));
+        };
+        if body.len > pad.len() as u64 {
+            return Err(RecvError::Corrupt(Corruption::PadOverrun {
+                len: body.len,
+                size: pad.len() as u64,
+            }));
+        }
+        Ok(FrameData::Pad {
+            slot,
+            len: body.len as usize,
         })
     }
 
@@ -1133,6 +1354,19 @@ impl Receiver {
                 max: self.max_frame,
             }));
         }
+        let fd = self.recv_fd(body.seq)?;
+        OobReader::open(fd, body.len).map_err(|err| match err {
+            OobOpenError::NotSealed => RecvError::Corrupt(Corruption::LargeNotSealed),
+            OobOpenError::SizeMismatch { expected, found } => {
+                RecvError::Corrupt(Corruption::LargeSizeMismatch { expected, found })
+            }
+            OobOpenError::Io(err) => RecvError::Io(err),
+        })
+    }
+
+    /// Takes the next fd off the socket, which must come with sequence number `seq` (the
+    /// next expected one), and advances the sequence.
+    fn recv_fd(&mut self, seq: u64) -> Result<OwnedFd, RecvError> {
         let mut payload = [0u8; 8];
         let mut fds = Vec::new();
         let got = match recv_with_fds(self.link.socket.as_fd(), &mut payload, &mut fds, true) {
@@ -1146,21 +1380,15 @@ impl Receiver {
             return Err(RecvError::Corrupt(Corruption::LargeMissingFd));
         }
         let found = u64::from_le_bytes(payload);
-        if found != body.seq {
+        if found != seq {
             return Err(RecvError::Corrupt(Corruption::LargeSequence {
-                expected: body.seq,
+                expected: seq,
                 found,
             }));
         }
         self.next_large_seq += 1;
-        let fd = fds.pop().expect("one fd");
-        OobReader::open(fd, body.len).map_err(|err| match err {
-            OobOpenError::NotSealed => RecvError::Corrupt(Corruption::LargeNotSealed),
-            OobOpenError::SizeMismatch { expected, found } => {
-                RecvError::Corrupt(Corruption::LargeSizeMismatch { expected, found })
-            }
-            OobOpenError::Io(err) => RecvError::Io(err),
-        })
+        fds.pop()
+            .ok_or(RecvError::Corrupt(Corruption::LargeMissingFd))
     }
 
     /// Replaces the spin-then-park policy of this half.
@@ -1197,13 +1425,27 @@ enum FrameData {
         len: usize,
     },
     Large(OobReader),
+    /// The first `len` bytes of the peer's pad `slot` (checked against the pad's size).
+    Pad {
+        slot: usize,
+        len: usize,
+    },
     /// The out-of-band payload was taken away; the frame reads as empty.
     Taken,
 }
 
 impl Frame<'_> {
-    /// Whether the payload came out of band (its own memfd) rather than from the ring.
+    /// Whether the payload came out of band (its own memfd, or one of the peer's reusable
+    /// pads) rather than from the ring.
     pub fn is_out_of_band(&self) -> bool {
+        matches!(self.data, FrameData::Large(_) | FrameData::Pad { .. })
+    }
+
+    /// Whether the payload's bytes are sealed: nobody, the peer included, can change them
+    /// while the frame lives (a LARGE frame's own memfd). In-ring and pad frames are memory
+    /// the peer can still write: a reader that does not trust the peer copies such a payload
+    /// out before validating what it keeps.
+    pub fn is_sealed(&self) -> bool {
         matches!(self.data, FrameData::Large(_))
     }
 
@@ -1239,6 +1481,15 @@ impl std::ops::Deref for Frame<'_> {
             // the frame is released only in `drop`, after every borrow of `self` ended.
             FrameData::Ring { pos, len } => unsafe { self.receiver.consumer.payload(*pos, *len) },
             FrameData::Large(reader) => reader.bytes(),
+            FrameData::Pad { slot, len } => match &self.receiver.pads[*slot] {
+                // SAFETY: `open_pad` checked `len <= pad.len()`; the mapping lives as long as
+                // the receiver keeps it, and it is replaced only while making a later frame,
+                // after this one was dropped. The producer does not write the pad before we
+                // store PAD_FREE in `drop` (a hostile one may: plain bytes, see
+                // `ring/README.md`, and `is_sealed` says so).
+                Some(pad) => unsafe { std::slice::from_raw_parts(pad.ptr(), *len) },
+                None => &[],
+            },
             FrameData::Taken => &[],
         }
     }
@@ -1247,6 +1498,14 @@ impl std::ops::Deref for Frame<'_> {
 impl Drop for Frame<'_> {
     #[inline]
     fn drop(&mut self) {
+        if let FrameData::Pad { slot, .. } = self.data {
+            // Release: pairs with the producer's Acquire load in `Sender::pick_pad`, so our
+            // reads of the pad happen before it writes the next frame there.
+            self.receiver
+                .consumer
+                .pad_word(slot)
+                .store(PAD_FREE, Ordering::Release);
+        }
         self.receiver.consumer.release(self.end);
     }
 }

@@ -15,7 +15,12 @@
 //! lends out ring space to write in place ([`Sender::reserve`]); frames are staged and
 //! then made visible in batches by one index store ([`Sender::publish`]). A [`Receiver`]
 //! lends out each [`Frame`] in place and releases it on drop. Frames too large for the
-//! ring travel out of band: in their own sealed memfd, passed over the socket pair.
+//! ring travel out of band: in one of the sender's two reusable *pads* (a memfd sealed
+//! against resizing, passed over the socket pair once and mapped by both sides, so later
+//! frames write and read warm pages), or, when both pads still hold frames the peer reads or
+//! the payload is above [`ChannelConfig::pad_limit`], in a fresh memfd sealed read-only.
+//! [`Frame::is_sealed`] tells the two apart: only a sealed payload cannot change under the
+//! reader.
 //!
 //! Blocked calls spin for a configurable while ([`WaitStrategy`]) and then park on a futex
 //! in the shared region; the other side rings it only when a sleeper announced itself.
@@ -50,7 +55,9 @@ mod segment;
 
 #[cfg(not(procpool_loom))]
 pub use crate::{
-    channel::{ChannelConfig, Closer, Endpoint, Frame, Grant, Handoff, Receiver, Sender},
+    channel::{
+        ChannelConfig, Closer, DEFAULT_PAD_LIMIT, Endpoint, Frame, Grant, Handoff, Receiver, Sender,
+    },
     error::{CreateError, HandoffError, OpenError, RecvError, SendError},
     fdpass::{recv_handoff, send_handoff},
     mailbox::{MAILBOX_WORDS, Mailbox},

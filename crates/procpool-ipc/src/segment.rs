@@ -192,6 +192,97 @@ impl OobWriter {
     }
 }
 
+/// Seals a pad must carry before the consumer maps it: its size can never change, so neither
+/// side's mapping can fault with `SIGBUS` (its bytes stay writable by the producer).
+pub(crate) const PAD_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+
+/// A producer's reusable out-of-band buffer: a memfd sealed against resizing, mapped
+/// read-write and shared (populated at creation, so later frames write warm pages).
+#[derive(Debug)]
+pub(crate) struct PadWriter {
+    file: File,
+    map: MmapRaw,
+}
+
+impl PadWriter {
+    /// A pad of `len > 0` bytes.
+    pub(crate) fn create(len: usize) -> io::Result<PadWriter> {
+        let file = memfd(c"procpool-pad")?;
+        file.set_len(len as u64)?;
+        add_seals(file.as_fd(), PAD_SEALS | libc::F_SEAL_SEAL)?;
+        let map = MmapOptions::new().len(len).populate().map_raw(&file)?;
+        Ok(PadWriter { file, map })
+    }
+
+    /// The memfd, to hand to the consumer.
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Start of the mapping, valid for [`len`](PadWriter::len) bytes while `self` lives (the
+    /// size is sealed).
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Size of the pad in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The memfd (tests forge pad frames with it).
+    #[cfg(test)]
+    pub(crate) fn file_for_test(self) -> File {
+        self.file
+    }
+}
+
+/// The consumer's read-only mapping of a peer's pad. The peer can still write its bytes, so
+/// they are only lent out as `&[u8]` for the life of one frame (the ring's stance on plain
+/// bytes, see `ring/README.md`), and a reader that keeps anything copies it out first.
+#[derive(Debug)]
+pub(crate) struct PadReader {
+    map: MmapRaw,
+}
+
+impl PadReader {
+    /// Checks the seals and the size (`0 < size <= max_len`), then maps the pad read-only.
+    pub(crate) fn open(fd: OwnedFd, max_len: u64) -> Result<PadReader, OobOpenError> {
+        let seals = get_seals(fd.as_fd()).map_err(|_| OobOpenError::NotSealed)?;
+        if seals & PAD_SEALS != PAD_SEALS {
+            return Err(OobOpenError::NotSealed);
+        }
+        let file = File::from(fd);
+        let found = file.metadata().map_err(OobOpenError::Io)?.len();
+        if found == 0 || found > max_len {
+            return Err(OobOpenError::SizeMismatch {
+                expected: max_len,
+                found,
+            });
+        }
+        let len = usize::try_from(found).map_err(|_| OobOpenError::SizeMismatch {
+            expected: max_len,
+            found,
+        })?;
+        let map = MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_raw_read_only(&file)
+            .map_err(OobOpenError::Io)?;
+        Ok(PadReader { map })
+    }
+
+    /// Start of the mapping, valid for [`len`](PadReader::len) bytes while `self` lives.
+    pub(crate) fn ptr(&self) -> *const u8 {
+        self.map.as_ptr()
+    }
+
+    /// Size of the pad in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 /// A received out-of-band payload, mapped read-only.
 #[derive(Debug)]
 pub(crate) struct OobReader {

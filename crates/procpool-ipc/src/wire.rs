@@ -12,6 +12,11 @@
 //! RING_BLOCK_OFFSET[1]     ring 1 (completion, opener -> creator): RingControl, then `capacity` data bytes
 //! ```
 //!
+//! Payloads above a ring's large threshold travel out of band: in a reusable *pad* of the
+//! producer (a memfd sealed against resizing, mapped by both sides; KIND_PAD, version 2) or, when
+//! both pads are busy or the payload is above the pad cap, in a fresh memfd sealed read-only
+//! (KIND_LARGE).
+//!
 //! A frame is a 16-byte [`FrameHeader`] followed by its payload padded to 16 bytes,
 //! so every header and every payload starts 16-byte aligned.
 
@@ -20,7 +25,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `b"PPOOLIPC"` read as a little-endian u64. The opener checks it before anything else.
 pub(crate) const REGION_MAGIC: u64 = u64::from_le_bytes(*b"PPOOLIPC");
 /// Version of everything in this module. Bumped on any layout or meaning change.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// Size of the region header area; ring blocks start at page-aligned offsets after it.
 pub(crate) const REGION_HEADER_SIZE: usize = 4096;
 /// Offset of the mailbox words (`crate::mailbox`) inside the region header page.
@@ -44,6 +49,21 @@ pub(crate) const KIND_DATA: u32 = 0x4441_5441; // "DATA"
 pub(crate) const KIND_WRAP: u32 = 0x5752_4150; // "WRAP"
 /// Frame kind: the payload is out of band in its own sealed memfd, sent over the socket.
 pub(crate) const KIND_LARGE: u32 = 0x4c52_4745; // "LRGE"
+/// Frame kind: the payload is out of band in one of the producer's reusable pads
+/// ([`PadBody`]); the pad's memfd crossed the socket with the first frame that used it.
+pub(crate) const KIND_PAD: u32 = 0x5041_4446; // "PADF"
+
+/// Reusable out-of-band buffers ("pads") per ring. The producer owns them; the word
+/// [`RingControl::pads`]`[slot]` says whether the consumer still reads the last frame in one.
+pub(crate) const PAD_SLOTS: usize = 2;
+/// [`RingControl::pads`] value: the pad is free for the producer.
+pub(crate) const PAD_FREE: u32 = 0;
+/// [`RingControl::pads`] value: a published frame lives in the pad until the consumer
+/// releases it (stores [`PAD_FREE`]).
+pub(crate) const PAD_BUSY: u32 = 1;
+/// [`PadBody::flags`] bit: the pad is new; its memfd is the next fd on the socket, sent with
+/// the next out-of-band sequence number (shared with LARGE frames).
+pub(crate) const PAD_NEW: u32 = 1;
 
 /// Header at offset 0 of a region. Written by the creator before the region is handed
 /// over and never changed afterwards; the opener copies it out with one volatile read
@@ -91,6 +111,11 @@ pub(crate) struct RingControl {
     pub(crate) producer_sleeps: Line<AtomicU32>,
     /// Closed bits: [`CLOSED_BY_PRODUCER`] | [`CLOSED_BY_CONSUMER`]. Only ever OR-ed in.
     pub(crate) closed: Line<AtomicU32>,
+    /// Per pad slot, [`PAD_FREE`] or [`PAD_BUSY`]: the producer stores BUSY (Relaxed, before
+    /// publishing the PAD frame, whose Release publish orders it) only after it loaded FREE
+    /// with Acquire; the consumer stores FREE with Release when it drops the frame, so its
+    /// reads of the pad happen before the producer's next writes.
+    pub(crate) pads: Line<[AtomicU32; PAD_SLOTS]>,
 }
 
 /// Bit in [`RingControl::closed`]: no more frames will be published.
@@ -120,6 +145,7 @@ impl RingControl {
             consumer_sleeps: Line(AtomicU32::new(0)),
             producer_sleeps: Line(AtomicU32::new(0)),
             closed: Line(AtomicU32::new(0)),
+            pads: Line([AtomicU32::new(PAD_FREE), AtomicU32::new(PAD_FREE)]),
         }
     }
 }
@@ -147,6 +173,18 @@ pub(crate) struct LargeBody {
     pub(crate) seq: u64,
 }
 
+/// Body of a PAD frame (in the ring, after its header; the same size as a [`LargeBody`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PadBody {
+    /// Length of the payload, from offset 0 of the pad; at most the pad's size.
+    pub(crate) len: u64,
+    /// Which pad (`< PAD_SLOTS`).
+    pub(crate) slot: u32,
+    /// [`PAD_NEW`] or 0; other bits must be zero.
+    pub(crate) flags: u32,
+}
+
 /// `n` rounded up to a multiple of [`FRAME_ALIGN`] (saturating: callers bound `n` first).
 pub(crate) const fn pad16(n: usize) -> usize {
     (n.saturating_add(FRAME_ALIGN - 1)) & !(FRAME_ALIGN - 1)
@@ -160,6 +198,7 @@ pub(crate) const fn frame_size(len: usize) -> usize {
 const _: () = {
     assert!(std::mem::size_of::<FrameHeader>() == FRAME_HEADER_SIZE);
     assert!(std::mem::size_of::<LargeBody>() == LARGE_BODY_SIZE);
+    assert!(std::mem::size_of::<PadBody>() == LARGE_BODY_SIZE);
     assert!(std::mem::size_of::<RegionHeader>() <= MAILBOX_OFFSET);
     assert!(MAILBOX_OFFSET + 8 * 8 <= REGION_HEADER_SIZE);
     assert!(std::mem::size_of::<RingControl>() <= RING_CONTROL_SIZE);
@@ -179,8 +218,9 @@ mod tests {
             &*ctrl.consumer_sleeps as *const AtomicU32 as usize - base,
             &*ctrl.producer_sleeps as *const AtomicU32 as usize - base,
             &*ctrl.closed as *const AtomicU32 as usize - base,
+            &ctrl.pads[0] as *const AtomicU32 as usize - base,
         ];
-        assert_eq!(offsets, [0, 128, 256, 384, 512]);
+        assert_eq!(offsets, [0, 128, 256, 384, 512, 640]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use procpool_ipc::{
     ChannelConfig, Closer, Endpoint, Mailbox, Receiver, RecvError, SendError, Sender,
 };
-use procpool_worker::{WorkerProcess, WorkerSpawner, protocol};
+use procpool_worker::{AlignedVec, WorkerProcess, WorkerSpawner, protocol};
 
 use crate::error::{Error, ErrorKind, WorkerExit};
 use crate::link::{
@@ -93,7 +93,7 @@ impl Launcher for IpcLauncher {
         let process = Arc::new(Mutex::new(process));
         Ok(Link {
             sender: Box::new(IpcSender { sender }),
-            receiver: Box::new(IpcReceiver { receiver }),
+            receiver: Box::new(IpcReceiver::new(receiver)),
             control: Arc::new(MailboxControl {
                 pid,
                 closer,
@@ -163,6 +163,44 @@ impl FrameSender for IpcSender {
 /// The frame receiver over a `procpool_ipc` channel (shared with the test thread backend).
 pub(crate) struct IpcReceiver {
     pub(crate) receiver: Receiver,
+    /// Where a frame from the worker's reusable pad is copied before anything reads it.
+    pub(crate) scratch: AlignedVec,
+}
+
+/// Largest copy buffer a receiver keeps between frames (a bigger one is freed after use).
+const SCRATCH_KEEP: usize = procpool_ipc::DEFAULT_PAD_LIMIT;
+
+impl IpcReceiver {
+    /// A receiver over `receiver`.
+    pub(crate) fn new(receiver: Receiver) -> IpcReceiver {
+        IpcReceiver {
+            receiver,
+            scratch: AlignedVec::new(),
+        }
+    }
+}
+
+/// Hands `frame` to `on_frame`. A frame in one of the worker's pads is memory the worker can
+/// still write, so it is copied out first (one copy into a warm buffer) and released before it
+/// is parsed: nothing validated can change afterwards. Sealed frames are read in place; ring
+/// frames are copied by the core when small (see `HELP_COPY_LIMIT`).
+fn deliver(
+    frame: procpool_ipc::Frame<'_>,
+    scratch: &mut AlignedVec,
+    on_frame: &mut dyn FnMut(&[u8]),
+) {
+    if !frame.is_out_of_band() || frame.is_sealed() {
+        on_frame(&frame);
+        return;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(&frame);
+    // The worker may refill its pad from here on.
+    drop(frame);
+    on_frame(scratch);
+    if scratch.capacity() > SCRATCH_KEEP {
+        *scratch = AlignedVec::new();
+    }
 }
 
 impl FrameReceiver for IpcReceiver {
@@ -177,7 +215,7 @@ impl FrameReceiver for IpcReceiver {
         };
         match frame {
             Ok(frame) => {
-                on_frame(&frame);
+                deliver(frame, &mut self.scratch, on_frame);
                 Ok(())
             }
             Err(err) => Err(recv_error(err)),
@@ -187,7 +225,7 @@ impl FrameReceiver for IpcReceiver {
     fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
         match self.receiver.try_recv() {
             Ok(Some(frame)) => {
-                on_frame(&frame);
+                deliver(frame, &mut self.scratch, on_frame);
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -202,7 +240,7 @@ impl FrameReceiver for IpcReceiver {
     ) -> Result<bool, LinkError> {
         match self.receiver.recv_until(None, stop) {
             Ok(Some(frame)) => {
-                on_frame(&frame);
+                deliver(frame, &mut self.scratch, on_frame);
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -413,7 +451,7 @@ pub(crate) fn attached_link(endpoint: Endpoint, pid: u32) -> Link {
     let (sender, receiver) = endpoint.split();
     Link {
         sender: Box::new(IpcSender { sender }),
-        receiver: Box::new(IpcReceiver { receiver }),
+        receiver: Box::new(IpcReceiver::new(receiver)),
         control: Arc::new(MailboxControl {
             pid,
             closer,

@@ -62,7 +62,7 @@ impl Launcher for ThreadLauncher {
         let thread = Arc::new(Mutex::new(Some(thread)));
         Ok(Link {
             sender: Box::new(IpcSender { sender }),
-            receiver: Box::new(IpcReceiver { receiver }),
+            receiver: Box::new(IpcReceiver::new(receiver)),
             control: Arc::new(ThreadControl { pid, closer }),
             process: Box::new(ThreadProcess { thread }),
         })

@@ -511,3 +511,286 @@ fn sealed_files_travel_out_of_band_and_can_be_kept() {
     assert!(frame.take_out_of_band().is_none());
     assert_eq!(&*frame, b"in ring");
 }
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|idx| (idx as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn pads_are_reused_and_a_sealed_memfd_is_the_fallback() {
+    let (parent, child) = pair(&quick().large_threshold(64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    // Consecutive frames with different contents reuse pad 0: one fd crosses, not three.
+    for seed in 0..3 {
+        let big = pattern(10_000, seed);
+        sender.send(&big).expect("send");
+        let frame = receiver.recv().expect("recv");
+        assert!(frame.is_out_of_band() && !frame.is_sealed());
+        assert_eq!(&*frame, &big[..]);
+        assert_eq!(frame.as_ptr() as usize % 4096, 0);
+    }
+    assert_eq!(sender.next_large_seq, 1, "one pad announced");
+    assert!(sender.pads[1].is_none());
+    // Two frames in flight use both pads; a third finds both busy and goes sealed.
+    let (one, two, three) = (pattern(5000, 7), pattern(300_000, 8), pattern(6000, 9));
+    sender.send(&one).expect("send");
+    sender.send(&two).expect("send");
+    sender.send(&three).expect("send");
+    for (expect, sealed) in [(&one, false), (&two, false), (&three, true)] {
+        let frame = receiver.recv().expect("recv");
+        assert_eq!(frame.is_sealed(), sealed);
+        assert_eq!(&*frame, &expect[..]);
+    }
+    // Pad 0 (1 MiB) held `one`; `two` made pad 1; `three` took a fresh memfd.
+    assert_eq!(sender.next_large_seq, 3);
+    // Both pads are free again and big enough: the next frames reuse them.
+    let four = pattern(900_000, 10);
+    sender.send(&four).expect("send");
+    assert_eq!(&*receiver.recv().expect("recv"), &four[..]);
+    assert_eq!(sender.next_large_seq, 3, "no new fd for a reused pad");
+}
+
+#[test]
+fn pads_grow_on_demand_and_respect_the_limit() {
+    let (parent, child) = pair(&quick().large_threshold(64).pad_limit(3 << 20));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    for (len, seed, sealed) in [
+        (100_000, 1, false),
+        (2_500_000, 2, false),
+        (3 << 20, 3, false),
+        ((3 << 20) + 1, 4, true),
+        (50_000, 5, false),
+    ] {
+        let big = pattern(len, seed);
+        sender.send(&big).expect("send");
+        let frame = receiver.recv().expect("recv");
+        assert_eq!(frame.is_sealed(), sealed, "{len} bytes");
+        assert_eq!(&*frame, &big[..]);
+    }
+    // 1 MiB pad, grown to 3 MiB (2.5 MB rounded up), reused for 3 MiB; one sealed memfd.
+    assert_eq!(sender.next_large_seq, 3);
+    sender.set_pad_limit(0);
+    assert!(sender.pads.iter().all(Option::is_none));
+    let big = pattern(1000, 6);
+    sender.send(&big).expect("send");
+    let frame = receiver.recv().expect("recv");
+    assert!(frame.is_sealed());
+    assert_eq!(&*frame, &big[..]);
+}
+
+#[test]
+fn a_grant_in_a_pad_is_written_in_place() {
+    let (parent, child) = pair(&quick().large_threshold(64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    for round in 0..2u8 {
+        let mut grant = sender.reserve(5000, None).expect("reserve");
+        assert_eq!(grant.len(), 5000);
+        grant.fill(round + 1);
+        grant.commit(4000).expect("commit");
+        // An abandoned grant leaves the pad free and sends nothing.
+        drop(sender.reserve(7000, None).expect("reserve"));
+        sender.publish();
+        let frame = receiver.recv().expect("recv");
+        assert!(!frame.is_sealed());
+        assert_eq!(&*frame, &[round + 1; 4000][..]);
+    }
+    assert!(receiver.try_recv().expect("try").is_none());
+    assert_eq!(sender.next_large_seq, 1);
+}
+
+/// Plays a hostile sender of PAD frames (see `forge_large`).
+fn forge_pad(sender: &mut Sender, body: PadBody, fd: Option<(OwnedFd, u64)>) {
+    if let Some((fd, fd_seq)) = fd {
+        send_with_fds(
+            sender.link.socket.as_fd(),
+            &fd_seq.to_le_bytes(),
+            &[fd.as_fd()],
+            false,
+        )
+        .expect("send fd");
+    }
+    let slot = sender
+        .producer
+        .try_reserve(LARGE_BODY_SIZE)
+        .expect("ring")
+        .expect("space");
+    // SAFETY: PadBody is plain integers.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&body as *const PadBody).cast::<u8>(), size_of::<PadBody>())
+    };
+    sender.producer.write_frame(slot, KIND_PAD, bytes);
+    sender.producer.publish();
+}
+
+fn pad_error(body: PadBody, fd: Option<(OwnedFd, u64)>) -> RecvError {
+    let (parent, child) = pair(&quick());
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    forge_pad(&mut sender, body, fd);
+    let first = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect_err("refused");
+    let second = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect_err("poisoned");
+    assert_eq!(format!("{first:?}"), format!("{second:?}"), "poisoned");
+    first
+}
+
+fn pad_fd(len: usize) -> OwnedFd {
+    OwnedFd::from(PadWriter::create(len).expect("pad").file_for_test())
+}
+
+#[test]
+fn hostile_pad_frames_are_refused() {
+    let body = |len, slot, flags| PadBody { len, slot, flags };
+    let err = pad_error(body(100, 2, 0), None);
+    assert!(
+        matches!(
+            err,
+            RecvError::Corrupt(Corruption::PadBadSlot { slot: 2, .. })
+        ),
+        "{err:?}"
+    );
+    let err = pad_error(body(100, 0, 2), None);
+    assert!(
+        matches!(
+            err,
+            RecvError::Corrupt(Corruption::PadBadSlot { flags: 2, .. })
+        ),
+        "{err:?}"
+    );
+    let err = pad_error(body(100, 1, 0), None);
+    assert!(
+        matches!(err, RecvError::Corrupt(Corruption::PadUnknown { slot: 1 })),
+        "{err:?}"
+    );
+    let err = pad_error(body(100, 0, PAD_NEW), None);
+    assert!(
+        matches!(err, RecvError::Corrupt(Corruption::LargeMissingFd)),
+        "{err:?}"
+    );
+    let err = pad_error(body(100, 0, PAD_NEW), Some((pad_fd(4096), 3)));
+    assert!(
+        matches!(err, RecvError::Corrupt(Corruption::LargeSequence { .. })),
+        "{err:?}"
+    );
+    let err = pad_error(body(5000, 0, PAD_NEW), Some((pad_fd(4096), 0)));
+    assert!(
+        matches!(
+            err,
+            RecvError::Corrupt(Corruption::PadOverrun {
+                len: 5000,
+                size: 4096
+            })
+        ),
+        "{err:?}"
+    );
+    // A pad that could shrink under our mapping (SIGBUS) is refused.
+    let unsealed = OwnedFd::from(OobWriter::create(4096).expect("memfd").into_file());
+    let err = pad_error(body(100, 0, PAD_NEW), Some((unsealed, 0)));
+    assert!(
+        matches!(err, RecvError::Corrupt(Corruption::PadRefused)),
+        "{err:?}"
+    );
+    let err = pad_error(body(1 << 40, 0, 0), None);
+    assert!(
+        matches!(err, RecvError::Corrupt(Corruption::LargeTooLong { .. })),
+        "{err:?}"
+    );
+}
+
+/// What a pad-using sender does, modelled: every large frame takes the first free pad big
+/// enough, else the first free slot (a new pad), else a fresh sealed memfd; a pad is busy
+/// from its send until the receiver drops that frame.
+mod pad_model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Send { len: usize, seed: u8 },
+        Recv,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0usize..6000, any::<u8>()).prop_map(|(len, seed)| Op::Send { len, seed }),
+            2 => Just(Op::Recv),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn frames_arrive_exactly_and_pads_follow_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+            const THRESHOLD: usize = 64;
+            const LIMIT: usize = 4096;
+            let config = ChannelConfig::new()
+                .submission_capacity(64 * 1024)
+                .completion_capacity(4096)
+                .large_threshold(THRESHOLD)
+                .pad_limit(LIMIT);
+            let (parent, child) = pair(&config);
+            let (mut sender, _keep) = parent.split();
+            let (_keep2, mut receiver) = child.split();
+            // In flight: (bytes, expected kind: None = in ring, Some(None) = sealed,
+            // Some(Some(slot)) = pad).
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut busy = [false; PAD_SLOTS];
+            let mut made = [false; PAD_SLOTS];
+            for op in ops {
+                match op {
+                    Op::Send { len, seed } => {
+                        let bytes = pattern(len, seed);
+                        let kind = if len <= THRESHOLD {
+                            None
+                        } else if len > LIMIT {
+                            Some(None)
+                        } else {
+                            // Every pad is LIMIT bytes (pad_size caps at the limit), so any
+                            // free slot fits.
+                            let slot = (0..PAD_SLOTS).find(|&slot| !busy[slot]);
+                            if let Some(slot) = slot {
+                                busy[slot] = true;
+                                made[slot] = true;
+                            }
+                            Some(slot)
+                        };
+                        sender.send_timeout(&bytes, Duration::ZERO).expect("room");
+                        in_flight.push_back((bytes, kind));
+                    }
+                    Op::Recv => {
+                        let Some((bytes, kind)) = in_flight.pop_front() else {
+                            prop_assert!(receiver.try_recv().expect("try").is_none());
+                            continue;
+                        };
+                        let frame = receiver.try_recv().expect("try").expect("frame");
+                        prop_assert_eq!(&*frame, &bytes[..]);
+                        match kind {
+                            None => prop_assert!(!frame.is_out_of_band()),
+                            Some(None) => prop_assert!(frame.is_sealed()),
+                            Some(Some(slot)) => {
+                                prop_assert!(frame.is_out_of_band() && !frame.is_sealed());
+                                drop(frame);
+                                busy[slot] = false;
+                            }
+                        }
+                    }
+                }
+            }
+            for (bytes, _) in in_flight {
+                prop_assert_eq!(&*receiver.try_recv().expect("try").expect("frame"), &bytes[..]);
+            }
+            for (pad, made) in sender.pads.iter().zip(made) {
+                prop_assert_eq!(pad.is_some(), made);
+            }
+        }
+    }
+}

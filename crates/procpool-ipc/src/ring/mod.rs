@@ -39,8 +39,8 @@ use crate::doorbell::{WaitStrategy, futex_wait, futex_wake};
 use crate::sync::{AtomicU32, Ordering, fence, spin_hint};
 use crate::wire::{
     CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameHeader, KIND_DATA,
-    KIND_LARGE, KIND_WRAP, LARGE_BODY_SIZE, LargeBody, MAX_CAPACITY, MIN_CAPACITY, RingControl,
-    frame_size,
+    KIND_LARGE, KIND_PAD, KIND_WRAP, LARGE_BODY_SIZE, LargeBody, MAX_CAPACITY, MIN_CAPACITY,
+    PAD_SLOTS, PadBody, RingControl, frame_size,
 };
 
 #[cfg(all(test, not(procpool_loom)))]
@@ -141,6 +141,31 @@ pub enum Corruption {
         /// Size of the memfd.
         found: u64,
     },
+    /// A PAD frame names a slot that does not exist, or carries unknown flags.
+    #[error("pad frame with slot {slot} and flags {flags:#x}")]
+    PadBadSlot {
+        /// The slot in the frame.
+        slot: u32,
+        /// The flags in the frame.
+        flags: u32,
+    },
+    /// A PAD frame uses a pad whose memfd never arrived.
+    #[error("pad frame for slot {slot}, which holds no pad")]
+    PadUnknown {
+        /// The slot in the frame.
+        slot: u32,
+    },
+    /// A new pad's memfd is not sealed against resizing, is empty, or exceeds `max_frame`.
+    #[error("pad memfd refused: not sealed against resizing, empty, or larger than max_frame")]
+    PadRefused,
+    /// A PAD frame is longer than its pad.
+    #[error("pad frame of {len} bytes in a pad of {size}")]
+    PadOverrun {
+        /// Length in the frame.
+        len: u64,
+        /// Size of the pad.
+        size: u64,
+    },
     /// A LARGE frame is longer than `max_frame`.
     #[error("large frame of {len} bytes exceeds the maximum {max}")]
     LargeTooLong {
@@ -237,6 +262,16 @@ impl RingRef {
         // as `self`. Every field is an atomic, so a shared reference is fine even though
         // the peer writes those fields concurrently.
         unsafe { self.ctrl.as_ref() }
+    }
+
+    /// The state word of pad `slot` ([`crate::wire::PAD_FREE`] / `PAD_BUSY`).
+    ///
+    /// # Panics
+    ///
+    /// If `slot >= PAD_SLOTS` (callers validate slots read from the peer first).
+    #[inline]
+    pub(crate) fn pad_word(&self, slot: usize) -> &AtomicU32 {
+        &self.ctrl().pads[slot]
     }
 
     #[inline]
@@ -464,6 +499,12 @@ impl Producer {
         self.ring.capacity
     }
 
+    /// The state word of pad `slot` of this ring (see `RingControl::pads`).
+    pub(crate) fn pad_word(&self, slot: usize) -> &AtomicU32 {
+        debug_assert!(slot < PAD_SLOTS);
+        self.ring.pad_word(slot)
+    }
+
     /// Largest payload one in-ring frame can carry.
     pub(crate) fn max_in_ring(&self) -> usize {
         self.ring.capacity - FRAME_HEADER_SIZE
@@ -684,6 +725,8 @@ pub(crate) enum Item {
     Data { pos: usize, len: usize },
     /// Out-of-band payload announced by a LARGE frame.
     Large(LargeBody),
+    /// Out-of-band payload in one of the producer's pads (a PAD frame).
+    Pad(PadBody),
 }
 
 /// The reading end of a ring.
@@ -722,6 +765,12 @@ impl Consumer {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.ring.closed()
+    }
+
+    /// The state word of pad `slot` of this ring (see `RingControl::pads`).
+    pub(crate) fn pad_word(&self, slot: usize) -> &AtomicU32 {
+        debug_assert!(slot < PAD_SLOTS);
+        self.ring.pad_word(slot)
     }
 
     /// A handle that wakes this consumer when it is parked (see [`Interrupter`]).
@@ -796,8 +845,8 @@ impl Consumer {
                     }
                     self.read += to_end;
                 }
-                KIND_DATA | KIND_LARGE => {
-                    if header.kind == KIND_LARGE && len != LARGE_BODY_SIZE as u64 {
+                KIND_DATA | KIND_LARGE | KIND_PAD => {
+                    if header.kind != KIND_DATA && len != LARGE_BODY_SIZE as u64 {
                         return Err(Corruption::BadKind {
                             kind: header.kind,
                             len: header.len,
@@ -820,12 +869,18 @@ impl Consumer {
                             pos: payload,
                             len: len as usize,
                         }
-                    } else {
+                    } else if header.kind == KIND_LARGE {
                         // SAFETY: `payload + 16 <= cap` (checked: pos + size <= cap), the
                         // offset is 16-aligned, and the bytes are published and not yet
                         // released, so the producer does not write them. Volatile copy.
                         Item::Large(unsafe {
                             std::ptr::read_volatile(self.ring.at(payload) as *const LargeBody)
+                        })
+                    } else {
+                        // SAFETY: as for LARGE: 16 in-bounds, 16-aligned, published bytes
+                        // (PadBody has the same size and alignment); a volatile copy.
+                        Item::Pad(unsafe {
+                            std::ptr::read_volatile(self.ring.at(payload) as *const PadBody)
                         })
                     };
                     return Ok(Some((item, self.read + size)));
