@@ -62,6 +62,7 @@ fn consecutive_large_calls_return_exactly_their_data() {
         600_000,
         600_000,
         3 << 20,
+        9 << 20,
         600_001,
         2 << 20,
         300_000,

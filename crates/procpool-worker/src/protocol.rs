@@ -53,6 +53,7 @@
 //!   did not start. Every item before it has been answered in earlier `Outcomes` frames.
 //! - `Pong`: answers `Ping`.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 
@@ -1125,6 +1126,19 @@ pub fn decode_values<T: Task>(bytes: &[u8], count: usize) -> Result<Vec<T::Outpu
             header: count,
             body: archived.len(),
         });
+    }
+    // Byte buffers, the usual large result, go into fresh memory advised as huge pages.
+    let any: &dyn Any = archived;
+    if let Some(buffers) = any.downcast_ref::<ArchivedVec<ArchivedVec<u8>>>() {
+        let values: Box<dyn Any> = Box::new(
+            buffers
+                .iter()
+                .map(|bytes| procpool_ipc::copy_to_new_vec(bytes.as_slice()))
+                .collect::<Vec<Vec<u8>>>(),
+        );
+        if let Ok(values) = values.downcast::<Vec<T::Output>>() {
+            return Ok(*values);
+        }
     }
     deserialize::<Vec<T::Output>>(archived)
 }

@@ -575,6 +575,29 @@ fn a_run_of_plain_outputs_decodes_in_one_go() {
 }
 
 #[test]
+fn a_run_of_byte_buffers_decodes_exactly_through_the_huge_page_copy() {
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    encoder.reset(1, <crate::builtin::echo_bytes as Task>::ID, 7);
+    let big: Vec<u8> = (0..procpool_ipc::HUGE_COPY_MIN + 5)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    let values = vec![b"small".to_vec(), big, Vec::new()];
+    encoder.push_values(&values).unwrap();
+    let frame = aligned(encoder.finish());
+    let FromWorker::Outcomes(batch) = parse_from_worker(&frame).unwrap() else {
+        panic!("not outcomes");
+    };
+    let (_, bytes) = batch.values_run().expect("one run");
+    let decoded = decode_values::<crate::builtin::echo_bytes>(bytes, batch.len()).unwrap();
+    assert!(decoded == values);
+    assert!(matches!(
+        decode_values::<crate::builtin::echo_bytes>(bytes, 2),
+        Err(ProtocolError::CountMismatch { header: 2, body: 3 })
+    ));
+}
+
+#[test]
 fn shared_and_release_frames_parse() {
     let mut frame = AlignedVec::<16>::new();
     encode_release(77, &mut frame);
