@@ -138,6 +138,40 @@ fn endless_map_with_take_finishes() {
     assert_eq!(pool.call(square, 3), Ok(9));
 }
 
+/// The fast path counts its items lazily and may split a run at the refill point: the
+/// count of items left (`size_hint`), the order and the indices stay exact item by item.
+#[test]
+fn maps_count_every_item_with_small_windows() {
+    let pool = pool(2);
+    for window in [1usize, 7, 64, 1_000] {
+        let window = std::num::NonZeroUsize::new(window).unwrap();
+        let n = 5_000u64;
+        let mut map = pool.map(square, 0..n).window(window);
+        let mut expect = 0u64;
+        while let Some(outcome) = map.next() {
+            assert_eq!(outcome, Ok(expect * expect));
+            expect += 1;
+            let left = usize::try_from(n - expect).unwrap();
+            assert_eq!(map.size_hint(), (left, Some(left)), "window {window}");
+        }
+        assert_eq!(expect, n);
+        let mut seen = vec![false; n as usize];
+        let mut unordered = pool.map_unordered(square, 0..n).window(window);
+        let mut count = 0usize;
+        while let Some((index, outcome)) = unordered.next() {
+            assert_eq!(outcome, Ok((index * index) as u64));
+            assert!(
+                !std::mem::replace(&mut seen[index], true),
+                "index {index} twice"
+            );
+            count += 1;
+            let left = n as usize - count;
+            assert_eq!(unordered.size_hint(), (left, Some(left)), "window {window}");
+        }
+        assert_eq!(count, n as usize);
+    }
+}
+
 #[test]
 fn panics_and_errors_come_back_and_the_pool_goes_on() {
     let pool = pool(1);

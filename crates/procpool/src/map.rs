@@ -56,21 +56,34 @@ struct MapRun<'p, T: Task, I> {
     job: Option<StartedMap<T>>,
     /// Outcomes taken from the job's state, not yet yielded (runs of consecutive items).
     ready: std::collections::VecDeque<Segment<T::Output>>,
-    /// The run of successes being yielded (moved out of the front of `ready`), and the index
-    /// of its next item.
+    /// The successes the fast path of `next_outcome` may yield before the slow path must run
+    /// again (to pull input, or to end), and the index after the last of them. Its items
+    /// are counted in `yielded` only when the slow path runs (`sync_fast`), so the fast path
+    /// is one pointer bump.
+    fast: std::vec::IntoIter<T::Output>,
+    fast_end: u64,
+    /// `fast.len()` when `yielded` was last brought up to date.
+    fast_counted: usize,
+    /// The rest of the run of successes being yielded (moved out of the front of `ready`),
+    /// beyond what `fast` may yield, and the index of its next item.
     run: std::vec::IntoIter<T::Output>,
     run_next: u64,
-    /// How many items of `run` the fast path of `next_outcome` may yield before the slow
-    /// path must run again (to pull input, or to end): 0 sends every call down the slow path.
-    fast: usize,
     /// Nothing more will be pulled from `input`.
     input_done: bool,
     /// Nothing more will be yielded.
     finished: bool,
     pulled: u64,
+    /// Items yielded, except those the fast path took since the last `sync_fast`.
     yielded: u64,
     #[cfg(feature = "progress")]
     progress: Option<indicatif::ProgressBar>,
+}
+
+impl<T: Task, I> MapRun<'_, T, I> {
+    /// Items yielded so far.
+    fn yielded_now(&self) -> u64 {
+        self.yielded + (self.fast_counted - self.fast.len()) as u64
+    }
 }
 
 impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
@@ -85,9 +98,11 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             chunksize: None,
             job: None,
             ready: std::collections::VecDeque::new(),
+            fast: Vec::new().into_iter(),
+            fast_end: 0,
+            fast_counted: 0,
             run: Vec::new().into_iter(),
             run_next: 0,
-            fast: 0,
             input_done: false,
             finished: false,
             pulled: 0,
@@ -104,30 +119,34 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
-        // Fast path: the next success of the current run, while no input is due to be pulled
-        // (`fast` counts how many; see `fast_budget`).
-        if self.fast > 0
-            && let Some(value) = self.run.next()
-        {
-            self.fast -= 1;
-            let index = self.run_next;
-            self.run_next += 1;
-            self.yielded += 1;
-            #[cfg(feature = "progress")]
-            if let Some(bar) = &self.progress {
-                bar.inc(1);
-            }
+        // Fast path: the next success of the budgeted part of the current run (see
+        // `grant_fast`). The index is computed only if the caller uses it (`map_unordered`).
+        let index = self.fast_end - self.fast.len() as u64;
+        if let Some(value) = self.fast.next() {
             return Ok(Some((index, Ok(value))));
         }
         self.next_outcome_slow(timeout)
     }
 
-    /// How many items the fast path may yield from `run` now: all of them once the input is
-    /// exhausted, otherwise only while more than half the window stays outstanding (below
-    /// that, `refill` is due).
-    fn fast_budget(&self) -> usize {
-        if self.finished {
-            return 0;
+    /// Counts the items the fast path took in `yielded`.
+    fn sync_fast(&mut self) {
+        self.yielded = self.yielded_now();
+        self.fast_counted = self.fast.len();
+    }
+
+    /// Moves the items of `run` the fast path may yield now into `fast`: all of them once the
+    /// input is exhausted, otherwise only while more than half the window stays outstanding
+    /// (below that, `refill` is due). `fast` must be empty.
+    fn grant_fast(&mut self) {
+        debug_assert_eq!(self.fast.len(), 0);
+        self.sync_fast();
+        if self.finished || self.run.len() == 0 {
+            return;
+        }
+        #[cfg(feature = "progress")]
+        if self.progress.is_some() {
+            // The slow path counts every item on the bar.
+            return;
         }
         let budget = if self.input_done {
             usize::MAX
@@ -136,7 +155,24 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             usize::try_from(outstanding.saturating_sub(self.window as u64 / 2))
                 .unwrap_or(usize::MAX)
         };
-        budget.min(self.run.len())
+        if budget == 0 {
+            return;
+        }
+        let first = self.run_next;
+        if budget >= self.run.len() {
+            self.fast = std::mem::replace(&mut self.run, Vec::new().into_iter());
+        } else {
+            // Rare: once per refill at most (the budget is then half the window).
+            self.fast = self
+                .run
+                .by_ref()
+                .take(budget)
+                .collect::<Vec<_>>()
+                .into_iter();
+        }
+        self.fast_counted = self.fast.len();
+        self.fast_end = first + self.fast.len() as u64;
+        self.run_next = self.fast_end;
     }
 
     /// [`Self::next_outcome`] when the fast path does not apply: starts the job, pulls
@@ -147,7 +183,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<(u64, Result<T::Output, TaskError>)>, Timeout> {
-        self.fast = 0;
+        self.sync_fast();
         if self.finished {
             return Ok(None);
         }
@@ -202,7 +238,7 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
         if let Some(bar) = &self.progress {
             bar.inc(1);
         }
-        self.fast = self.fast_budget();
+        self.grant_fast();
         Ok(Some(outcome))
     }
 
@@ -223,6 +259,12 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             Ok(()) => {
                 self.pulled += n;
                 self.input_done = exhausted;
+            }
+            Err(_) if n == 0 => {
+                // Only the end of the input was announced, and no item was refused: a job
+                // whose known length was reached may already be complete and forgotten by the
+                // scheduler. Every pulled item has or will get its outcome.
+                self.input_done = true;
             }
             Err(err) => {
                 // The pool stopped accepting work: report it once, then end.
@@ -391,7 +433,7 @@ fn size_hint<T: Task, I: Iterator>(run: &MapRun<'_, T, I>) -> (usize, Option<usi
     if run.finished {
         return (0, Some(0));
     }
-    let outstanding = usize::try_from(run.pulled - run.yielded).unwrap_or(usize::MAX);
+    let outstanding = usize::try_from(run.pulled - run.yielded_now()).unwrap_or(usize::MAX);
     let (lower, upper) = run.input.size_hint();
     (
         outstanding.saturating_add(lower),
@@ -404,7 +446,7 @@ impl<T: Task, I> std::fmt::Debug for Map<'_, T, I> {
         f.debug_struct("Map")
             .field("task", &T::NAME)
             .field("pulled", &self.run.pulled)
-            .field("yielded", &self.run.yielded)
+            .field("yielded", &self.run.yielded_now())
             .finish_non_exhaustive()
     }
 }
@@ -414,7 +456,7 @@ impl<T: Task, I> std::fmt::Debug for MapUnordered<'_, T, I> {
         f.debug_struct("MapUnordered")
             .field("task", &T::NAME)
             .field("pulled", &self.run.pulled)
-            .field("yielded", &self.run.yielded)
+            .field("yielded", &self.run.yielded_now())
             .finish_non_exhaustive()
     }
 }
