@@ -4,6 +4,7 @@
 //! shares the task table of `procpool_tests`) and runs under a watchdog that ends the whole
 //! test process if it hangs; workers die with it (`PR_SET_PDEATHSIG`).
 
+mod balance;
 mod chaos;
 mod faults;
 mod handles;

@@ -52,6 +52,18 @@ pub fn mark_then_sleep(marker: &str, millis: u64) -> u32 {
     std::process::id()
 }
 
+/// Creates the file `started`, then waits until the file `gate_file` exists (polling every
+/// millisecond); returns the worker's pid. A test holds a worker busy with it for as long as
+/// it likes, without any timing.
+#[procpool::task]
+pub fn gate(gate_file: &str, started: &str) -> u32 {
+    std::fs::write(started, b"started").expect("write the marker file");
+    while !std::path::Path::new(gate_file).exists() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::process::id()
+}
+
 /// The value of environment variable `name` in the worker.
 #[procpool::task]
 pub fn env_var(name: &str) -> Option<String> {
@@ -174,7 +186,8 @@ pub struct Offset(pub u64);
 /// Touches every task so the linker keeps them all in every binary linking this library
 /// (the task table is a link-time slice; an unreferenced object file could be dropped).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 15] = [
+    let tasks: [*const (); 16] = [
+        gate::call as *const (),
         offset_unless_flag::call as *const (),
         bytes_of_len::call as *const (),
         len_of::call as *const (),

@@ -17,7 +17,7 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::wire::MAILBOX_OFFSET;
 
 /// Number of words in a channel's [`Mailbox`].
-pub const MAILBOX_WORDS: usize = 8;
+pub const MAILBOX_WORDS: usize = 16;
 
 /// The shared words of one channel. `Clone + Send + Sync`; every clone sees the same words.
 ///
@@ -48,6 +48,7 @@ impl Mailbox {
     /// The mailbox of `region`.
     pub(crate) fn new(region: Arc<Region>) -> Mailbox {
         const { assert!(MAILBOX_OFFSET % 64 == 0) };
+        const { assert!(MAILBOX_OFFSET + MAILBOX_WORDS * 8 <= crate::wire::REGION_HEADER_SIZE) };
         assert!(region.len() >= MAILBOX_OFFSET + MAILBOX_WORDS * 8);
         // SAFETY: the region is at least MAILBOX_OFFSET + 64 bytes (asserted above) and
         // its base is page aligned, so the words are in bounds and 8-byte aligned.

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! offset 0                 RegionHeader (written once by the creator, read once by the opener)
-//! MAILBOX_OFFSET (2048)      8 atomic u64 mailbox words, either side loads/stores them at any time
+//! MAILBOX_OFFSET (2048)      16 atomic u64 mailbox words, either side loads/stores them at any time
 //! RING_BLOCK_OFFSET[0]     ring 0 (submission, creator -> opener): RingControl, then `capacity` data bytes
 //! RING_BLOCK_OFFSET[1]     ring 1 (completion, opener -> creator): RingControl, then `capacity` data bytes
 //! ```
@@ -200,7 +200,7 @@ const _: () = {
     assert!(std::mem::size_of::<LargeBody>() == LARGE_BODY_SIZE);
     assert!(std::mem::size_of::<PadBody>() == LARGE_BODY_SIZE);
     assert!(std::mem::size_of::<RegionHeader>() <= MAILBOX_OFFSET);
-    assert!(MAILBOX_OFFSET + 8 * 8 <= REGION_HEADER_SIZE);
+    assert!(MAILBOX_OFFSET + crate::mailbox::MAILBOX_WORDS * 8 <= REGION_HEADER_SIZE);
     assert!(std::mem::size_of::<RingControl>() <= RING_CONTROL_SIZE);
 };
 

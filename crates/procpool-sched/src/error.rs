@@ -52,6 +52,14 @@ pub enum FeedbackError {
         /// The end of the chunk.
         end: u64,
     },
+    /// A chunk said to be taken back unstarted has items reported done: it had started.
+    #[error("{chunk:?} cannot be reclaimed: {done} of its items were reported done")]
+    ReclaimStarted {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Its items reported done.
+        done: u64,
+    },
     /// A yield point outside the part of the chunk that may still be unstarted.
     #[error("{chunk:?} cannot yield from item {first_unstarted}: allowed {lowest}..={end}")]
     YieldOutOfRange {

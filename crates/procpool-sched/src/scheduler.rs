@@ -24,6 +24,16 @@ pub struct SchedulerConfig {
     /// A tail split is proposed only if the unstarted items it frees are estimated to take at
     /// least this long (cost unknown counts as long enough).
     pub min_yield_work: Duration,
+    /// Whether the driver can take back a chunk queued behind a worker's running one without
+    /// the worker's help, as long as the worker has not started it
+    /// ([`Scheduler::on_reclaimed`]; the facade does it with a compare-and-swap on a word
+    /// shared with the worker). Then a queued chunk never strands its items behind a long
+    /// running one, so [`ChunkPolicy::Adaptive`] prefetches whatever the in-flight work is
+    /// (not only below [`AdaptiveConfig::prefetch_horizon`]): a worker finds its next chunk
+    /// in its ring when it finishes one, instead of waiting for the parent to react to its
+    /// report (a wake-up or more on a busy machine). Off by default: a driver that cannot
+    /// reclaim would strand items.
+    pub reclaim_queued: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -33,6 +43,7 @@ impl Default for SchedulerConfig {
             in_flight: NonZeroUsize::new(2).unwrap(),
             tail_split: true,
             min_yield_work: Duration::from_micros(50),
+            reclaim_queued: false,
         }
     }
 }
@@ -102,7 +113,10 @@ pub enum Split {
     /// chunk: the worker stays busy with the other half, so every split makes progress.
     Half,
     /// All items not started yet: for a chunk queued behind the running one, which may wait
-    /// for as long as the running item takes.
+    /// for as long as the running item takes. With [`SchedulerConfig::reclaim_queued`] the
+    /// driver first tries to take the chunk back itself ([`Scheduler::on_reclaimed`]); only
+    /// if the worker has already started it does it ask the worker, for the later
+    /// [`Split::Half`] of its unstarted items like any running chunk.
     All,
 }
 
@@ -883,6 +897,30 @@ impl Scheduler {
         Ok(self.finish_if_done(chunk))
     }
 
+    /// Records that the driver took back `chunk` before the worker started it (with
+    /// [`SchedulerConfig::reclaim_queued`]; typically after [`yield_candidate`] proposed
+    /// [`Split::All`] for it): the worker will run none of its items, which are queued again,
+    /// ahead of new input, and the chunk leaves the worker's in-flight window.
+    ///
+    /// [`yield_candidate`]: Self::yield_candidate
+    ///
+    /// # Errors
+    ///
+    /// A [`FeedbackError`] if the worker or chunk is unknown, or
+    /// [`FeedbackError::ReclaimStarted`] if items of it were reported done (it had started);
+    /// nothing is recorded then.
+    pub fn on_reclaimed(&mut self, worker: WorkerId, chunk: ChunkId) -> Result<(), FeedbackError> {
+        let state = self.chunk_of(worker, chunk)?;
+        if state.done > 0 {
+            return Err(FeedbackError::ReclaimStarted {
+                chunk,
+                done: state.done,
+            });
+        }
+        let start = state.items.start;
+        self.on_yielded(worker, chunk, start).map(|_| ())
+    }
+
     // ----- internals -----
 
     fn slot_of(&self, worker: WorkerId) -> Result<usize, StaleWorker> {
@@ -958,7 +996,9 @@ impl Scheduler {
         let ChunkPolicy::Adaptive(config) = &self.config.policy else {
             return true;
         };
-        // Prefetch only while the work already in flight is known to be short.
+        // Prefetch only while the work already in flight is known to be short, unless a
+        // queued chunk can be reclaimed (then it strands nothing); never while the cost is
+        // unknown (the probe chunks double in size meanwhile).
         let mut work_ns = 0.0;
         for chunk_id in &slot.in_flight {
             let chunk = &self.chunks[chunk_id];
@@ -971,7 +1011,7 @@ impl Scheduler {
                 None => return false,
             }
         }
-        work_ns < config.prefetch_horizon.as_nanos() as f64
+        self.config.reclaim_queued || work_ns < config.prefetch_horizon.as_nanos() as f64
     }
 
     fn flush_staged(&mut self) {

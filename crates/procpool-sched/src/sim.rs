@@ -120,6 +120,9 @@ pub struct SimOutcome {
     pub chunks: u64,
     /// Yield requests made.
     pub yields: u64,
+    /// Queued chunks taken back unstarted ([`Scheduler::on_reclaimed`]; only with
+    /// [`SchedulerConfig::reclaim_queued`]), counted among `yields` too.
+    pub reclaims: u64,
     /// Per job, in scenario order.
     pub jobs: Vec<JobOutcome>,
 }
@@ -298,6 +301,9 @@ struct Sim<'a> {
     parent_wakeup_pending: bool,
     chunks: u64,
     yields: u64,
+    reclaims: u64,
+    /// Chunks reclaimed while still on their way to the worker: dropped when they arrive.
+    reclaimed_in_transit: std::collections::BTreeSet<ChunkId>,
     makespan: u64,
 }
 
@@ -320,6 +326,8 @@ impl<'a> Sim<'a> {
             parent_wakeup_pending: false,
             chunks: 0,
             yields: 0,
+            reclaims: 0,
+            reclaimed_in_transit: std::collections::BTreeSet::new(),
             makespan: 0,
         };
         for _ in 0..scenario.workers {
@@ -464,6 +472,9 @@ impl<'a> Sim<'a> {
                 start,
                 end,
             } => {
+                if self.reclaimed_in_transit.remove(&chunk) {
+                    return Ok(()); // Taken back on its way: the worker skips it.
+                }
                 let Some(sim_worker) = self.workers.iter_mut().find(|w| w.id == Some(worker))
                 else {
                     return Ok(()); // It died meanwhile; the scheduler requeued the chunk.
@@ -841,6 +852,17 @@ impl<'a> Sim<'a> {
         }
         // The parent is serial: it decides and sends one chunk at a time, so a decision is
         // made only when the parent is free, with everything reported until then.
+        // A reclaim queues items again: hand them out in the same reaction.
+        loop {
+            self.send_chunks()?;
+            if !self.propose_splits()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The parent sends chunks while it is free.
+    fn send_chunks(&mut self) -> Result<(), SimError> {
         while self.parent_free <= self.now {
             let Some(assignment) = self.sched.next_assignment() else {
                 break;
@@ -875,10 +897,26 @@ impl<'a> Sim<'a> {
             self.parent_wakeup_pending = true;
             self.push(self.parent_free, Event::ParentFree);
         }
+        Ok(())
+    }
+
+    /// Proposes tail splits; returns whether a queued chunk was reclaimed (its items are
+    /// queued again).
+    fn propose_splits(&mut self) -> Result<bool, SimError> {
+        let mut reclaimed = false;
         while let Some(request) = self.sched.yield_candidate() {
             self.yields += 1;
+            let mut split = request.split;
+            if split == Split::All && self.scenario.config.reclaim_queued {
+                if self.try_reclaim(request.worker, request.chunk)? {
+                    reclaimed = true;
+                    continue;
+                }
+                // The worker claimed it first: it is running, so split it like one.
+                split = Split::Half;
+            }
             let worker = &mut self.workers[request.worker.slot()];
-            worker.flags.insert(request.chunk, request.split);
+            worker.flags.insert(request.chunk, split);
             // A running batch stops at the first item boundary after now.
             if let WorkerState::Running {
                 start,
@@ -911,7 +949,26 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(reclaimed)
+    }
+
+    /// The facade's compare-and-swap on the worker's claim word, modelled: a chunk the worker
+    /// has not started (queued in its ring, or still on its way) is taken back and requeued;
+    /// one it started stays.
+    fn try_reclaim(&mut self, worker: WorkerId, chunk: ChunkId) -> Result<bool, SimError> {
+        let sim_worker = &mut self.workers[worker.slot()];
+        match sim_worker.ring.iter().position(|c| c.chunk == chunk) {
+            Some(pos) if sim_worker.ring[pos].started => return Ok(false),
+            Some(pos) => {
+                sim_worker.ring.remove(pos);
+            }
+            None => {
+                self.reclaimed_in_transit.insert(chunk);
+            }
+        }
+        (self.sched.on_reclaimed(worker, chunk)).map_err(|e| violation(self.now, e.to_string()))?;
+        self.reclaims += 1;
+        Ok(true)
     }
 
     fn outcome(self) -> SimOutcome {
@@ -919,6 +976,7 @@ impl<'a> Sim<'a> {
             makespan: Duration::from_nanos(self.makespan),
             chunks: self.chunks,
             yields: self.yields,
+            reclaims: self.reclaims,
             jobs: self.jobs.into_iter().map(|job| job.outcome).collect(),
         }
     }

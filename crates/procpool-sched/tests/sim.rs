@@ -68,7 +68,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(job(), 1..=3),
         prop::collection::vec((0u64..20_000, 0usize..6), 0..=4),
         prop::collection::vec((0u64..20_000, 0usize..6), 0..=3),
-        (0u64..2_000, any::<bool>(), any::<bool>()),
+        (0u64..2_000, any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -77,13 +77,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 jobs,
                 deaths,
                 retirements,
-                (respawn_us, retry, batched),
+                (respawn_us, retry, batched, reclaim_queued),
             )| {
                 Scenario {
                     config: SchedulerConfig {
                         policy,
                         in_flight: NonZeroUsize::new(in_flight).unwrap(),
                         tail_split,
+                        reclaim_queued,
                         ..SchedulerConfig::default()
                     },
                     model: CostModel {
@@ -286,5 +287,88 @@ fn streaming_input_with_window_one_runs_everything() {
     let outcome = sim::run(&scenario).unwrap();
     assert_eq!(outcome.jobs[0].max_outstanding, 1);
     assert_eq!(outcome.chunks, 40);
+    check_scenario(&scenario).unwrap();
+}
+
+/// `cpu_scaling` and `skewed` of the benchmark, on 2 workers, with a parent that needs
+/// `parent_us` to react to a report and send a chunk (the reader thread's wake-up on a busy
+/// machine), with and without reclaimable prefetch.
+fn busy_scenario(durations: Vec<Duration>, parent_us: u64, reclaim: bool) -> Scenario {
+    let mut scenario = one_job(2, durations, ChunkPolicy::default());
+    scenario.model.parent_per_chunk = Duration::from_micros(parent_us);
+    scenario.config.reclaim_queued = reclaim;
+    scenario
+}
+
+#[test]
+fn reclaimable_prefetch_hides_the_parents_reaction_on_long_items() {
+    let equal = vec![Duration::from_millis(40); 32];
+    let ideal = Duration::from_millis(640);
+    // Without prefetch (40 ms is far over the 1 ms horizon) every item waits for the
+    // parent's reaction to the previous report: 16 waits per worker.
+    let plain = sim::run(&busy_scenario(equal.clone(), 200, false)).unwrap();
+    assert!(
+        plain.makespan >= ideal + Duration::from_micros(15 * 200),
+        "{:?}",
+        plain.makespan
+    );
+    assert_eq!(plain.reclaims, 0);
+    // With it, the next item is already in the worker's ring: only the start is paid.
+    let reclaim = busy_scenario(equal, 200, true);
+    let outcome = sim::run(&reclaim).unwrap();
+    assert!(
+        outcome.makespan <= ideal + Duration::from_micros(3 * 200),
+        "{:?}",
+        outcome.makespan
+    );
+    check_scenario(&reclaim).unwrap();
+}
+
+#[test]
+fn a_queued_item_is_reclaimed_for_the_idle_worker() {
+    // Worker 1 runs item 1 (10 ms) with item 2 (10 ms) prefetched behind it (ties go to the
+    // worker served last); worker 0 is done with item 0 (5 ms) at 5 ms. Reclaimed at once,
+    // item 2 ends at 15 ms; asked back from worker 1 instead, it comes back only when item 1
+    // ends: 20 ms.
+    let durations = [5, 10, 10].map(Duration::from_millis).to_vec();
+    let mut scenario = busy_scenario(durations, 0, true);
+    scenario.config.policy = ChunkPolicy::Fixed(NonZeroU64::new(1).unwrap());
+    let outcome = sim::run(&scenario).unwrap();
+    assert_eq!(outcome.reclaims, 1, "{outcome:?}");
+    assert!(
+        outcome.makespan <= Duration::from_micros(15_100),
+        "{:?}",
+        outcome.makespan
+    );
+    check_scenario(&scenario).unwrap();
+    scenario.config.reclaim_queued = false;
+    let outcome = sim::run(&scenario).unwrap();
+    assert_eq!(outcome.reclaims, 0);
+    assert!(
+        outcome.makespan >= Duration::from_millis(20),
+        "{:?}",
+        outcome.makespan
+    );
+}
+
+#[test]
+fn skewed_stays_at_its_ideal_with_reclaimable_prefetch() {
+    // 60 × 5 ms then 4 × 100 ms, the ideal is 350 ms. Without prefetch each item waits for
+    // the parent's reaction to the previous report; with it only the first items do.
+    let mut skewed = vec![Duration::from_millis(5); 60];
+    skewed.extend([Duration::from_millis(100); 4]);
+    let plain = busy_scenario(skewed.clone(), 200, false);
+    let plain = sim::run(&plain).unwrap().makespan;
+    assert!(
+        plain >= Duration::from_micros(350_000 + 20 * 200),
+        "{plain:?}"
+    );
+    let scenario = busy_scenario(skewed, 200, true);
+    let outcome = sim::run(&scenario).unwrap();
+    assert!(
+        outcome.makespan <= Duration::from_micros(350_000 + 5 * 200),
+        "{:?}",
+        outcome.makespan
+    );
     check_scenario(&scenario).unwrap();
 }

@@ -72,7 +72,7 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
@@ -82,6 +82,74 @@ pub const HEADER_LEN: usize = 32;
 /// item not started when the worker sees the request) and run the rest first. Without it the
 /// worker gives back everything from the next item on. Chunk ids stay far below this bit.
 pub const YIELD_HALF: u64 = 1 << 63;
+
+/// Flag in the claim word (mailbox word 6): the parent took chunk `value & !CLAIM_RECLAIMED`
+/// minus one back before the worker started it. See [`reclaim`] and [`claim`].
+pub const CLAIM_RECLAIMED: u64 = 1 << 63;
+
+/// The parent's side of the claim word (mailbox word 6): tries to take chunk `chunk_id`
+/// back before the worker starts it, so the parent can give its items to another worker
+/// at once instead of waiting for this one to finish what it runs. Returns whether it did;
+/// then the worker will skip the chunk when it reaches it in its ring, sending nothing
+/// about it.
+///
+/// The word holds `chunk_id + 1` of the last chunk the worker claimed (started; 0 before the
+/// first), or
+/// `CLAIM_RECLAIMED | (chunk_id + 1)` of a chunk the parent took back and the worker has
+/// not reached yet. Both sides change it only by compare-and-swap, so exactly one of them
+/// wins a chunk. At most one reclaimed chunk is pending at a time: while a mark is in the
+/// word, this refuses (the worker could not tell two marks apart), and the worker replaces
+/// a mark only with its own claim of that very chunk.
+///
+/// `load` and `compare_exchange` act on the word (Acquire / AcqRel, so a won exchange is
+/// ordered with the other side's last one).
+pub fn reclaim(
+    load: impl Fn() -> u64,
+    compare_exchange: impl Fn(u64, u64) -> bool,
+    chunk_id: u64,
+) -> bool {
+    let target = chunk_id.wrapping_add(1);
+    loop {
+        let current = load();
+        if current & CLAIM_RECLAIMED != 0 || current >= target {
+            // Another reclaim is pending, or the worker claimed this chunk or a later one
+            // (chunk ids grow in the order chunks are sent, and a worker runs them in order).
+            return false;
+        }
+        if compare_exchange(current, CLAIM_RECLAIMED | target) {
+            return true;
+        }
+        // The worker claimed a chunk meanwhile (maybe this one): look again.
+    }
+}
+
+/// The worker's side of the claim word (see [`reclaim`]): claims chunk `chunk_id` before
+/// running it; `false` if the parent took it back (the worker then skips it and clears the
+/// mark, so a later chunk can be taken back).
+pub fn claim(
+    load: impl Fn() -> u64,
+    compare_exchange: impl Fn(u64, u64) -> bool,
+    chunk_id: u64,
+) -> bool {
+    let mine = chunk_id.wrapping_add(1);
+    loop {
+        let current = load();
+        if current == CLAIM_RECLAIMED | mine {
+            // Only this side replaces a mark, so the exchange cannot fail; either way the
+            // chunk stays skipped.
+            compare_exchange(current, mine);
+            return false;
+        }
+        if current & CLAIM_RECLAIMED != 0 {
+            // A mark for another chunk: it is not this side's to clear. The chunks run in
+            // the order they were sent, so that one is later than this one.
+            return true;
+        }
+        if compare_exchange(current, mine) {
+            return true;
+        }
+    }
+}
 
 /// Size of one entry of an `Outcomes` table (one run).
 const RUN_ENTRY_LEN: usize = 16;

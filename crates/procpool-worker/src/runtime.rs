@@ -22,6 +22,9 @@
 //! | 3 | parent | liveness ping: a counter the parent bumps (then wakes the word's futex) while the worker holds work |
 //! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
 //! | 5 | parent | the largest encoded output of one item the worker may send (0: no limit), stored before `Setup` is sent; a larger output is replaced by a `TooLarge` failure |
+//! | 6 | worker | the CPU it started its last chunk on, plus one (0: unknown) |
+//! | 7 | parent | the CPU of the parent thread that last spun for this worker's outcomes, plus one (0: none) |
+//! | 8 | both, by compare-and-swap | claim: `chunk_id + 1` of the last chunk the worker started, or [`protocol::CLAIM_RECLAIMED`] or-ed with `chunk_id + 1` of a queued chunk the parent took back before the worker started it; the worker skips such a chunk without a word about it ([`protocol::reclaim`], [`protocol::claim`]) |
 //!
 //! The completion ring is shared memory, so after a worker dies the parent can still drain every
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
@@ -143,6 +146,8 @@ pub(crate) mod word {
     /// The CPU of the parent thread that last spun for this worker's outcomes, plus one (0:
     /// none), stored by the parent.
     pub(crate) const WAITER_CPU: usize = 7;
+    /// Claim word: the last chunk started, or a chunk the parent took back (`protocol::claim`).
+    pub(crate) const CLAIM: usize = 8;
 }
 
 /// The CPU this thread runs on, plus one (0 if unknown): `sched_getcpu`, a read of the rseq
@@ -486,6 +491,16 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
                 count,
                 args,
             } => {
+                let claimed = protocol::claim(
+                    || mailbox.load(word::CLAIM),
+                    |current, new| mailbox.compare_exchange(word::CLAIM, current, new),
+                    chunk_id,
+                );
+                if !claimed {
+                    // The parent took it back before it started and gave its items to
+                    // another worker: nothing of it runs, nothing about it is sent.
+                    continue;
+                }
                 let mut run = BatchRun {
                     chunk_id,
                     task_id,

@@ -107,6 +107,10 @@ impl Launcher for IpcLauncher {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    fn can_reclaim(&self) -> bool {
+        true
+    }
 }
 
 /// The frame sender over a `procpool_ipc` channel (shared with the test thread backend).
@@ -270,7 +274,7 @@ struct MailboxControl<S> {
     closer: Closer,
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
     /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer, 5 = output size
-    /// limit.
+    /// limit, 6 = claim (the last chunk started, or one taken back).
     mailbox: Mailbox,
     signals: S,
 }
@@ -299,6 +303,18 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
     fn request_yield(&self, chunk_id: u64, half: bool) {
         self.mailbox
             .store(MAILBOX_YIELD, yield_request(chunk_id, half));
+    }
+
+    fn try_reclaim(&self, chunk_id: u64) -> bool {
+        protocol::reclaim(
+            || self.mailbox.load(MAILBOX_CLAIM),
+            |current, new| {
+                (self.mailbox)
+                    .compare_exchange(MAILBOX_CLAIM, current, new)
+                    .is_ok()
+            },
+            chunk_id,
+        )
     }
 
     fn ping(&self) -> Option<u64> {
@@ -377,6 +393,8 @@ const MAILBOX_MAX_OUTPUT: usize = 5;
 const MAILBOX_WORKER_CPU: usize = 6;
 /// The CPU of the parent thread that last spun for the worker's outcomes, plus one.
 const MAILBOX_WAITER_CPU: usize = 7;
+/// Mailbox word 8: the claim word (`protocol::reclaim`, `protocol::claim`).
+const MAILBOX_CLAIM: usize = 8;
 
 /// Sends the next liveness ping through a worker's mailbox and returns its number.
 fn ping_through(mailbox: &Mailbox) -> u64 {

@@ -314,9 +314,14 @@ impl Shared {
         launcher: Box<dyn Launcher>,
         config: PoolConfig,
     ) -> Result<Arc<Shared>, Error> {
+        // Long items are prefetched only where a queued chunk can be taken back unstarted.
+        let sched_config = SchedulerConfig {
+            reclaim_queued: launcher.can_reclaim(),
+            ..config.sched.clone()
+        };
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                sched: Scheduler::new(config.sched.clone()),
+                sched: Scheduler::new(sched_config),
                 phase: Phase::Open,
                 broken: None,
                 jobs: HashMap::new(),
@@ -1038,13 +1043,54 @@ impl Shared {
             }
             core.frame = frame;
         }
+        let mut reclaimed = false;
         while let Some(request) = core.sched.yield_candidate() {
-            if let Some(worker) = core.workers.get(&request.worker) {
-                let half = request.split == procpool_sched::Split::Half;
-                worker.control.request_yield(request.chunk.get(), half);
+            let Some(worker) = core.workers.get(&request.worker) else {
+                continue;
+            };
+            let wire_id = request.chunk.get();
+            let mut half = request.split == procpool_sched::Split::Half;
+            if !half {
+                // A chunk queued behind the running one: take it back unstarted if the worker
+                // has not reached it, and hand its items out at once (below); otherwise it
+                // runs, so ask for the later half of it like any running chunk.
+                if worker.control.try_reclaim(wire_id) {
+                    self.reclaim(core, request.worker, wire_id);
+                    reclaimed = true;
+                    continue;
+                }
+                half = true;
             }
+            worker.control.request_yield(wire_id, half);
+        }
+        if reclaimed {
+            deferred.absorb(self.dispatch(core));
         }
         deferred
+    }
+
+    /// Settles a chunk taken back from `worker` before it started it: its items are queued
+    /// again (ahead of new input) and nothing about it will come from the worker.
+    fn reclaim(&self, core: &mut Core, worker: WorkerId, wire_id: u64) {
+        let Some(info) = core.chunks.get(&wire_id) else {
+            return;
+        };
+        let (sched_id, job_id, items) = (info.id, info.job, info.next..info.items.end);
+        if let Err(err) = core.sched.on_reclaimed(worker, sched_id) {
+            // Outcomes of it were reported, yet the claim word said it had not started: a
+            // worker that breaks the protocol. It will skip the chunk all the same, so
+            // everything not reported goes back.
+            tracing::warn!("reclaimed chunk {wire_id}: {err}");
+            if let Err(err) = core.sched.on_yielded(worker, sched_id, info.next) {
+                tracing::warn!("reclaimed chunk {wire_id}: {err}");
+                return;
+            }
+        }
+        if let Some(entry) = core.jobs.get(&job_id) {
+            entry.job.unstart(items);
+        }
+        self.end_chunk(core, wire_id);
+        self.check_job(core, job_id);
     }
 
     /// Settles what a lost worker held; returns whether to start a replacement.

@@ -126,6 +126,13 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// `Yielded`: all of them, or with `half` only the later half (it runs the rest first).
     fn request_yield(&self, chunk_id: u64, half: bool);
 
+    /// Takes chunk `chunk_id`, queued behind the one the worker runs, back before the worker
+    /// starts it (the claim word, mailbox word 6: `procpool_worker::protocol::reclaim`).
+    /// Returns whether it did: then the worker skips the chunk without a word, and its items
+    /// are the caller's to give to another worker. `false` when the worker started it, or
+    /// when the backend cannot take chunks back.
+    fn try_reclaim(&self, chunk_id: u64) -> bool;
+
     /// Asks the worker to prove it is alive (mailbox word 3, answered by its heartbeat thread
     /// in word 4); returns the ping's number, or `None` when the backend has no heartbeat.
     fn ping(&self) -> Option<u64>;
@@ -183,4 +190,10 @@ pub(crate) trait Launcher: Send + Sync {
 
     /// A short description for logs and errors, e.g. the worker program's path.
     fn describe(&self) -> String;
+
+    /// Whether its workers' [`WorkerControl::try_reclaim`] can take queued chunks back; the
+    /// scheduler then prefetches long items too (`SchedulerConfig::reclaim_queued`).
+    fn can_reclaim(&self) -> bool {
+        false
+    }
 }

@@ -89,6 +89,11 @@ impl WorkerControl for ThreadControl {
 
     fn request_yield(&self, _chunk_id: u64, _half: bool) {}
 
+    fn try_reclaim(&self, _chunk_id: u64) -> bool {
+        // The worker thread's mailbox is its own: nothing to take back from here.
+        false
+    }
+
     fn ping(&self) -> Option<u64> {
         None
     }

@@ -324,6 +324,78 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
 }
 
 #[test]
+fn reclaimable_prefetch_queues_long_items_and_takes_them_back_unstarted() {
+    let mut sched = Scheduler::new(SchedulerConfig {
+        reclaim_queued: true,
+        ..SchedulerConfig::default()
+    });
+    let (w0, w1) = (sched.add_worker(), sched.add_worker());
+    let job = sched.submit(TaskKey(3), InputLen::Known(5));
+    sched.add_items(job, 5).unwrap();
+    let probe = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!(
+        sched.next_chunk(w0).unwrap(),
+        None,
+        "no prefetch while the cost is unknown, even when reclaimable"
+    );
+    sched
+        .on_items_done(w0, probe.chunk, 1, Duration::from_millis(40))
+        .unwrap();
+    let running = sched.next_chunk(w0).unwrap().unwrap();
+    let queued = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!((items(&running), items(&queued)), (1..2, 2..3));
+    assert_eq!(sched.next_chunk(w0).unwrap(), None, "the window is full");
+    // w1 takes the rest and runs dry: the chunk queued at w0 is proposed whole ...
+    let rest: Vec<_> = std::iter::from_fn(|| sched.next_chunk(w1).unwrap()).collect();
+    for chunk in &rest {
+        let n = chunk.span.items.end - chunk.span.items.start;
+        sched
+            .on_items_done(w1, chunk.chunk, n, Duration::from_millis(40 * n))
+            .unwrap();
+    }
+    let request = sched.yield_candidate().unwrap();
+    assert_eq!(
+        (request.worker, request.chunk, request.split),
+        (w0, queued.chunk, Split::All)
+    );
+    // ... taken back by the driver, and handed to w1.
+    assert_eq!(sched.on_reclaimed(w0, queued.chunk), Ok(()));
+    assert_eq!(sched.in_flight(w0).unwrap(), [running.chunk]);
+    let moved = sched.next_assignment().unwrap();
+    assert_eq!((moved.worker, items(&moved)), (w1, 2..3));
+    // A chunk with a reported item had started: it cannot be reclaimed.
+    sched
+        .on_items_done(w1, moved.chunk, 1, Duration::from_millis(40))
+        .unwrap();
+    let progress = sched.job_progress(job).unwrap();
+    assert_eq!(
+        (progress.done, progress.in_flight, progress.queued),
+        (4, 1, 0)
+    );
+    assert_eq!(
+        sched.on_reclaimed(w1, moved.chunk),
+        Err(FeedbackError::UnknownChunk(moved.chunk))
+    );
+    let fixed_two = JobOptions::new().policy(ChunkPolicy::Fixed(NonZeroU64::new(2).unwrap()));
+    let job = sched.submit_with(TaskKey(3), InputLen::Known(4), fixed_two);
+    sched.add_items(job, 4).unwrap();
+    let two = sched.next_chunk(w1).unwrap().unwrap();
+    assert_eq!(items(&two), 0..2);
+    sched
+        .on_items_done(w1, two.chunk, 1, Duration::from_millis(40))
+        .unwrap();
+    let before = sched.job_progress(job).unwrap();
+    assert_eq!(
+        sched.on_reclaimed(w1, two.chunk),
+        Err(FeedbackError::ReclaimStarted {
+            chunk: two.chunk,
+            done: 1
+        })
+    );
+    assert_eq!(sched.job_progress(job).unwrap(), before, "nothing recorded");
+}
+
+#[test]
 fn scheduler_and_reorder_can_move_between_threads() {
     // The facade keeps them behind a mutex shared by its threads.
     fn assert_send<T: Send>() {}

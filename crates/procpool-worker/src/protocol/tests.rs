@@ -623,3 +623,89 @@ fn shared_and_release_frames_parse() {
         Err(ProtocolError::Truncated { .. })
     ));
 }
+
+/// The claim word (mailbox word 6) on a plain atomic: the parent's `reclaim` and the
+/// worker's `claim`.
+mod claim_word {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::super::{CLAIM_RECLAIMED, claim, reclaim};
+
+    fn parent(word: &AtomicU64, chunk: u64) -> bool {
+        reclaim(
+            || word.load(Ordering::Acquire),
+            |cur, new| {
+                (word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)).is_ok()
+            },
+            chunk,
+        )
+    }
+
+    fn worker(word: &AtomicU64, chunk: u64) -> bool {
+        claim(
+            || word.load(Ordering::Acquire),
+            |cur, new| {
+                (word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)).is_ok()
+            },
+            chunk,
+        )
+    }
+
+    #[test]
+    fn a_taken_back_chunk_is_skipped_and_a_started_one_cannot_be_taken() {
+        let word = AtomicU64::new(0);
+        assert!(worker(&word, 0));
+        assert!(!parent(&word, 0), "chunk 0 started");
+        assert!(parent(&word, 1));
+        assert_eq!(word.load(Ordering::Relaxed), CLAIM_RECLAIMED | 2);
+        assert!(!parent(&word, 2), "one pending reclaim at a time");
+        assert!(!worker(&word, 1), "the worker skips chunk 1");
+        assert_eq!(word.load(Ordering::Relaxed), 2, "and clears the mark");
+        assert!(parent(&word, 2));
+        assert!(!worker(&word, 2));
+        assert!(worker(&word, 3));
+    }
+
+    #[test]
+    fn an_earlier_chunk_leaves_a_later_mark_alone() {
+        // The parent took chunk 5 back while chunk 4 was still on its way.
+        let word = AtomicU64::new(4);
+        assert!(parent(&word, 5));
+        assert!(worker(&word, 4), "chunk 4 runs");
+        assert_eq!(word.load(Ordering::Relaxed), CLAIM_RECLAIMED | 6);
+        assert!(!parent(&word, 4), "no second mark while one is pending");
+        assert!(!worker(&word, 5), "chunk 5 is skipped");
+        assert!(worker(&word, 6));
+    }
+
+    /// A worker claims chunks in order while the parent tries to take each one back: every
+    /// chunk ends up run by exactly one side.
+    #[test]
+    fn racing_sides_never_both_win_a_chunk() {
+        const CHUNKS: u64 = 20_000;
+        for _ in 0..4 {
+            let word = AtomicU64::new(0);
+            let (ran, taken) = std::thread::scope(|scope| {
+                let taker = scope.spawn(|| {
+                    let mut taken = Vec::new();
+                    for chunk in 0..CHUNKS {
+                        // Retry a refused (pending mark) chunk a few times, as later events do.
+                        if (0..3).any(|_| parent(&word, chunk)) {
+                            taken.push(chunk);
+                        }
+                    }
+                    taken
+                });
+                let ran: Vec<u64> = (0..CHUNKS).filter(|&c| worker(&word, c)).collect();
+                (ran, taker.join().unwrap())
+            });
+            let mut all: Vec<u64> = ran.iter().chain(&taken).copied().collect();
+            all.sort_unstable();
+            assert_eq!(
+                all,
+                (0..CHUNKS).collect::<Vec<_>>(),
+                "each chunk exactly once"
+            );
+        }
+    }
+}

@@ -34,14 +34,14 @@ impl Outbox for procpool_ipc::Sender {
 /// Mailbox words in this process only: used when no shared mailbox exists (tests, benches).
 #[derive(Debug, Default)]
 pub(crate) struct LocalMailbox {
-    words: [AtomicU64; 8],
+    words: [AtomicU64; procpool_ipc::MAILBOX_WORDS],
 }
 
 impl LocalMailbox {
     /// All words zero.
     pub(crate) const fn new() -> Self {
         Self {
-            words: [const { AtomicU64::new(0) }; 8],
+            words: [const { AtomicU64::new(0) }; procpool_ipc::MAILBOX_WORDS],
         }
     }
 }
