@@ -1300,6 +1300,10 @@ impl Shared {
             match self.start_worker(Arc::clone(attend)) {
                 Ok(started) => return Some(started),
                 Err(err) => {
+                    if self.lock().phase == Phase::Closed {
+                        // The pool closed meanwhile (its handshake was cut short): no failure.
+                        return None;
+                    }
                     failures += 1;
                     tracing::error!(
                         "cannot start a worker from {} ({failures}/{MAX_REPLACEMENT_FAILURES}): {err}",
