@@ -79,7 +79,11 @@ fn main() {
                     }
                     println!(
                         "round {round} parent heap {mb} MiB, {}: start to first result and shutdown p50 {:.2} ms (min {:.2})",
-                        if fork { "fork+exec (memory_limit set)" } else { "posix_spawn" },
+                        if fork {
+                            "fork+exec (memory_limit set)"
+                        } else {
+                            "posix_spawn"
+                        },
                         pct(&mut t, 0.5),
                         pct(&mut t, 0.0)
                     );
