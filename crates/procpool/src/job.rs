@@ -181,16 +181,27 @@ impl<A> ArgWindow<A> {
 }
 
 /// A map's arguments by index. Unlike [`ArgWindow`], an item's arguments stay (marked done)
-/// until every earlier item is done too, so the arguments of a chunk are at most two
-/// contiguous slices and plain data is encoded with a copy. A map's window bounds how many
-/// linger.
+/// until every earlier item is done too, so the arguments of a chunk are contiguous slices
+/// and plain data is encoded with a copy. A map's window bounds how many linger.
+///
+/// The arguments are kept in the batches the consumer pulled them in (a batch's `Vec` becomes
+/// a `VecDeque` without a copy, and finished items are popped from its front), so adding a
+/// batch copies nothing, and a finished batch's buffer is handed back for the next pull
+/// (`spare`): no allocation and no fresh pages per batch. A chunk is cut from the items of one
+/// `add_items`, so its arguments are one slice; two or more only if a chunk ever spans batches.
 ///
 /// Done items are kept as ranges, not flags: outcomes arrive as runs and chunks are claimed
 /// as ranges, so every check and update costs a lookup per range, never a pass per item.
 struct MapArgs<A> {
-    /// Index of `args[0]`.
+    /// Index of the first item of `batches[0]`.
     base: u64,
-    args: VecDeque<A>,
+    /// Consecutive batches of arguments, from `base` on; none empty, each contiguous (built
+    /// from a `Vec`, only ever popped from the front).
+    batches: VecDeque<VecDeque<A>>,
+    /// Items held in `batches`.
+    len: u64,
+    /// The emptied buffer of the last finished batch, for the next pull.
+    spare: Option<Vec<A>>,
     /// The items of the window that have an outcome (or will never run): disjoint,
     /// non-adjacent ranges, `start -> end`, all inside `base..end()` and none starting at
     /// `base` (leading done items are popped).
@@ -201,17 +212,30 @@ impl<A> MapArgs<A> {
     fn new() -> Self {
         MapArgs {
             base: 0,
-            args: VecDeque::new(),
+            batches: VecDeque::new(),
+            len: 0,
+            spare: None,
             done: BTreeMap::new(),
         }
     }
 
     fn end(&self) -> u64 {
-        self.base + self.args.len() as u64
+        self.base + self.len
     }
 
-    fn push(&mut self, args: impl IntoIterator<Item = A>) {
-        self.args.extend(args);
+    /// Appends a batch of arguments (its buffer is kept, not copied).
+    fn push(&mut self, args: Vec<A>) {
+        if args.is_empty() {
+            self.spare.get_or_insert(args);
+            return;
+        }
+        self.len += args.len() as u64;
+        self.batches.push_back(VecDeque::from(args));
+    }
+
+    /// An empty buffer for the next batch: the last finished batch's, if any.
+    fn take_spare(&mut self) -> Vec<A> {
+        self.spare.take().unwrap_or_default()
     }
 
     /// The done range holding `index`, if any.
@@ -223,16 +247,6 @@ impl<A> MapArgs<A> {
     /// Whether `index` is in the window and not done.
     fn is_unfinished(&self, index: u64) -> bool {
         (self.base..self.end()).contains(&index) && self.done_range_at(index).is_none()
-    }
-
-    /// Positions of the part of `items` inside the window.
-    fn positions(&self, items: &Range<u64>) -> Range<usize> {
-        let clamp = |index: u64| {
-            usize::try_from(index.saturating_sub(self.base))
-                .unwrap_or(usize::MAX)
-                .min(self.args.len())
-        };
-        clamp(items.start)..clamp(items.end)
     }
 
     /// Whether every item of `items` is in the window and unfinished.
@@ -309,23 +323,61 @@ impl<A> MapArgs<A> {
             && *entry.key() == self.base
         {
             let end = entry.remove();
-            let leading = usize::try_from(end - self.base).unwrap_or(usize::MAX);
-            self.args.drain(..leading.min(self.args.len()));
+            let mut leading = end - self.base;
             self.base = end;
+            self.len -= leading;
+            while leading > 0 {
+                let Some(front) = self.batches.front_mut() else {
+                    break;
+                };
+                let front_len = front.len() as u64;
+                if front_len <= leading {
+                    leading -= front_len;
+                    if let Some(mut batch) = self.batches.pop_front() {
+                        batch.clear();
+                        // Empty: the conversion moves nothing.
+                        self.spare = Some(Vec::from(batch));
+                    }
+                } else {
+                    // `leading < front.len()`, a usize.
+                    front.drain(..usize::try_from(leading).unwrap_or(usize::MAX));
+                    leading = 0;
+                }
+            }
         }
     }
 
-    /// The arguments of `items` (all in the window) as two slices, front then back.
-    fn slices(&self, items: &Range<u64>) -> (&[A], &[A]) {
-        let positions = self.positions(items);
-        let (a, b) = self.args.as_slices();
-        if positions.end <= a.len() {
-            (&a[positions], &[])
-        } else if positions.start >= a.len() {
-            (&b[positions.start - a.len()..positions.end - a.len()], &[])
-        } else {
-            (&a[positions.start..], &b[..positions.end - a.len()])
+    /// The arguments of `items` (all in the window) as slices, in order: one unless the
+    /// range spans batches.
+    fn slices(&self, items: &Range<u64>) -> Vec<&[A]> {
+        let mut out = Vec::new();
+        let mut start = items.start.max(self.base);
+        let end = items.end.min(self.end());
+        let mut batch_start = self.base;
+        for batch in &self.batches {
+            let batch_end = batch_start + batch.len() as u64;
+            if start < end && start < batch_end {
+                // Both offsets are within the batch, a usize-indexed slice.
+                let from = usize::try_from(start - batch_start).unwrap_or(usize::MAX);
+                let to = usize::try_from(end.min(batch_end) - batch_start).unwrap_or(usize::MAX);
+                let (a, b) = batch.as_slices();
+                // Contiguous by construction (`b` is empty); handled anyway.
+                if to <= a.len() {
+                    out.push(&a[from..to]);
+                } else if from >= a.len() {
+                    out.push(&b[from - a.len()..to - a.len()]);
+                } else {
+                    out.push(&a[from..]);
+                    out.push(&b[..to - a.len()]);
+                }
+                start = batch_end.min(end);
+            }
+            if start >= end {
+                break;
+            }
+            batch_start = batch_end;
         }
+        out
     }
 
     fn unfinished_outside(&self, in_flight: &[Range<u64>]) -> Vec<Range<u64>> {
@@ -783,12 +835,18 @@ impl<T: Task> MapJob<T> {
         }
     }
 
-    /// Appends the arguments of the next items; returns the index of the first.
-    pub(crate) fn push_args(&self, args: impl IntoIterator<Item = T::Args>) -> u64 {
+    /// Appends the arguments of the next items (the buffer is kept); returns the index of
+    /// the first.
+    pub(crate) fn push_args(&self, args: Vec<T::Args>) -> u64 {
         let mut window = lock(&self.args);
         let first = window.end();
         window.push(args);
         first
+    }
+
+    /// An empty buffer for the next [`Self::push_args`] (a finished batch's, when there is one).
+    pub(crate) fn take_spare(&self) -> Vec<T::Args> {
+        lock(&self.args).take_spare()
     }
 
     /// Forgets the arguments of items that will never be scheduled (the pool refused them).
@@ -841,8 +899,18 @@ impl<T: Task> Job for MapJob<T> {
                 "internal: the arguments of a finished item were asked for".into(),
             ));
         }
-        let (front, back) = window.slices(&items);
-        protocol::encode_call_batch_slices::<T>(chunk_id, items.start, front, back, out)
+        let slices = window.slices(&items);
+        let encoded = match slices.as_slice() {
+            [one] => protocol::encode_call_batch_slices::<T>(chunk_id, items.start, one, &[], out),
+            [front, back] => {
+                protocol::encode_call_batch_slices::<T>(chunk_id, items.start, front, back, out)
+            }
+            more => {
+                let args: Vec<&T::Args> = more.iter().flat_map(|slice| slice.iter()).collect();
+                protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args, out)
+            }
+        };
+        encoded
             .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
@@ -994,8 +1062,8 @@ mod tests {
     #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
     fn map_args_finish_whole_ranges_or_nothing_and_hand_out_slices() {
         let mut window = MapArgs::new();
-        window.push(0..8);
-        assert_eq!(window.slices(&(1..4)), (&[1, 2, 3][..], &[][..]));
+        window.push((0..8).collect());
+        assert_eq!(window.slices(&(1..4)), vec![&[1, 2, 3][..]]);
         assert!(window.all_unfinished(&(2..5)));
         assert!(window.finish_all(2..5));
         assert!(!window.all_unfinished(&(1..3)), "2 is finished");
@@ -1010,20 +1078,40 @@ mod tests {
         assert!(window.finish(6));
         assert!(!window.finish(6), "finishing twice reports false");
         assert_eq!(window.unfinished_outside(&[]), vec![5..6, 7..8]);
-        // Wrap the deque around: the arguments of a range come as two slices.
-        window.push(8..20);
+        // A range across batches comes as one slice per batch.
+        window.push((8..20).collect());
         assert!(window.finish_all(5..6) && window.finish(7));
-        window.push(20..24);
-        let (front, back) = window.slices(&(10..22));
-        let joined: Vec<i32> = front.iter().chain(back).copied().collect();
+        assert_eq!(window.base, 8, "the first batch is finished and dropped");
+        assert_eq!(
+            window.take_spare().capacity(),
+            8,
+            "its buffer is kept for reuse"
+        );
+        window.push((20..24).collect());
+        window.push((24..26).collect());
+        let slices = window.slices(&(10..22));
+        assert_eq!(slices.len(), 2);
+        let joined: Vec<i32> = slices.concat();
         assert_eq!(joined, (10..22).collect::<Vec<_>>());
+        assert_eq!(
+            window.slices(&(19..25)).concat(),
+            (19..25).collect::<Vec<_>>()
+        );
+        assert_eq!(window.slices(&(21..23)), vec![&[21, 22][..]]);
+        assert!(window.finish_all(8..12));
+        assert_eq!(
+            window.slices(&(12..14)),
+            vec![&[12, 13][..]],
+            "front popped"
+        );
+        assert_eq!(window.end(), 26);
     }
 
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // lists of ranges, not ranges meant as lists
     fn map_args_claim_the_first_unfinished_run_and_merge_done_ranges() {
         let mut window = MapArgs::new();
-        window.push(0..20);
+        window.push((0..20).collect());
         assert!(window.finish_all(4..6) && window.finish_all(8..9) && window.finish(6));
         assert_eq!(window.done.len(), 2, "4..7 merged, 8..9 apart");
         assert_eq!(window.first_unfinished_run(&(0..20)), 0..4);

@@ -250,10 +250,11 @@ impl<'p, T: Task, I: Iterator<Item = T::Args>> MapRun<'p, T, I> {
             return;
         }
         let room = usize::try_from(window - outstanding).unwrap_or(usize::MAX);
-        let batch: Vec<T::Args> = self.input.by_ref().take(room).collect();
+        let StartedMap { id, job, .. } = self.job.as_ref().expect("started before refill");
+        let mut batch = job.take_spare();
+        batch.extend(self.input.by_ref().take(room));
         let exhausted = batch.len() < room;
         let n = batch.len() as u64;
-        let StartedMap { id, job, .. } = self.job.as_ref().expect("started before refill");
         let first = job.push_args(batch);
         match self.shared.add_items(*id, n, exhausted) {
             Ok(()) => {
