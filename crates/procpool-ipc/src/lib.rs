@@ -61,7 +61,7 @@ pub use crate::{
     error::{CreateError, HandoffError, OpenError, RecvError, SendError},
     fdpass::{recv_handoff, send_handoff},
     mailbox::{MAILBOX_WORDS, Mailbox},
-    segment::{HUGE_COPY_MIN, SealedFile, SealedMap, SealedWriter, copy_to_new_vec},
+    segment::{CopyBuffer, HUGE_COPY_MIN, SealedFile, SealedMap, SealedWriter, copy_to_new_vec},
 };
 pub use crate::{
     doorbell::WaitStrategy,

@@ -323,6 +323,67 @@ pub fn copy_to_new_vec(bytes: &[u8]) -> Vec<u8> {
     vec
 }
 
+/// A private buffer to copy frames into, reused across frames: an anonymous mapping advised
+/// as huge-page memory (so growing it faults 2 MiB pages, not 4 KiB ones), page aligned (so
+/// 16-byte aligned, as rkyv archives need), grown on demand and given back when a frame needed
+/// more than its `keep` limit.
+///
+/// # Examples
+///
+/// ```
+/// let mut buffer = procpool_ipc::CopyBuffer::new(1 << 20);
+/// assert_eq!(buffer.copy_in(b"frame")?, b"frame");
+/// assert_eq!(buffer.copy_in(&[1; 3000])?, &[1; 3000][..]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct CopyBuffer {
+    map: Option<MmapMut>,
+    keep: usize,
+}
+
+impl CopyBuffer {
+    /// An empty buffer that keeps at most `keep` bytes mapped between copies.
+    pub fn new(keep: usize) -> CopyBuffer {
+        CopyBuffer { map: None, keep }
+    }
+
+    /// Copies `bytes` in and returns the copy (valid until the next call).
+    ///
+    /// # Errors
+    ///
+    /// The `mmap` error when the buffer has to grow.
+    pub fn copy_in(&mut self, bytes: &[u8]) -> io::Result<&[u8]> {
+        const HUGE_PAGE: usize = 2 << 20;
+        if self.map.as_ref().is_none_or(|map| map.len() < bytes.len()) {
+            self.map = None;
+            let len = bytes.len().max(1).next_multiple_of(HUGE_PAGE);
+            let map = MmapOptions::new().len(len).map_anon()?;
+            // A hint: without transparent huge pages the buffer still works, with 4 KiB pages.
+            let _ = map.advise(memmap2::Advice::HugePage);
+            self.map = Some(map);
+        }
+        let map = self.map.as_mut().map(|map| &mut map[..bytes.len()]);
+        let Some(copy) = map else {
+            return Ok(&[]);
+        };
+        copy.copy_from_slice(bytes);
+        Ok(copy)
+    }
+
+    /// Bytes mapped now.
+    pub fn capacity(&self) -> usize {
+        self.map.as_ref().map_or(0, |map| map.len())
+    }
+
+    /// Unmaps the buffer if it is larger than its `keep` limit.
+    pub fn trim(&mut self) {
+        if self.capacity() > self.keep {
+            self.map = None;
+        }
+    }
+}
+
 /// A received out-of-band payload, mapped read-only.
 #[derive(Debug)]
 pub(crate) struct OobReader {
@@ -569,6 +630,31 @@ mod tests {
             assert_eq!(copy.len(), len);
             assert!(copy == bytes, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn copy_buffer_copies_grows_and_trims() {
+        let mut buffer = CopyBuffer::new(4 << 20);
+        assert_eq!(buffer.capacity(), 0);
+        assert_eq!(buffer.copy_in(b"").expect("copy"), b"");
+        let copy = buffer.copy_in(b"abc").expect("copy");
+        assert_eq!(copy, b"abc");
+        assert_eq!(copy.as_ptr() as usize % 4096, 0, "page aligned");
+        assert_eq!(buffer.capacity(), 2 << 20);
+        let big: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i % 249) as u8).collect();
+        assert!(buffer.copy_in(&big).expect("copy") == &big[..]);
+        assert_eq!(buffer.capacity(), 6 << 20);
+        assert_eq!(
+            buffer.copy_in(b"xyz").expect("copy"),
+            b"xyz",
+            "kept, reused"
+        );
+        assert_eq!(buffer.capacity(), 6 << 20);
+        buffer.trim();
+        assert_eq!(buffer.capacity(), 0, "above the keep limit");
+        buffer.copy_in(&big[..1000]).expect("copy");
+        buffer.trim();
+        assert_eq!(buffer.capacity(), 2 << 20, "within the keep limit");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use procpool_ipc::{
-    ChannelConfig, Closer, Endpoint, Mailbox, Receiver, RecvError, SendError, Sender,
+    ChannelConfig, Closer, CopyBuffer, Endpoint, Mailbox, Receiver, RecvError, SendError, Sender,
 };
 use procpool_worker::{AlignedVec, WorkerProcess, WorkerSpawner, protocol};
 
@@ -168,7 +168,7 @@ impl FrameSender for IpcSender {
 pub(crate) struct IpcReceiver {
     pub(crate) receiver: Receiver,
     /// Where a frame from the worker's reusable pad is copied before anything reads it.
-    pub(crate) scratch: AlignedVec,
+    pub(crate) scratch: CopyBuffer,
 }
 
 /// Largest copy buffer a receiver keeps between frames (a bigger one is freed after use).
@@ -179,7 +179,7 @@ impl IpcReceiver {
     pub(crate) fn new(receiver: Receiver) -> IpcReceiver {
         IpcReceiver {
             receiver,
-            scratch: AlignedVec::new(),
+            scratch: CopyBuffer::new(SCRATCH_KEEP),
         }
     }
 }
@@ -190,20 +190,28 @@ impl IpcReceiver {
 /// frames are copied by the core when small (see `HELP_COPY_LIMIT`).
 fn deliver(
     frame: procpool_ipc::Frame<'_>,
-    scratch: &mut AlignedVec,
+    scratch: &mut CopyBuffer,
     on_frame: &mut dyn FnMut(&[u8]),
 ) {
     if !frame.is_out_of_band() || frame.is_sealed() {
         on_frame(&frame);
         return;
     }
-    scratch.clear();
-    scratch.extend_from_slice(&frame);
-    // The worker may refill its pad from here on.
-    drop(frame);
-    on_frame(scratch);
-    if scratch.capacity() > SCRATCH_KEEP {
-        *scratch = AlignedVec::new();
+    match scratch.copy_in(&frame) {
+        Ok(copy) => {
+            // The worker may refill its pad from here on.
+            drop(frame);
+            on_frame(copy);
+            scratch.trim();
+        }
+        Err(err) => {
+            // No room for the buffer's mapping: the allocator's heap is the last resort.
+            tracing::debug!("copy buffer: {err}; copying a pad frame to the heap");
+            let mut copy = AlignedVec::with_capacity(frame.len());
+            copy.extend_from_slice(&frame);
+            drop(frame);
+            on_frame(&copy);
+        }
     }
 }
 
