@@ -74,6 +74,10 @@ fn main() {
         _ => vec![cal.loops(Duration::from_micros(1)); 200_000],
     };
     let pool = Pool::builder().workers(2).build().unwrap();
+    // `build` returns once the first worker is ready: wait for both.
+    while pool.stats().workers.len() < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for x in pool.map(procpool::builtin::add_one, 0..128u64) {
         x.unwrap();
     }
