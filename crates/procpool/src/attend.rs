@@ -48,6 +48,9 @@ pub(crate) struct Helping {
     active: AtomicBool,
     /// Every worker slot's cell.
     cells: Mutex<Vec<Arc<Attend>>>,
+    /// The last helper found a worker on its own CPU or needed to yield: the next one checks
+    /// for co-location at once (a hint; Relaxed).
+    co_located: AtomicBool,
 }
 
 impl Helping {
@@ -70,6 +73,19 @@ impl Helping {
         // SeqCst: ordered before the core-lock scan that decides kicks, and against
         // dispatch's load of `active` under that lock.
         self.active.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the last helper found co-location (or a slow round trip).
+    pub(crate) fn co_located_hint(&self) -> bool {
+        self.co_located.load(Ordering::Relaxed)
+    }
+
+    /// Records what this helper found, for the next one.
+    pub(crate) fn set_co_located_hint(&self, co_located: bool) {
+        // Relaxed: a hint about timing; nothing is published through it.
+        if self.co_located.load(Ordering::Relaxed) != co_located {
+            self.co_located.store(co_located, Ordering::Relaxed);
+        }
     }
 
     /// A snapshot of the cells.

@@ -99,6 +99,7 @@ impl Launcher for IpcLauncher {
                 closer,
                 mailbox,
                 signals: ChildSignals(Arc::clone(&process)),
+                waiter_cpu: std::sync::atomic::AtomicU64::new(0),
             }),
             process: Box::new(IpcProcess { process, pidfd }),
         })
@@ -282,9 +283,13 @@ struct MailboxControl<S> {
     closer: Closer,
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
     /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer, 5 = output size
-    /// limit, 6 = claim (the last chunk started, or one taken back).
+    /// limit, 6 = the worker's CPU + 1, 7 = a waiting parent thread's CPU + 1, 8 = claim (the
+    /// last chunk started, or one taken back).
     mailbox: Mailbox,
     signals: S,
+    /// The last value stored to word 7, so an unchanged one is not even loaded (the worker
+    /// writes that cache line for every item).
+    waiter_cpu: std::sync::atomic::AtomicU64,
 }
 
 /// How a [`MailboxControl`] signals its worker.
@@ -345,8 +350,12 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
 
     fn set_waiter_cpu(&self, cpu: usize) {
         let word = cpu as u64 + 1;
-        // Stored only when it changes: the worker writes this cache line for every item.
-        if self.mailbox.load(MAILBOX_WAITER_CPU) != word {
+        // Relaxed: a cache of our own last store; racing helpers at worst store twice.
+        if self
+            .waiter_cpu
+            .swap(word, std::sync::atomic::Ordering::Relaxed)
+            != word
+        {
             self.mailbox.store(MAILBOX_WAITER_CPU, word);
         }
     }
@@ -486,6 +495,7 @@ pub(crate) fn attached_link(endpoint: Endpoint, pid: u32) -> Link {
                 pid,
                 closed: std::sync::atomic::AtomicBool::new(false),
             },
+            waiter_cpu: std::sync::atomic::AtomicU64::new(0),
         }),
         process: Box::new(AttachedProcess),
     }

@@ -296,6 +296,10 @@ thread_local! {
 /// the outcomes are delivered (callbacks run without it); larger ones are settled in place.
 const HELP_COPY_LIMIT: usize = 64 * 1024;
 
+/// The look (of every 64) at which a helper checks whether a worker shares its CPU: late
+/// enough that a warm round trip between two cores is usually over (~1 µs of looks).
+const CO_LOCATION_LOOK: u32 = 16;
+
 /// Looks a helper takes by pure spinning (a few µs: a warm round trip with the worker on the
 /// other core) before it yields the core on every further look.
 const HELP_PURE_SPINS: u32 = 64;
@@ -2147,8 +2151,11 @@ impl Helper for Shared {
         let mut buf = AlignedVec::new();
         let mut idle_spins = 0u32;
         // Co-location: a worker on this thread's CPU cannot run while this thread spins, so
-        // offer the core from the first look; tell the workers where this thread spins, so
-        // one on the same CPU yields right after publishing (see `procpool_worker` runtime).
+        // check (right away if the last round trip was co-located or slow, else once a few
+        // looks found nothing: reading the workers' mailbox lines costs a cross-core miss
+        // each, which a warm round trip between two cores cannot spare), then offer the core
+        // on every look; tell the workers where this thread spins, so one on the same CPU
+        // yields right after publishing (see the `procpool_worker` runtime).
         let controls: Vec<Arc<dyn WorkerControl>> =
             cells.iter().filter_map(|cell| cell.control()).collect();
         let look_cpu = || {
@@ -2162,7 +2169,8 @@ impl Helper for Shared {
             }
             cpu.is_some_and(|cpu| controls.iter().any(|control| control.cpu() == Some(cpu)))
         };
-        let mut co_located = look_cpu();
+        // After a round trip that found the two on one CPU (or needed yields), check at once.
+        let mut co_located = self.helping.co_located_hint() && look_cpu();
         while !done() {
             let mut progressed = false;
             for cell in &cells {
@@ -2172,8 +2180,8 @@ impl Helper for Shared {
                 continue;
             }
             idle_spins = idle_spins.wrapping_add(1);
-            if idle_spins % 64 == 0 {
-                // This thread may have moved.
+            if idle_spins % 64 == CO_LOCATION_LOOK {
+                // Again every 64 looks: this thread may have moved.
                 co_located = look_cpu();
             }
             if idle_spins < HELP_PURE_SPINS && !co_located {
@@ -2188,6 +2196,8 @@ impl Helper for Shared {
                 break;
             }
         }
+        self.helping
+            .set_co_located_hint(co_located || idle_spins >= HELP_PURE_SPINS);
         HELPING.with(|flag| flag.set(nested));
         ON_READER.with(|flag| flag.set(was_reader));
         if nested {
