@@ -248,7 +248,7 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
         let _ = writeln!(
             md,
             "In `cpu_scaling` and `skewed` every item also reads its thread CPU clock where it \
-             runs (a procpool worker process, a rayon thread), so each pool's run carries its \
+             runs (a procpool worker process, a rayon thread, a Python pool process), so each pool's run carries its \
              own reference: *inside* = Σ item CPU ÷ (workers × wall), or wall ÷ the ideal \
              makespan of those CPU times. It moves with the cores' speed during that very \
              run, so it cannot exceed 1 (or go below the ideal); it does not see a pool that \
