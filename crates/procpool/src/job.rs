@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -610,20 +609,7 @@ impl<O> Segment<O> {
 pub(crate) struct MapState<O> {
     inner: Mutex<MapInner<O>>,
     cond: Condvar,
-    /// A hint that `ready` is not empty, for `take_ready`'s spin before it blocks: set and
-    /// cleared under `inner`'s lock, read without it (Relaxed: the lock is what makes the
-    /// outcomes visible; a stale hint only ends the spin early or late).
-    ready_hint: AtomicBool,
 }
-
-/// How long `take_ready` polls for outcomes before it blocks on the condition variable:
-/// outcome frames of a fast map arrive tens of microseconds apart, and waking a blocked
-/// thread on a halted vCPU costs ~50 µs (see ARCHITECTURE.md, "Waiting and memory ordering").
-const READY_SPIN: Duration = Duration::from_micros(100);
-
-/// Polls of the hint between two offers of the core (`yield_now`) while spinning: the
-/// producers of the outcomes (reader threads, workers) may be queued on this very core.
-const READY_PURE_SPINS: u32 = 64;
 
 pub(crate) struct MapInner<O> {
     /// Yield in input order (`map`) or in completion order (`map_unordered`).
@@ -642,10 +628,6 @@ pub(crate) struct MapInner<O> {
     /// The consumer is blocked in `take_ready`: only then is the condition variable
     /// signalled (a signal is a system call; outcomes arrive many times per wait).
     waiting: bool,
-    /// The consumer's last wait in `take_ready` ended within [`READY_SPIN`]: the next one
-    /// spins before it blocks. Outcomes that arrive further apart (slow items) are waited
-    /// for without spinning, so the consumer does not take CPU time from the workers.
-    spin: bool,
 }
 
 impl<O> MapState<O> {
@@ -659,10 +641,8 @@ impl<O> MapState<O> {
                 received: 0,
                 abandoned: false,
                 waiting: false,
-                spin: true,
             }),
             cond: Condvar::new(),
-            ready_hint: AtomicBool::new(false),
         }
     }
 
@@ -715,9 +695,6 @@ impl<O> MapState<O> {
                 inner.ready.push_back(segment);
             }
         }
-        if wake {
-            self.ready_hint.store(true, Ordering::Relaxed);
-        }
         let wake = wake && inner.waiting;
         drop(guard);
         if wake {
@@ -733,50 +710,12 @@ impl<O> MapState<O> {
         out: &mut VecDeque<Segment<O>>,
         timeout: Option<Duration>,
     ) -> bool {
+        let deadline = timeout.and_then(|timeout| std::time::Instant::now().checked_add(timeout));
         let mut inner = lock(&self.inner);
-        if !inner.ready.is_empty() {
-            out.append(&mut inner.ready);
-            self.ready_hint.store(false, Ordering::Relaxed);
-            return true;
-        }
-        let start = std::time::Instant::now();
-        let deadline = timeout.and_then(|timeout| start.checked_add(timeout));
-        let mut spin_until = if inner.spin {
-            deadline.map_or(start + READY_SPIN, |deadline| {
-                deadline.min(start + READY_SPIN)
-            })
-        } else {
-            start
-        };
         loop {
             if !inner.ready.is_empty() {
                 out.append(&mut inner.ready);
-                self.ready_hint.store(false, Ordering::Relaxed);
-                inner.spin = start.elapsed() < READY_SPIN;
                 return true;
-            }
-            if inner.abandoned {
-                // Nothing will arrive (the consumer is the one who abandons; defensive).
-                spin_until = start;
-            }
-            if std::time::Instant::now() < spin_until {
-                // Poll the hint without the lock, then look again under it.
-                drop(inner);
-                let mut spins = 0u32;
-                while !self.ready_hint.load(Ordering::Relaxed) {
-                    spins = spins.wrapping_add(1);
-                    if spins < READY_PURE_SPINS {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                    if spins % 16 == 0 && std::time::Instant::now() >= spin_until {
-                        spin_until = start;
-                        break;
-                    }
-                }
-                inner = lock(&self.inner);
-                continue;
             }
             let timeout = match deadline {
                 None => None,
@@ -812,7 +751,6 @@ impl<O> MapState<O> {
         inner.abandoned = true;
         inner.ahead.clear();
         inner.ready.clear();
-        self.ready_hint.store(false, Ordering::Relaxed);
     }
 }
 
