@@ -38,7 +38,12 @@ fn main() {
             let (mut b, mut c, mut s, mut t) = (vec![], vec![], vec![], vec![]);
             for _ in 0..n {
                 let t0 = Instant::now();
-                let pool = Pool::builder().workers(2).build().unwrap();
+                let mut builder = Pool::builder().workers(2);
+                // Another worker program (one with at least this program's tasks).
+                if let Some(program) = std::env::var_os("PROBE_PROGRAM") {
+                    builder = builder.program(program);
+                }
+                let pool = builder.build().unwrap();
                 let t1 = Instant::now();
                 assert_eq!(pool.call(builtin::add_one, 1).unwrap(), 2);
                 let t2 = Instant::now();
