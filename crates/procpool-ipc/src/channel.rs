@@ -811,6 +811,27 @@ impl Sender {
         Ok(Some(idx))
     }
 
+    /// Whether this sender keeps any pad (see [`release_pads`](Sender::release_pads)).
+    pub fn holds_pads(&self) -> bool {
+        self.pads.iter().any(Option::is_some)
+    }
+
+    /// Gives back the memory of every pad the peer is not reading (for a sender that went
+    /// idle); returns how many were released. A later large frame makes a new pad.
+    pub fn release_pads(&mut self) -> usize {
+        let mut released = 0;
+        for idx in 0..PAD_SLOTS {
+            // Acquire: as in `pick_pad`, the peer's reads of the pad are over.
+            if self.producer.pad_word(idx).load(Ordering::Acquire) == PAD_FREE
+                && let Some(pad) = self.pads[idx].take()
+            {
+                pad.writer.discard();
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// The writer of pad `idx`, which a live grant holds.
     fn pad_writer(&self, idx: usize) -> &PadWriter {
         match &self.pads[idx] {

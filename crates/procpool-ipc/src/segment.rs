@@ -230,6 +230,25 @@ impl PadWriter {
         self.map.len()
     }
 
+    /// Frees the pad's pages now (they are punched out of the memfd, so the peer's mapping,
+    /// which outlives ours until the slot is reused, holds no memory either) and unmaps it.
+    /// Only for a pad the peer no longer reads: it would see zeros.
+    pub(crate) fn discard(self) {
+        let len = libc::off_t::try_from(self.len()).unwrap_or(libc::off_t::MAX);
+        // SAFETY: fallocate on our own memfd over its own size; it changes no memory of this
+        // process that any reference points to (the pad is free: no grant or frame borrows it,
+        // and our mapping is dropped right after). Failure only keeps the pages until the
+        // memfd is closed.
+        unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&self.file),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                len,
+            );
+        }
+    }
+
     /// The memfd (tests forge pad frames with it).
     #[cfg(test)]
     pub(crate) fn file_for_test(self) -> File {
@@ -630,6 +649,17 @@ mod tests {
             assert_eq!(copy.len(), len);
             assert!(copy == bytes, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn a_discarded_pad_holds_no_pages() {
+        use std::os::unix::fs::MetadataExt;
+        let pad = PadWriter::create(1 << 20).expect("pad");
+        let file = pad.file.try_clone().expect("dup");
+        assert!(file.metadata().expect("stat").blocks() > 0, "populated");
+        pad.discard();
+        assert_eq!(file.metadata().expect("stat").blocks(), 0);
+        assert_eq!(file.metadata().expect("stat").len(), 1 << 20, "size kept");
     }
 
     #[test]

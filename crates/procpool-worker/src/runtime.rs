@@ -252,6 +252,12 @@ pub(crate) trait Inbox {
     /// Blocks for the next frame.
     fn recv(&mut self) -> Result<Self::Frame<'_>, WorkerError>;
 
+    /// Blocks for the next frame at most `idle`; `None` when none came.
+    fn recv_within(&mut self, idle: Duration) -> Result<Option<Self::Frame<'_>>, WorkerError> {
+        let _ = idle;
+        self.recv().map(Some)
+    }
+
     /// Takes an out-of-band frame's read-only mapping, to keep it beyond the frame (shared
     /// objects); `None` when the frame's bytes must be copied instead.
     fn keep<'a>(frame: &mut Self::Frame<'a>) -> Option<procpool_ipc::SealedMap>
@@ -267,7 +273,19 @@ pub(crate) trait Inbox {
 pub(crate) trait Outbox {
     /// Sends one frame (copied).
     fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError>;
+
+    /// Whether the transport keeps reusable buffers for large frames (procpool-ipc's pads).
+    fn holds_buffers(&self) -> bool {
+        false
+    }
+
+    /// Gives back the memory of those buffers (the worker went idle).
+    fn release_buffers(&mut self) {}
 }
+
+/// How long a worker that keeps large-frame buffers waits for work before it gives their
+/// memory back.
+const BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 /// Runs the worker side of the protocol over `endpoint` until the parent sends `Shutdown`.
 ///
@@ -476,7 +494,17 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
     // Stored by the parent before it sent `Setup`, which this worker has received.
     encoder.set_max_item(usize::try_from(mailbox.load(word::MAX_OUTPUT)).unwrap_or(usize::MAX));
     loop {
-        let mut frame = inbox.recv()?;
+        let mut frame = if outbox.holds_buffers() {
+            match inbox.recv_within(BUFFER_IDLE)? {
+                Some(frame) => frame,
+                None => {
+                    outbox.release_buffers();
+                    continue;
+                }
+            }
+        } else {
+            inbox.recv()?
+        };
         match protocol::parse_to_worker(&frame)? {
             ToWorker::Shared { id, tag, .. } => {
                 // Keep the read-only mapping (or a copy of an in-ring frame) until `Release`.

@@ -794,3 +794,29 @@ mod pad_model {
         }
     }
 }
+
+#[test]
+fn released_pads_are_made_again_and_busy_ones_are_kept() {
+    let (parent, child) = pair(&quick().large_threshold(64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    assert!(!sender.holds_pads());
+    let one = pattern(5000, 1);
+    sender.send(&one).expect("send");
+    assert_eq!(&*receiver.recv().expect("recv"), &one[..]);
+    assert!(sender.holds_pads());
+    assert_eq!(sender.release_pads(), 1);
+    assert!(!sender.holds_pads());
+    // A new pad crosses with the next frame; the receiver replaces its mapping.
+    let two = pattern(7000, 2);
+    sender.send(&two).expect("send");
+    let frame = receiver.recv().expect("recv");
+    assert!(!frame.is_sealed());
+    assert_eq!(&*frame, &two[..]);
+    assert_eq!(sender.next_large_seq, 2);
+    // While the receiver holds that frame its pad is not released.
+    assert_eq!(sender.release_pads(), 0);
+    assert!(sender.holds_pads());
+    drop(frame);
+    assert_eq!(sender.release_pads(), 1);
+}

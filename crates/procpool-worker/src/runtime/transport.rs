@@ -14,6 +14,18 @@ impl Inbox for procpool_ipc::Receiver {
         })
     }
 
+    fn recv_within(
+        &mut self,
+        idle: std::time::Duration,
+    ) -> Result<Option<Self::Frame<'_>>, WorkerError> {
+        match procpool_ipc::Receiver::recv_timeout(self, idle) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(procpool_ipc::RecvError::Timeout) => Ok(None),
+            Err(procpool_ipc::RecvError::Disconnected) => Err(WorkerError::Disconnected),
+            Err(other) => Err(WorkerError::Transport(Box::new(other))),
+        }
+    }
+
     fn keep<'a>(frame: &mut Self::Frame<'a>) -> Option<procpool_ipc::SealedMap>
     where
         Self: 'a,
@@ -28,6 +40,14 @@ impl Outbox for procpool_ipc::Sender {
             procpool_ipc::SendError::Disconnected => WorkerError::Disconnected,
             other => WorkerError::Transport(Box::new(other)),
         })
+    }
+
+    fn holds_buffers(&self) -> bool {
+        self.holds_pads()
+    }
+
+    fn release_buffers(&mut self) {
+        self.release_pads();
     }
 }
 
