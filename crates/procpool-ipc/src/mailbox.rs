@@ -17,7 +17,7 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::wire::MAILBOX_OFFSET;
 
 /// Number of words in a channel's [`Mailbox`].
-pub const MAILBOX_WORDS: usize = 16;
+pub const MAILBOX_WORDS: usize = crate::wire::MAILBOX_WORDS;
 
 /// The shared words of one channel. `Clone + Send + Sync`; every clone sees the same words.
 ///

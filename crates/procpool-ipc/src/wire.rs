@@ -30,6 +30,8 @@ pub(crate) const LAYOUT_VERSION: u32 = 2;
 pub(crate) const REGION_HEADER_SIZE: usize = 4096;
 /// Offset of the mailbox words (`crate::mailbox`) inside the region header page.
 pub(crate) const MAILBOX_OFFSET: usize = 2048;
+/// Number of mailbox words (`crate::mailbox::MAILBOX_WORDS`, which is this value).
+pub(crate) const MAILBOX_WORDS: usize = 16;
 /// Size of the control block at the start of every ring block (the data area follows it).
 pub(crate) const RING_CONTROL_SIZE: usize = 4096;
 /// Alignment of frames (headers and payloads).
@@ -200,7 +202,7 @@ const _: () = {
     assert!(std::mem::size_of::<LargeBody>() == LARGE_BODY_SIZE);
     assert!(std::mem::size_of::<PadBody>() == LARGE_BODY_SIZE);
     assert!(std::mem::size_of::<RegionHeader>() <= MAILBOX_OFFSET);
-    assert!(MAILBOX_OFFSET + crate::mailbox::MAILBOX_WORDS * 8 <= REGION_HEADER_SIZE);
+    assert!(MAILBOX_OFFSET + MAILBOX_WORDS * 8 <= REGION_HEADER_SIZE);
     assert!(std::mem::size_of::<RingControl>() <= RING_CONTROL_SIZE);
 };
 
