@@ -68,6 +68,18 @@ impl Mailbox {
         unsafe { self.words.add(idx).as_ref() }
     }
 
+    /// Word `idx` itself, for a loop that reads or writes it once per item (resolved once,
+    /// not per access). The caller picks the orderings; [`Self::load`] and [`Self::store`]
+    /// use Acquire and Release.
+    ///
+    /// # Panics
+    ///
+    /// If `idx >= MAILBOX_WORDS`.
+    #[inline]
+    pub fn atomic(&self, idx: usize) -> &AtomicU64 {
+        self.word(idx)
+    }
+
     /// Loads word `idx`.
     #[inline]
     pub fn load(&self, idx: usize) -> u64 {

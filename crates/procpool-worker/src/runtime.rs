@@ -56,6 +56,7 @@ use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rkyv::ser::allocator::Arena;
@@ -215,7 +216,7 @@ pub(crate) enum MailboxWords<'a> {
     Local(&'a LocalMailbox),
 }
 
-impl MailboxWords<'_> {
+impl<'a> MailboxWords<'a> {
     /// Reads word `i` (Acquire).
     #[inline]
     fn load(self, i: usize) -> u64 {
@@ -231,6 +232,18 @@ impl MailboxWords<'_> {
         match self {
             MailboxWords::Shared(mailbox) => mailbox.store(i, value),
             MailboxWords::Local(mailbox) => mailbox.store(i, value),
+        }
+    }
+
+    /// The words the item loop touches before every item, resolved once per chunk.
+    fn item_words(self) -> ItemWords<'a> {
+        let atomic = |i| match self {
+            MailboxWords::Shared(mailbox) => mailbox.atomic(i),
+            MailboxWords::Local(mailbox) => mailbox.atomic(i),
+        };
+        ItemWords {
+            yield_request: atomic(word::YIELD),
+            running_item: atomic(word::RUNNING_ITEM),
         }
     }
 
@@ -401,6 +414,7 @@ impl LocalRunner {
                     encoder: &mut encoder,
                     outbox: &mut outbox,
                     mailbox: MailboxWords::Local(&self.mailbox),
+                    item_words: MailboxWords::Local(&self.mailbox).item_words(),
                     opts: &self.opts,
                     pacer: Pacer::new(),
                     end_at: count,
@@ -538,6 +552,7 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
                     encoder: &mut encoder,
                     outbox,
                     mailbox,
+                    item_words: mailbox.item_words(),
                     opts,
                     pacer: Pacer::new(),
                     end_at: count,
@@ -592,6 +607,8 @@ pub struct BatchRun<'a, 'arena> {
     encoder: &'a mut OutcomeEncoder<'arena>,
     outbox: &'a mut dyn OutboxDyn,
     mailbox: MailboxWords<'a>,
+    /// Words 2 and 1 of `mailbox`.
+    item_words: ItemWords<'a>,
     opts: &'a RunOptions,
     pacer: Pacer,
     /// Offset after the last item this chunk runs: `count`, or less after a half split gave
@@ -610,6 +627,15 @@ impl std::fmt::Debug for BatchRun<'_, '_> {
             .field("count", &self.count)
             .finish_non_exhaustive()
     }
+}
+
+/// Mailbox words 2 (yield request) and 1 (running item), as the item loop reads and writes
+/// them: direct references, so an item costs one load and one store, not a match on the
+/// mailbox kind for each.
+#[derive(Clone, Copy)]
+struct ItemWords<'a> {
+    yield_request: &'a AtomicU64,
+    running_item: &'a AtomicU64,
 }
 
 /// Object-safe view of an [`Outbox`] (the batch runner is not generic over the transport).
@@ -704,14 +730,18 @@ impl BatchRun<'_, '_> {
         if offset > 0 && self.pacer.tick() && self.flush_if_due(pending) == Step::Stop {
             return Step::Stop;
         }
-        let request = self.mailbox.load(word::YIELD);
+        // Acquire / Release: as `MailboxWords::load` / `store` (the parent's Release store of
+        // the request; the parent's Acquire load of the running item).
+        let request = self.item_words.yield_request.load(Ordering::Acquire);
         if request != 0
             && request & !protocol::YIELD_HALF == self.chunk_id.wrapping_add(1)
             && self.on_yield_request(offset, request, pending) == Step::Stop
         {
             return Step::Stop;
         }
-        self.mailbox.store(word::RUNNING_ITEM, u64::from(offset));
+        self.item_words
+            .running_item
+            .store(u64::from(offset), Ordering::Release);
         Step::Run
     }
 

@@ -593,6 +593,7 @@ proptest::proptest! {
             encoder: &mut encoder,
             outbox: &mut outbox,
             mailbox: MailboxWords::Local(&SCRIPT_MAILBOX),
+            item_words: MailboxWords::Local(&SCRIPT_MAILBOX).item_words(),
             opts: &opts,
             pacer: Pacer::new(),
             end_at: count,

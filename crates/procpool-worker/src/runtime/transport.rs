@@ -67,6 +67,12 @@ impl LocalMailbox {
 }
 
 impl LocalMailbox {
+    /// Word `i` itself.
+    #[inline]
+    pub(crate) fn atomic(&self, i: usize) -> &AtomicU64 {
+        &self.words[i]
+    }
+
     /// Reads word `i`.
     #[inline]
     pub(crate) fn load(&self, i: usize) -> u64 {
