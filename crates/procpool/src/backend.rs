@@ -185,16 +185,19 @@ impl IpcReceiver {
     }
 }
 
-/// Hands `frame` to `on_frame`. A frame in one of the worker's pads is memory the worker can
-/// still write, so it is copied out first (one copy into a warm buffer) and released before it
-/// is parsed: nothing validated can change afterwards. Sealed frames are read in place; ring
-/// frames are copied by the core when small (see `HELP_COPY_LIMIT`).
+/// Hands `frame` to `on_frame`. A frame in the ring or in one of the worker's pads is memory
+/// the worker can still write, so it is copied out first (one copy into a warm buffer) and
+/// released before it is parsed: nothing validated can change afterwards. Two exceptions read
+/// in place: sealed frames (nobody can write them), and ring frames of at most
+/// [`crate::core::HELP_COPY_LIMIT`] bytes, which every caller of a receiver copies itself before
+/// parsing (the core, to release the receiver early; the handshake, always).
 fn deliver(
     frame: procpool_ipc::Frame<'_>,
     scratch: &mut CopyBuffer,
     on_frame: &mut dyn FnMut(&[u8]),
 ) {
-    if !frame.is_out_of_band() || frame.is_sealed() {
+    let copied_by_caller = !frame.is_out_of_band() && frame.len() <= crate::core::HELP_COPY_LIMIT;
+    if frame.is_sealed() || copied_by_caller {
         on_frame(&frame);
         return;
     }
@@ -544,5 +547,72 @@ struct AttachedProcess;
 impl WorkerProcessHandle for AttachedProcess {
     fn wait_exit(&mut self, _timeout: Duration) -> Option<WorkerExit> {
         Some(WorkerExit::Unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where `deliver` hands each kind of frame: small ring frames in place (their readers copy
+    /// them), larger ring frames and pad frames only as a copy in the scratch buffer, which
+    /// the peer cannot write.
+    #[test]
+    fn deliver_parses_no_unsealed_frame_above_the_copy_limit_in_place() {
+        let (parent, handoff) = Endpoint::create(
+            &ChannelConfig::new()
+                .submission_capacity(1 << 20)
+                .completion_capacity(1 << 20)
+                .large_threshold(512 * 1024),
+        )
+        .unwrap();
+        let mut child = Endpoint::open(handoff).unwrap();
+        let (_sender, receiver) = parent.split();
+        let mut receiver = IpcReceiver::new(receiver);
+        let limit = crate::core::HELP_COPY_LIMIT;
+        // (length, whether the frame may be parsed where it lies)
+        let cases = [
+            (1024, true),
+            (limit, true),
+            (limit + 1, false),
+            (300 * 1024, false),
+        ];
+        for (len, in_place) in cases {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            child.sender().send(&bytes).unwrap();
+            let mut seen = None;
+            receiver
+                .recv(Some(Duration::from_secs(10)), &mut |frame| {
+                    seen = Some((frame.as_ptr() as usize, frame.to_vec()));
+                })
+                .unwrap();
+            let (at, got) = seen.expect("one frame");
+            assert_eq!(got, bytes, "{len} bytes arrive intact");
+            let scratch_at = receiver.scratch.copy_in(&[0]).unwrap().as_ptr() as usize;
+            assert_eq!(
+                at != scratch_at,
+                in_place,
+                "a {len}-byte ring frame is parsed {}",
+                if in_place {
+                    "in place"
+                } else {
+                    "from the copy"
+                }
+            );
+        }
+        // Above the large threshold: a pad frame, always copied.
+        let bytes = vec![7u8; 600 * 1024];
+        child.sender().send(&bytes).unwrap();
+        let mut at = 0;
+        receiver
+            .recv(Some(Duration::from_secs(10)), &mut |frame| {
+                assert_eq!(frame, &bytes[..]);
+                at = frame.as_ptr() as usize;
+            })
+            .unwrap();
+        assert_eq!(
+            at,
+            receiver.scratch.copy_in(&[0]).unwrap().as_ptr() as usize
+        );
     }
 }

@@ -293,8 +293,10 @@ thread_local! {
 }
 
 /// A frame a helper reads up to this size is copied out, so the receiver is released before
-/// the outcomes are delivered (callbacks run without it); larger ones are settled in place.
-const HELP_COPY_LIMIT: usize = 64 * 1024;
+/// the outcomes are delivered (callbacks run without it); larger ones are settled as the
+/// receiver hands them over (already copied out of the worker's reach by `backend::deliver`,
+/// unless sealed).
+pub(crate) const HELP_COPY_LIMIT: usize = 64 * 1024;
 
 /// The look (of every 64) at which a helper checks whether a worker shares its CPU: late
 /// enough that a warm round trip between two cores is usually over (~1 µs of looks).
@@ -2416,7 +2418,11 @@ fn recv_one(
     link.receiver
         .recv(Some(timeout), &mut |frame| {
             if let Some(on_frame) = on_frame.take() {
-                on_frame(frame);
+                // The peer (possibly a hostile attacher) can still write a ring frame: parse a
+                // copy, so nothing validated changes afterwards (`backend::deliver`).
+                let mut copy = AlignedVec::with_capacity(frame.len());
+                copy.extend_from_slice(frame);
+                on_frame(&copy);
             }
         })
         .map_err(|err| match err {
