@@ -167,6 +167,15 @@ struct Heartbeat {
 impl Heartbeat {
     /// Starts answering pings on `mailbox`.
     fn start(mailbox: &procpool_ipc::Mailbox) -> std::io::Result<Heartbeat> {
+        Self::start_with(mailbox, || {})
+    }
+
+    /// [`start`](Heartbeat::start), calling `before_wait` each time the thread has checked its
+    /// stop flag and is about to block (tests widen that window with it).
+    fn start_with(
+        mailbox: &procpool_ipc::Mailbox,
+        before_wait: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Heartbeat> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (words, stopped) = (mailbox.clone(), std::sync::Arc::clone(&stop));
         let thread = std::thread::Builder::new()
@@ -181,8 +190,10 @@ impl Heartbeat {
                     if words.load(word::PONG) != ping {
                         words.store(word::PONG, ping);
                     }
-                    // Woken by the parent's next ping (or by `Drop`); the timeout is only a
-                    // backstop, a wake cannot be lost (see `Mailbox::wait`).
+                    before_wait();
+                    // Woken by the parent's next ping, which changes the word first, so no
+                    // ping is missed. `Drop`'s wakes do not change it; see there. The
+                    // timeout is only a backstop.
                     words.wait(word::PING, ping, Duration::from_secs(60));
                 }
             })?;
@@ -198,8 +209,16 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in the heartbeat loop.
         self.stop.store(true, std::sync::atomic::Ordering::Release);
-        self.mailbox.wake(word::PING);
         if let Some(thread) = self.thread.take() {
+            // One wake is not enough: the word the thread blocks on is the parent's and does
+            // not change here, so a thread that read `stop` just before our store and has not
+            // yet entered the futex would sleep through a single wake, and this join (and the
+            // worker's exit) would wait for the 60 s backstop. A wake reaches it once it is
+            // blocked, so wake until it is gone; it is gone within one wake of blocking.
+            while !thread.is_finished() {
+                self.mailbox.wake(word::PING);
+                std::thread::sleep(Duration::from_micros(200));
+            }
             let _ = thread.join();
         }
     }

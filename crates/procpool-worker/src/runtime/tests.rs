@@ -726,3 +726,36 @@ fn an_output_that_does_not_serialize_fails_alone_and_its_run_neighbours_arrive()
         .collect();
     assert_eq!(got, want);
 }
+
+/// A stop that lands after the heartbeat thread checked its flag but before it blocked: the
+/// thread must still end promptly (one wake would be lost there, and the worker's exit would
+/// wait for the 60 s backstop).
+#[test]
+fn a_heartbeat_stopped_just_before_it_blocks_still_ends() {
+    let (parent, _handoff) =
+        procpool_ipc::Endpoint::create(&procpool_ipc::ChannelConfig::new()).expect("channel");
+    let mailbox = parent.mailbox();
+    let (in_window, entered) = mpsc::channel();
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let heartbeat = Heartbeat::start_with(&mailbox, move || {
+        if first.swap(false, Ordering::Relaxed) {
+            let _ = in_window.send(());
+            // Drop stores the flag and wakes while the thread sits here.
+            thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .expect("heartbeat thread");
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the heartbeat thread reached its wait");
+    let (done, dropped) = mpsc::channel();
+    let dropper = thread::spawn(move || {
+        drop(heartbeat);
+        let _ = done.send(());
+    });
+    assert!(
+        dropped.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "dropping the heartbeat hung: its thread slept through the stop"
+    );
+    dropper.join().expect("dropper thread");
+}
