@@ -10,7 +10,7 @@ use procpool_tests::{
     sleep_then_pid, square, worker_pid,
 };
 
-use crate::util::{builder, pool, wait_running, wait_started, watchdog};
+use crate::util::{builder, measuring_alone, pool, wait_running, wait_started, watchdog};
 
 #[test]
 fn submit_after_shutdown_is_an_error() {
@@ -459,20 +459,12 @@ fn open_fds() -> usize {
 
 #[test]
 fn every_shutdown_path_releases_the_pools_file_descriptors() {
-    const CHILD: &str = "PROCPOOL_TEST_FD_CHILD";
     let _watchdog = watchdog("every_shutdown_path_releases_the_pools_file_descriptors");
-    if std::env::var_os(CHILD).is_none() {
-        // Other tests open descriptors concurrently in this process: measure in a child that
-        // runs only this test.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "lifecycle::every_shutdown_path_releases_the_pools_file_descriptors",
-                "--exact",
-            ])
-            .env(CHILD, "1")
-            .status()
-            .unwrap();
-        assert!(status.success(), "the child measurement failed: {status:?}");
+    // Other tests start processes and open descriptors concurrently in this process.
+    if !measuring_alone(
+        "lifecycle::every_shutdown_path_releases_the_pools_file_descriptors",
+        "PROCPOOL_TEST_FD_CHILD",
+    ) {
         return;
     }
     // Warm-up: one-time descriptors (e.g. the spawner thread's) are not the pool's.
@@ -512,20 +504,12 @@ fn child_processes() -> Vec<u32> {
 
 #[test]
 fn stopping_while_workers_start_leaves_no_process_and_no_descriptor() {
-    const CHILD: &str = "PROCPOOL_TEST_STARTING_CHILD";
     let _watchdog = watchdog("stopping_while_workers_start_leaves_no_process_and_no_descriptor");
-    if std::env::var_os(CHILD).is_none() {
-        // Other tests start processes and open descriptors concurrently in this process:
-        // measure in a child that runs only this test.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "lifecycle::stopping_while_workers_start_leaves_no_process_and_no_descriptor",
-                "--exact",
-            ])
-            .env(CHILD, "1")
-            .status()
-            .unwrap();
-        assert!(status.success(), "the child measurement failed: {status:?}");
+    // Other tests start processes and open descriptors concurrently in this process.
+    if !measuring_alone(
+        "lifecycle::stopping_while_workers_start_leaves_no_process_and_no_descriptor",
+        "PROCPOOL_TEST_STARTING_CHILD",
+    ) {
         return;
     }
     // Warm-up: one-time descriptors (e.g. the spawner thread's) are not the pool's.

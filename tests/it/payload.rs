@@ -2,13 +2,12 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, Instant};
 
 use procpool::{TaskError, builtin};
 use procpool_tests::shared::abort_holding;
 use procpool_tests::worker_pid;
 
-use crate::util::{pool, watchdog};
+use crate::util::{eventually, pool, watchdog};
 
 /// `len` bytes that differ with `seed`.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -42,14 +41,6 @@ fn held_here(inodes: &HashSet<u64>) -> (usize, usize) {
         .filter(|inode| inodes.contains(inode))
         .count();
     (fds, maps)
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Shared objects (`Pool::share`, `Pool::share_slice`) and large arguments and results.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 use procpool::{TaskError, WorkerExit, builtin};
 use procpool_tests::shared::{
@@ -9,7 +8,7 @@ use procpool_tests::shared::{
     shared_table_info, table, write_into_shared,
 };
 
-use crate::util::{builder, pool, watchdog};
+use crate::util::{builder, eventually, pool, watchdog};
 
 /// Descriptors of this process that name a shared-object memfd.
 fn shared_fds() -> usize {
@@ -31,15 +30,6 @@ fn shared_mappings(pid: u32) -> usize {
         .lines()
         .filter(|line| line.contains("/memfd:procpool-shared"))
         .count()
-}
-
-/// Polls `condition` until it holds (the watchdog bounds the wait).
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[test]

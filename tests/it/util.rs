@@ -86,3 +86,30 @@ pub(crate) fn wait_marker(marker: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Polls `condition` every 2 ms until it holds; fails the test after 60 s.
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// For tests that count this process's descriptors or children, which the other tests in
+/// this binary open and start concurrently: in the test binary, runs `test` (its full path,
+/// e.g. `lifecycle::name`) alone in a child process, asserts it passed there and returns
+/// `false`; in that child (marked by `env` in its environment) returns `true`: the caller
+/// measures.
+pub(crate) fn measuring_alone(test: &str, env: &str) -> bool {
+    if std::env::var_os(env).is_some() {
+        return true;
+    }
+    let status = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact"])
+        .env(env, "1")
+        .status()
+        .expect("the test binary runs");
+    assert!(status.success(), "the child measurement failed: {status:?}");
+    false
+}
