@@ -8,12 +8,14 @@
 //! `Endpoint::open`, and then misbehaves.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use procpool_tests::{sleep_then_pid, square};
+use procpool_tests::square;
 
-use crate::util::{builder, watchdog};
+use crate::util::{
+    ChildGuard, assert_gets_work, attach, builder, shutdown_and_expect_clean_exit, watchdog,
+};
 
 const ROLE_VAR: &str = "PROCPOOL_HOSTILE_ROLE";
 const SOCKET_VAR: &str = "PROCPOOL_HOSTILE_SOCKET";
@@ -25,15 +27,6 @@ const HANDSHAKE: Duration = Duration::from_secs(3);
 const GONE_WITHIN: Duration = Duration::from_secs(30);
 
 /// Kills and reaps a child process when dropped, so a failing test leaves none behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The fake worker: not a test when run normally (the role variable is unset).
 #[test]
 fn role_fake_worker() {
@@ -298,32 +291,9 @@ fn wait_refused(fake: &mut ChildGuard, role: &str) -> Duration {
 /// Attaches a real `test-worker` to `socket` and checks that it gets work next to the pool's
 /// own worker, then shuts the pool down (which ends the attached worker cleanly).
 fn real_worker_still_attaches(pool: procpool::Pool, socket: &std::path::Path) {
-    let mut attached = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_test-worker"))
-            .arg("attach")
-            .arg(socket)
-            .spawn()
-            .expect("start test-worker attach"),
-    );
-    let attached_pid = attached.0.id();
-    while !pool.stats().workers.iter().any(|w| w.pid == attached_pid) {
-        assert!(
-            attached.0.try_wait().unwrap().is_none(),
-            "the real worker was refused after the hostile one"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pids: std::collections::HashSet<u32> = pool
-        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
-        .collect::<Result<_, _>>()
-        .expect("every item succeeds");
-    assert!(
-        pids.contains(&attached_pid),
-        "the attached worker ran no item: {pids:?}"
-    );
-    pool.shutdown();
-    let status = attached.0.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let attached = attach(&pool, env!("CARGO_BIN_EXE_test-worker"), socket);
+    assert_gets_work(&pool, attached.0.id());
+    shutdown_and_expect_clean_exit(pool, attached);
 }
 
 /// One hostile peer: it is refused, the pool keeps one worker (its own) and serves, and a real
@@ -410,29 +380,8 @@ fn silent_attaching_peer_does_not_delay_a_real_worker() {
             .expect("start the silent fake"),
     );
     crate::util::wait_marker(&marker);
-    let mut real = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_test-worker"))
-            .arg("attach")
-            .arg(&socket)
-            .spawn()
-            .expect("start test-worker attach"),
-    );
-    let real_pid = real.0.id();
-    while !pool.stats().workers.iter().any(|w| w.pid == real_pid) {
-        assert!(
-            real.0.try_wait().unwrap().is_none(),
-            "the real worker ended"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pids: std::collections::HashSet<u32> = pool
-        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
-        .collect::<Result<_, _>>()
-        .expect("every item succeeds");
-    assert!(
-        pids.contains(&real_pid),
-        "the real worker ran nothing: {pids:?}"
-    );
+    let mut real = attach(&pool, env!("CARGO_BIN_EXE_test-worker"), &socket);
+    assert_gets_work(&pool, real.0.id());
     assert!(
         silent.0.try_wait().unwrap().is_none(),
         "the silent peer is still in its handshake while the real worker serves"
@@ -472,33 +421,10 @@ fn worker_program_with_a_superset_task_table_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let pool = builder(1).start_timeout(HANDSHAKE).build().unwrap();
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut attached = ChildGuard(
-        Command::new(superset)
-            .arg("attach")
-            .arg(&socket)
-            .spawn()
-            .expect("start superset-worker attach"),
-    );
-    let attached_pid = attached.0.id();
-    while !pool.stats().workers.iter().any(|w| w.pid == attached_pid) {
-        assert!(
-            attached.0.try_wait().unwrap().is_none(),
-            "the superset worker was refused: {:?}",
-            pool.stats().last_attach_refusal
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pids: std::collections::HashSet<u32> = pool
-        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
-        .collect::<Result<_, _>>()
-        .expect("every item succeeds");
-    assert!(
-        pids.contains(&attached_pid),
-        "the superset worker ran nothing"
-    );
+    let attached = attach(&pool, superset, &socket);
+    assert_gets_work(&pool, attached.0.id());
     assert_eq!(pool.stats().attach_refusals, 0);
-    pool.shutdown();
-    assert!(attached.0.wait().unwrap().success());
+    shutdown_and_expect_clean_exit(pool, attached);
 }
 
 /// A peer that passes the handshake and then answers its first call batch with garbage: the

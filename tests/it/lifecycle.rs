@@ -10,7 +10,10 @@ use procpool_tests::{
     sleep_then_pid, square, worker_pid,
 };
 
-use crate::util::{builder, measuring_alone, pool, wait_running, wait_started, watchdog};
+use crate::util::{
+    assert_gets_work, attach, builder, measuring_alone, pool, shutdown_and_expect_clean_exit,
+    wait_running, wait_started, watchdog,
+};
 
 #[test]
 fn submit_after_shutdown_is_an_error() {
@@ -237,46 +240,17 @@ fn fork_server_pool_runs_tasks() {
 }
 
 /// Kills and reaps a child process when dropped, so a failing test leaves none behind.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn worker_attached_through_listen_receives_work() {
     let _watchdog = watchdog("worker_attached_through_listen_receives_work");
     let dir = tempfile::tempdir().unwrap();
     let pool = pool(1);
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut attached = ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_test-worker"))
-            .arg("attach")
-            .arg(&socket)
-            .spawn()
-            .unwrap(),
-    );
-    let attached_pid = attached.0.id();
-    while pool.stats().workers.len() < 2 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(pool.stats().workers.iter().any(|w| w.pid == attached_pid));
-    // Long enough items that both workers get some.
-    let pids: HashSet<u32> = pool
-        .map(sleep_then_pid, std::iter::repeat_n(20, 40))
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(
-        pids.contains(&attached_pid),
-        "the attached worker ran no item: {pids:?}"
-    );
-    pool.shutdown();
+    let attached = attach(&pool, env!("CARGO_BIN_EXE_test-worker"), &socket);
+    assert_eq!(pool.stats().workers.len(), 2);
+    assert_gets_work(&pool, attached.0.id());
     // Shutdown stops the attached worker too; it exits cleanly.
-    let status = attached.0.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    shutdown_and_expect_clean_exit(pool, attached);
 }
 
 #[test]

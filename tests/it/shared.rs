@@ -8,7 +8,7 @@ use procpool_tests::shared::{
     shared_table_info, table, write_into_shared,
 };
 
-use crate::util::{builder, eventually, pool, watchdog};
+use crate::util::{attach, builder, eventually, pool, shutdown_and_expect_clean_exit, watchdog};
 
 /// Descriptors of this process that name a shared-object memfd.
 fn shared_fds() -> usize {
@@ -171,15 +171,8 @@ fn attached_worker_receives_live_shared_objects() {
     let pool = pool(1);
     let table = pool.share(&table(1_000)).unwrap();
     let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
-    let mut attached = ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_test-worker"))
-            .arg("attach")
-            .arg(&socket)
-            .spawn()
-            .unwrap(),
-    );
+    let attached = attach(&pool, env!("CARGO_BIN_EXE_test-worker"), &socket);
     let attached_pid = attached.0.id();
-    eventually("the worker attaches", || pool.stats().workers.len() == 2);
     eventually("the attached worker maps the table", || {
         shared_mappings(attached_pid) >= 1
     });
@@ -190,17 +183,7 @@ fn attached_worker_receives_live_shared_objects() {
     for (row, (value, _)) in outcomes.iter().enumerate() {
         assert_eq!(*value, row_value(row as u64));
     }
-    pool.shutdown();
-    assert!(attached.0.wait().unwrap().success());
-}
-
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    shutdown_and_expect_clean_exit(pool, attached);
 }
 
 const GIB: u64 = 1 << 30;

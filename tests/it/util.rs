@@ -113,3 +113,59 @@ pub(crate) fn measuring_alone(test: &str, env: &str) -> bool {
     assert!(status.success(), "the child measurement failed: {status:?}");
     false
 }
+
+/// A child process killed and reaped when the test ends, however it ends.
+pub(crate) struct ChildGuard(pub(crate) std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program attach <socket>` and waits until `pool` lists it among its workers; fails
+/// the test (with the pool's last refusal) if the process ends first.
+pub(crate) fn attach(
+    pool: &Pool,
+    program: impl AsRef<std::ffi::OsStr>,
+    socket: &std::path::Path,
+) -> ChildGuard {
+    let mut child = ChildGuard(
+        std::process::Command::new(program)
+            .arg("attach")
+            .arg(socket)
+            .spawn()
+            .expect("start the attaching worker"),
+    );
+    let pid = child.0.id();
+    while !pool.stats().workers.iter().any(|w| w.pid == pid) {
+        assert!(
+            child.0.try_wait().expect("try_wait").is_none(),
+            "the attaching worker ended before it was listed: {:?}",
+            pool.stats().last_attach_refusal
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// Maps 40 items of 20 ms each (long enough that every worker gets some) and asserts that the
+/// worker `pid` ran at least one.
+pub(crate) fn assert_gets_work(pool: &Pool, pid: u32) {
+    let pids: std::collections::HashSet<u32> = pool
+        .map(procpool_tests::sleep_then_pid, std::iter::repeat_n(20, 40))
+        .collect::<Result<_, _>>()
+        .expect("every item succeeds");
+    assert!(pids.contains(&pid), "worker {pid} ran no item: {pids:?}");
+}
+
+/// Shuts `pool` down and asserts that the attached worker `child` then exits cleanly.
+pub(crate) fn shutdown_and_expect_clean_exit(pool: Pool, mut child: ChildGuard) {
+    pool.shutdown();
+    let status = child.0.wait().expect("wait for the attached worker");
+    assert!(
+        status.success(),
+        "the attached worker ended with {status:?}"
+    );
+}
