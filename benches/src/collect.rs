@@ -62,6 +62,23 @@ pub struct Row {
     pub extra: BTreeMap<String, f64>,
 }
 
+impl Row {
+    /// A row of one sample `value` (so also its median, min and max), with no side figures.
+    pub fn single(workload: &str, system: &str, lang: Lang, value: f64, unit: &str) -> Row {
+        Row {
+            workload: workload.into(),
+            system: system.into(),
+            lang,
+            value,
+            unit: unit.into(),
+            min: value,
+            max: value,
+            samples: vec![value],
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 /// Gathers samples in arrival order and folds them into [`Row`]s.
 #[derive(Debug, Default)]
 pub struct Collector {

@@ -196,24 +196,15 @@ pub fn bar_chart(path: &Path, title: &str, unit: &str, bars: &[Bar]) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
     fn row(system: &str, lang: Lang, value: f64, unit: &str, extra: &[(&str, f64)]) -> Row {
         Row {
-            workload: "skewed".into(),
-            system: system.into(),
-            lang,
-            value,
-            unit: unit.into(),
             min: value * 0.9,
             max: value * 1.1,
-            samples: vec![value],
-            extra: extra
-                .iter()
-                .map(|&(k, v)| (k.to_owned(), v))
-                .collect::<BTreeMap<_, _>>(),
+            extra: extra.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
+            ..Row::single("skewed", system, lang, value, unit)
         }
     }
 

@@ -479,22 +479,11 @@ pub fn headline_unit(workload: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
     fn row(workload: &str, system: &str, value: f64, unit: &str) -> Row {
-        Row {
-            workload: workload.into(),
-            system: system.into(),
-            lang: Lang::Rust,
-            value,
-            unit: unit.into(),
-            min: value,
-            max: value,
-            samples: vec![value],
-            extra: BTreeMap::new(),
-        }
+        Row::single(workload, system, Lang::Rust, value, unit)
     }
 
     #[test]

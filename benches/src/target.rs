@@ -338,22 +338,11 @@ pub fn verdict(check: &TargetCheck) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
     fn row(workload: &str, system: &str, lang: Lang, value: f64, unit: &str) -> Row {
-        Row {
-            workload: workload.into(),
-            system: system.into(),
-            lang,
-            value,
-            unit: unit.into(),
-            min: value,
-            max: value,
-            samples: vec![value],
-            extra: BTreeMap::new(),
-        }
+        Row::single(workload, system, lang, value, unit)
     }
 
     #[test]
