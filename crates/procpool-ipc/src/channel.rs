@@ -811,6 +811,22 @@ impl Sender {
         Ok(Some(idx))
     }
 
+    /// Whether a [`reserve`](Sender::reserve) of `len` bytes now would lend memory that is
+    /// already faulted in: ring space, or a free pad (a new pad is populated when made). When
+    /// it is not (both pads busy, or `len` above the pad limit), the grant would be a fresh
+    /// memfd written page fault by page fault, and `send` (which fills such a memfd with
+    /// `write(2)`) is the cheaper way to pass a frame already in a buffer.
+    pub fn reserve_is_warm(&self, len: usize) -> bool {
+        if len <= self.threshold {
+            return true;
+        }
+        // Acquire: as in `pick_pad` (only the consumer frees a pad, so a pad free now stays
+        // free until this sender uses it).
+        len <= self.pad_limit
+            && (0..PAD_SLOTS)
+                .any(|idx| self.producer.pad_word(idx).load(Ordering::Acquire) == PAD_FREE)
+    }
+
     /// Whether this sender keeps any pad (see [`release_pads`](Sender::release_pads)).
     pub fn holds_pads(&self) -> bool {
         self.pads.iter().any(Option::is_some)

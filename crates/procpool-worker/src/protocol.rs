@@ -161,7 +161,107 @@ const RUN_TRAILER_LEN: usize = 8;
 const ARCHIVE_ALIGN: usize = 16;
 
 /// The serializer every task argument and output is written with.
-pub type WireSerializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
+pub type WireSerializer<'a> = HighSerializer<WireWriter<'a>, ArenaHandle<'a>, rancor::Error>;
+
+/// Where a [`WireSerializer`] writes: a growable buffer, a fixed slice (a frame written in
+/// place, straight into the space a transport reserved for it), or nowhere (measuring the
+/// size of an archive before reserving that space).
+#[derive(Debug)]
+pub enum WireWriter<'a> {
+    /// Appends to a growable buffer.
+    Vec(AlignedVec),
+    /// Writes into a fixed slice from `pos` on; writing past its end is an error.
+    Slice {
+        /// The bytes written into (from its start, which must be 16-aligned).
+        buf: &'a mut [u8],
+        /// Bytes written so far.
+        pos: usize,
+    },
+    /// Counts bytes without writing them; more than `budget` write calls is an error, so
+    /// measuring costs a few calls for plain-data and byte-buffer values and gives up early
+    /// on values made of many small parts (those are encoded into a growable buffer instead).
+    Count {
+        /// Bytes counted so far.
+        pos: usize,
+        /// Write calls left.
+        budget: usize,
+    },
+}
+
+/// A [`WireWriter::Slice`] ran out of room, or a [`WireWriter::Count`] out of write calls.
+#[derive(Debug, thiserror::Error)]
+#[error("the archive does not fit the space reserved for it")]
+struct NoRoom;
+
+impl rkyv::ser::Positional for WireWriter<'_> {
+    #[inline]
+    fn pos(&self) -> usize {
+        match self {
+            WireWriter::Vec(vec) => vec.len(),
+            WireWriter::Slice { pos, .. } | WireWriter::Count { pos, .. } => *pos,
+        }
+    }
+}
+
+impl<E: rancor::Source> Writer<E> for WireWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        match self {
+            WireWriter::Vec(vec) => {
+                vec.extend_from_slice(bytes);
+                Ok(())
+            }
+            WireWriter::Slice { buf, pos } => {
+                let end = pos
+                    .checked_add(bytes.len())
+                    .filter(|&end| end <= buf.len())
+                    .ok_or_else(|| E::new(NoRoom))?;
+                buf[*pos..end].copy_from_slice(bytes);
+                *pos = end;
+                Ok(())
+            }
+            WireWriter::Count { pos, budget } => {
+                *budget = budget.checked_sub(1).ok_or_else(|| E::new(NoRoom))?;
+                *pos += bytes.len();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl WireWriter<'_> {
+    /// The growable buffer of a [`WireWriter::Vec`] (the outcome encoder's writer).
+    fn vec_mut(&mut self) -> &mut AlignedVec {
+        match self {
+            WireWriter::Vec(vec) => vec,
+            _ => unreachable!("the outcome encoder writes into a growable buffer"),
+        }
+    }
+
+    /// The bytes of a [`WireWriter::Vec`].
+    fn vec(&self) -> &AlignedVec {
+        match self {
+            WireWriter::Vec(vec) => vec,
+            _ => unreachable!("the outcome encoder writes into a growable buffer"),
+        }
+    }
+}
+
+/// Write calls a measuring pass may make before it gives up (see [`WireWriter::Count`]).
+const MEASURE_BUDGET: usize = 64;
+
+/// Where a frame encoder writes the frame.
+#[derive(Debug)]
+pub enum FrameBuf<'o> {
+    /// Into this buffer (cleared first).
+    Grow(&'o mut AlignedVec),
+    /// In place into this slice, which must start 16-aligned and be long enough (as
+    /// [`FrameBuf::Measure`] said).
+    Fixed(&'o mut [u8]),
+    /// Nowhere: only the frame's length is computed, if that is cheap (a few write calls);
+    /// otherwise the encoder fails with [`ProtocolError::Encode`].
+    Measure,
+}
 /// The validator every received archive is checked with.
 pub type WireValidator<'a> = HighValidator<'a, rancor::Error>;
 /// The deserializer that turns archives back into owned values.
@@ -726,19 +826,69 @@ thread_local! {
 }
 
 /// Serializes `value` into `out` after its current contents, which must be 16-aligned in length.
-fn append_archive<V>(value: &V, out: &mut AlignedVec) -> Result<(), ProtocolError>
+pub(crate) fn append_archive<V>(value: &V, out: &mut AlignedVec) -> Result<(), ProtocolError>
 where
     V: for<'a> Serialize<WireSerializer<'a>>,
 {
     debug_assert_eq!(out.len() % ARCHIVE_ALIGN, 0);
+    let (buffer, res) = serialize_with(value, WireWriter::Vec(std::mem::take(out)));
+    *out = buffer.unwrap_or_default();
+    res.map(drop)
+}
+
+/// Serializes `value` with `writer` (and the thread's scratch arena); returns the archive's
+/// length or the error, and the buffer of a [`WireWriter::Vec`].
+fn serialize_with<V>(
+    value: &V,
+    writer: WireWriter<'_>,
+) -> (Option<AlignedVec>, Result<usize, ProtocolError>)
+where
+    V: for<'a> Serialize<WireSerializer<'a>>,
+{
     ARENA.with(|arena| {
         let mut arena = arena.borrow_mut();
-        let vec = std::mem::take(out);
-        let written = rkyv::api::high::to_bytes_in_with_alloc(value, vec, arena.acquire())
-            .map_err(ProtocolError::Encode)?;
-        *out = written;
-        Ok(())
+        let start = rkyv::ser::Positional::pos(&writer);
+        let mut serializer = Serializer::new(writer, arena.acquire(), Share::new());
+        let res = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut serializer);
+        let writer = serializer.into_writer();
+        let len = rkyv::ser::Positional::pos(&writer) - start;
+        let buffer = match writer {
+            WireWriter::Vec(vec) => Some(vec),
+            _ => None,
+        };
+        (buffer, res.map(|_| len).map_err(ProtocolError::Encode))
     })
+}
+
+/// Writes a frame of `header` and the archive of `value` into `out`; returns its length.
+fn write_frame<V>(header: &Header, value: &V, out: FrameBuf<'_>) -> Result<usize, ProtocolError>
+where
+    V: for<'a> Serialize<WireSerializer<'a>>,
+{
+    match out {
+        FrameBuf::Grow(vec) => {
+            start_frame(header, vec);
+            append_archive(value, vec)?;
+            Ok(vec.len())
+        }
+        FrameBuf::Fixed(buf) => {
+            if buf.len() < HEADER_LEN {
+                return Err(ProtocolError::Encode(rancor::Source::new(NoRoom)));
+            }
+            let (head, body) = buf.split_at_mut(HEADER_LEN);
+            header.write_to(head);
+            let (_, len) = serialize_with(value, WireWriter::Slice { buf: body, pos: 0 });
+            Ok(HEADER_LEN + len?)
+        }
+        FrameBuf::Measure => {
+            let writer = WireWriter::Count {
+                pos: 0,
+                budget: MEASURE_BUDGET,
+            };
+            let (_, len) = serialize_with(value, writer);
+            Ok(HEADER_LEN + len?)
+        }
+    }
 }
 
 fn start_frame(header: &Header, out: &mut AlignedVec) {
@@ -904,8 +1054,8 @@ pub fn encode_call_batch<T: Task>(
     args: &[T::Args],
     out: &mut AlignedVec,
 ) -> Result<(), ProtocolError> {
-    start_frame(&call_header::<T>(chunk_id, first_index, args.len())?, out);
-    append_archive(&SliceAsVec(args), out)
+    let header = call_header::<T>(chunk_id, first_index, args.len())?;
+    write_frame(&header, &SliceAsVec(args), FrameBuf::Grow(out)).map(drop)
 }
 
 /// Like [`encode_call_batch`], for arguments in two slices (e.g. the halves of a
@@ -922,9 +1072,27 @@ pub fn encode_call_batch_slices<T: Task>(
     back: &[T::Args],
     out: &mut AlignedVec,
 ) -> Result<(), ProtocolError> {
+    encode_call_batch_slices_to::<T>(chunk_id, first_index, front, back, FrameBuf::Grow(out))
+        .map(drop)
+}
+
+/// [`encode_call_batch_slices`] into any [`FrameBuf`]: measures the frame, or writes it in
+/// place. Returns the frame's length.
+///
+/// # Errors
+///
+/// As [`encode_call_batch`]; also [`ProtocolError::Encode`] when a fixed buffer is too short
+/// or measuring would take more than a few write calls.
+pub fn encode_call_batch_slices_to<T: Task>(
+    chunk_id: u64,
+    first_index: u64,
+    front: &[T::Args],
+    back: &[T::Args],
+    out: FrameBuf<'_>,
+) -> Result<usize, ProtocolError> {
     let n = front.len() + back.len();
-    start_frame(&call_header::<T>(chunk_id, first_index, n)?, out);
-    append_archive(&TwoSlicesAsVec(front, back), out)
+    let header = call_header::<T>(chunk_id, first_index, n)?;
+    write_frame(&header, &TwoSlicesAsVec(front, back), out)
 }
 
 /// Like [`encode_call_batch`], for arguments that are not contiguous.
@@ -943,9 +1111,28 @@ where
     I: IntoIterator<Item = &'i T::Args>,
     I::IntoIter: ExactSizeIterator + Clone,
 {
+    encode_call_batch_iter_to::<T, I>(chunk_id, first_index, args, FrameBuf::Grow(out)).map(drop)
+}
+
+/// [`encode_call_batch_iter`] into any [`FrameBuf`]; returns the frame's length.
+///
+/// # Errors
+///
+/// As [`encode_call_batch_slices_to`].
+pub fn encode_call_batch_iter_to<'i, T, I>(
+    chunk_id: u64,
+    first_index: u64,
+    args: I,
+    out: FrameBuf<'_>,
+) -> Result<usize, ProtocolError>
+where
+    T: Task,
+    I: IntoIterator<Item = &'i T::Args>,
+    I::IntoIter: ExactSizeIterator + Clone,
+{
     let iter = args.into_iter();
-    start_frame(&call_header::<T>(chunk_id, first_index, iter.len())?, out);
-    append_archive(&IterAsVec(iter), out)
+    let header = call_header::<T>(chunk_id, first_index, iter.len())?;
+    write_frame(&header, &IterAsVec(iter), out)
 }
 
 fn call_header<T: Task>(
@@ -1468,7 +1655,7 @@ pub(crate) fn encode_pong(nonce: u64, out: &mut AlignedVec) {
 /// per run), so the parent can decode any one alone.
 pub(crate) struct OutcomeEncoder<'arena> {
     /// Writer holds header + data area; the allocator is the worker's reused arena.
-    serializer: Serializer<AlignedVec, ArenaHandle<'arena>, Share>,
+    serializer: Serializer<WireWriter<'arena>, ArenaHandle<'arena>, Share>,
     /// The encoded table entries for the runs written since the last reset.
     table: Vec<u8>,
     /// Items in those runs.
@@ -1492,7 +1679,7 @@ impl<'arena> OutcomeEncoder<'arena> {
     /// An encoder writing into `buffer` (its capacity is reused) with `arena` for scratch space.
     pub(crate) fn new(buffer: AlignedVec, arena: ArenaHandle<'arena>) -> Self {
         let mut encoder = Self {
-            serializer: Serializer::new(buffer, arena, Share::new()),
+            serializer: Serializer::new(WireWriter::Vec(buffer), arena, Share::new()),
             table: Vec::new(),
             items: 0,
             chunk_id: 0,
@@ -1506,13 +1693,19 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// Gives the buffer back for reuse.
     pub(crate) fn into_buffer(self) -> AlignedVec {
-        self.serializer.into_writer()
+        match self.serializer.into_writer() {
+            WireWriter::Vec(buffer) => buffer,
+            _ => AlignedVec::new(),
+        }
     }
 
     /// Starts a new frame for items of `chunk_id` from `first_index` on.
     pub(crate) fn reset(&mut self, chunk_id: u64, task_id: TaskId, first_index: u64) {
-        self.serializer.writer.clear();
-        self.serializer.writer.extend_from_slice(&[0; HEADER_LEN]);
+        self.serializer.writer.vec_mut().clear();
+        self.serializer
+            .writer
+            .vec_mut()
+            .extend_from_slice(&[0; HEADER_LEN]);
         self.table.clear();
         self.items = 0;
         self.chunk_id = chunk_id;
@@ -1527,7 +1720,7 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// Bytes of data written since the last reset.
     pub(crate) fn data_len(&self) -> usize {
-        self.serializer.writer.len() - HEADER_LEN
+        self.serializer.writer.vec().len() - HEADER_LEN
     }
 
     /// The first item index the next `reset` should use to continue this chunk.
@@ -1548,13 +1741,13 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// Bytes of data written since `mark` (the run's archive and its alignment padding).
     pub(crate) fn bytes_since(&self, mark: Mark) -> usize {
-        self.serializer.writer.len().saturating_sub(mark.data)
+        self.serializer.writer.vec().len().saturating_sub(mark.data)
     }
 
     /// A point to roll back to if a run panics half-way through serialization.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
-            data: self.serializer.writer.len(),
+            data: self.serializer.writer.vec().len(),
             table: self.table.len(),
             items: self.items,
         }
@@ -1562,7 +1755,7 @@ impl<'arena> OutcomeEncoder<'arena> {
 
     /// Forgets everything written after `mark`.
     pub(crate) fn rollback(&mut self, mark: Mark) {
-        self.serializer.writer.resize(mark.data, 0);
+        self.serializer.writer.vec_mut().resize(mark.data, 0);
         self.table.truncate(mark.table);
         self.items = mark.items;
         self.serializer.sharing = Share::new();
@@ -1596,14 +1789,14 @@ impl<'arena> OutcomeEncoder<'arena> {
     where
         V: for<'a> Serialize<WireSerializer<'a>>,
     {
-        let start = self.serializer.writer.len();
+        let start = self.serializer.writer.vec().len();
         // Every run starts 16-aligned, so its bytes can be read in place.
         let begin = start.next_multiple_of(ARCHIVE_ALIGN);
-        self.serializer.writer.resize(begin, 0);
+        self.serializer.writer.vec_mut().resize(begin, 0);
         let res = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut self.serializer);
         // Sharing must never span runs: each archive stands alone.
         self.serializer.sharing = Share::new();
-        let end = self.serializer.writer.len();
+        let end = self.serializer.writer.vec().len();
         let len = u32::try_from(end - begin)
             .ok()
             .filter(|len| len & FAILURE_BIT == 0);
@@ -1621,7 +1814,7 @@ impl<'arena> OutcomeEncoder<'arena> {
                 Ok(())
             }
             (res, _, _) => {
-                self.serializer.writer.resize(start, 0);
+                self.serializer.writer.vec_mut().resize(start, 0);
                 Err(res.err().unwrap_or_else(|| {
                     <rancor::Error as rancor::Source>::new(OutcomeTooLarge(end - begin))
                 }))
@@ -1641,12 +1834,86 @@ impl<'arena> OutcomeEncoder<'arena> {
             first_index: self.first_index,
         };
         let runs = (self.table.len() / RUN_ENTRY_LEN) as u32;
-        let writer = &mut self.serializer.writer;
+        let writer = self.serializer.writer.vec_mut();
         writer.extend_from_slice(&self.table);
         writer.extend_from_slice(&runs.to_le_bytes());
         writer.extend_from_slice(&[0; 4]);
         header.write_to(&mut writer[..HEADER_LEN]);
         writer.as_slice()
+    }
+}
+
+/// Measures the archive of `values` as one run of an `Outcomes` frame (see
+/// [`write_values_frame`]); returns the frame's length, or an error when measuring is not cheap
+/// (more than a few write calls) or the serializer fails.
+pub(crate) fn measure_values_frame<V>(values: &[V]) -> Result<usize, ProtocolError>
+where
+    V: for<'a> Serialize<WireSerializer<'a>>,
+{
+    let writer = WireWriter::Count {
+        pos: 0,
+        budget: MEASURE_BUDGET,
+    };
+    let (_, len) = serialize_with(&SliceAsVec(values), writer);
+    Ok(HEADER_LEN + len? + RUN_ENTRY_LEN + RUN_TRAILER_LEN)
+}
+
+/// Bytes of a one-run `Outcomes` frame besides the run's archive (header, table, trailer).
+pub(crate) const fn values_frame_overhead() -> usize {
+    HEADER_LEN + RUN_ENTRY_LEN + RUN_TRAILER_LEN
+}
+
+/// Writes an `Outcomes` frame of exactly one run, the successes `values` of items
+/// `first_index..` of `chunk_id`, in place into `buf` (16-aligned, at least as long as
+/// [`measure_values_frame`] said): the same bytes [`OutcomeEncoder`] makes of one run, without
+/// the intermediate buffer. Returns the frame's length.
+pub(crate) fn write_values_frame<V>(
+    chunk_id: u64,
+    task_id: TaskId,
+    first_index: u64,
+    values: &[V],
+    buf: &mut [u8],
+) -> Result<usize, ProtocolError>
+where
+    V: for<'a> Serialize<WireSerializer<'a>>,
+{
+    let no_room = || ProtocolError::Encode(rancor::Source::new(NoRoom));
+    let count =
+        u32::try_from(values.len()).map_err(|_| ProtocolError::TooManyItems(values.len()))?;
+    if buf.len() < HEADER_LEN {
+        return Err(no_room());
+    }
+    let (head, body) = buf.split_at_mut(HEADER_LEN);
+    let (_, len) = serialize_with(&SliceAsVec(values), WireWriter::Slice { buf: body, pos: 0 });
+    let len = len?;
+    let len32 = u32::try_from(len)
+        .ok()
+        .filter(|len| len & FAILURE_BIT == 0)
+        .ok_or_else(|| ProtocolError::Encode(rancor::Source::new(OutcomeTooLarge(len))))?;
+    let tail = body
+        .get_mut(len..len + RUN_ENTRY_LEN + RUN_TRAILER_LEN)
+        .ok_or_else(no_room)?;
+    tail.fill(0);
+    // The run starts at offset 0 of the (16-aligned) body.
+    tail[4..8].copy_from_slice(&len32.to_le_bytes());
+    tail[8..12].copy_from_slice(&count.to_le_bytes());
+    tail[RUN_ENTRY_LEN..RUN_ENTRY_LEN + 4].copy_from_slice(&1_u32.to_le_bytes());
+    Header {
+        kind: kind::OUTCOMES,
+        version: PROTOCOL_VERSION,
+        count,
+        chunk_id,
+        task_id,
+        first_index,
+    }
+    .write_to(head);
+    Ok(HEADER_LEN + len + RUN_ENTRY_LEN + RUN_TRAILER_LEN)
+}
+
+impl OutcomeEncoder<'_> {
+    /// The chunk, task and first item index of the frame being built.
+    pub(crate) fn frame_start(&self) -> (u64, TaskId, u64) {
+        (self.chunk_id, self.task_id, self.first_index)
     }
 }
 

@@ -306,6 +306,19 @@ pub(crate) trait Outbox {
     /// Sends one frame (copied).
     fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError>;
 
+    /// Sends one frame of `len` bytes written in place by `fill` into the transport's own
+    /// memory (ring space or a reusable pad), saving the copy `send` makes; `fill` returns the
+    /// bytes it used, or `None` to abandon the frame. `Ok(false)` when nothing was sent (no
+    /// such memory, or `fill` gave up): the caller sends the frame the usual way.
+    fn send_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, WorkerError> {
+        let _ = (len, fill);
+        Ok(false)
+    }
+
     /// Whether the transport keeps reusable buffers for large frames (procpool-ipc's pads).
     fn holds_buffers(&self) -> bool {
         false
@@ -660,11 +673,24 @@ struct ItemWords<'a> {
 /// Object-safe view of an [`Outbox`] (the batch runner is not generic over the transport).
 pub(crate) trait OutboxDyn {
     fn send_dyn(&mut self, frame: &[u8]) -> Result<(), WorkerError>;
+    fn send_in_place_dyn(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, WorkerError>;
 }
 
 impl<O: Outbox> OutboxDyn for O {
     fn send_dyn(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
         self.send(frame)
+    }
+
+    fn send_in_place_dyn(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, WorkerError> {
+        self.send_in_place(len, fill)
     }
 }
 
@@ -796,9 +822,10 @@ impl BatchRun<'_, '_> {
     /// the transport failed (only sending can fail).
     #[cold]
     fn flush_if_due(&mut self, pending: &mut dyn Pending) -> Step {
-        if self.encoder.len() + pending.len() >= FLUSH_ITEMS
+        if (self.encoder.len() + pending.len() >= FLUSH_ITEMS
             || self.encoder.data_len() + pending.size_estimate() >= self.opts.flush_bytes
-            || self.pacer.read_clock(self.opts.flush_interval)
+            || self.pacer.read_clock(self.opts.flush_interval))
+            && !pending.send_in_place(self)
         {
             pending.commit(self.encoder);
             self.flush();
@@ -813,13 +840,60 @@ impl BatchRun<'_, '_> {
     /// Stops the chunk before item `offset`: flushes, then reports `Yielded`.
     #[cold]
     fn yield_at(&mut self, offset: u32, pending: &mut dyn Pending) {
-        pending.commit(self.encoder);
-        self.flush();
+        if !pending.send_in_place(self) {
+            pending.commit(self.encoder);
+            self.flush();
+        }
         // `parse_to_worker` refused call batches whose index range overflows.
         let next_index = self.first_index.wrapping_add(u64::from(offset));
         let mut frame = AlignedVec::new();
         protocol::encode_yielded(self.chunk_id, next_index, &mut frame);
         self.send(&frame);
+    }
+
+    /// Sends `values`, the outputs of every item since the last flush (the encoder holds no
+    /// outcome), as one `Outcomes` frame serialized straight into the transport's memory (see
+    /// [`Outbox::send_in_place`]), so the frame is not built in the encoder's buffer and copied.
+    /// Returns whether the values are dealt with (sent, or the transport failed); `false` leaves
+    /// everything as it was, for the encoder (which also handles serializers that panic or
+    /// fail, and outputs over the size limit).
+    fn send_values_in_place<V>(&mut self, values: &[V]) -> bool
+    where
+        V: for<'a> rkyv::Serialize<protocol::WireSerializer<'a>>,
+    {
+        if values.is_empty() || self.encoder.len() != 0 || self.error.is_some() {
+            return false;
+        }
+        // Serialization runs user code (`Serialize` impls) and may panic like the task itself.
+        let Ok(Ok(len)) = catch_task_panic(|| protocol::measure_values_frame(values)) else {
+            return false;
+        };
+        let max_item = self.encoder.max_item();
+        if max_item > 0 && len - protocol::values_frame_overhead() > max_item {
+            // Some output may be over the limit alone: the encoder looks item by item.
+            return false;
+        }
+        let (chunk_id, task_id, first_index) = self.encoder.frame_start();
+        let mut fill = |buf: &mut [u8]| {
+            catch_task_panic(|| {
+                protocol::write_values_frame(chunk_id, task_id, first_index, values, buf)
+            })
+            .ok()
+            .and_then(Result::ok)
+        };
+        match self.outbox.send_in_place_dyn(len, &mut fill) {
+            Ok(true) => {
+                let next = first_index.wrapping_add(values.len() as u64);
+                self.encoder.reset(chunk_id, task_id, next);
+                self.pacer.flushed();
+                true
+            }
+            Ok(false) => false,
+            Err(error) => {
+                self.error.get_or_insert(error);
+                true
+            }
+        }
     }
 
     fn flush(&mut self) {
@@ -942,7 +1016,9 @@ pub(crate) fn run_batch<T: Invoke>(run: &mut BatchRun<'_, '_>) {
     }
     // The last run: encode, send, and only then drop the outputs, so freeing a large output
     // (an munmap of its pages) is not on the way to the parent.
-    pending.encode(run.encoder);
+    if !pending.send_in_place(run) {
+        pending.encode(run.encoder);
+    }
     run.end();
     pending.clear();
 }
@@ -966,6 +1042,9 @@ trait Pending {
     /// Encodes them as one run (item by item, with failures, if the run cannot be encoded
     /// whole) and forgets them.
     fn commit(&mut self, encoder: &mut OutcomeEncoder<'_>);
+    /// Sends them as one frame written in place when the encoder holds nothing else
+    /// (`BatchRun::send_values_in_place`) and forgets them; `false` if not.
+    fn send_in_place(&mut self, run: &mut BatchRun<'_, '_>) -> bool;
 }
 
 /// Nothing pending (a chunk answered with failures only).
@@ -981,6 +1060,10 @@ impl Pending for NoPending {
     }
 
     fn commit(&mut self, _encoder: &mut OutcomeEncoder<'_>) {}
+
+    fn send_in_place(&mut self, _run: &mut BatchRun<'_, '_>) -> bool {
+        false
+    }
 }
 
 /// The outputs of a run of successes of one task.
@@ -1002,6 +1085,15 @@ where
     fn commit(&mut self, encoder: &mut OutcomeEncoder<'_>) {
         self.encode(encoder);
         self.clear();
+    }
+
+    fn send_in_place(&mut self, run: &mut BatchRun<'_, '_>) -> bool {
+        let sent = run.send_values_in_place(&self.0);
+        if sent {
+            // Published already: freeing large outputs is no longer on the parent's way.
+            self.clear();
+        }
+        sent
     }
 }
 

@@ -347,3 +347,64 @@ fn runtime_publishes_its_cpu_and_handles_a_waiter_on_any_cpu() {
     }
     parent.shutdown().expect("clean exit");
 }
+
+/// `n` bytes that differ from round to round.
+fn bytes(n: usize, round: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(round))
+        .collect()
+}
+
+#[test]
+fn runtime_outputs_written_in_place_arrive_exactly() {
+    let mut parent = Parent::ready();
+    // Large outputs go into the worker's pads, written in place; more rounds than pads.
+    for round in 0..5_u8 {
+        let chunk = 10 + u64::from(round);
+        let data = bytes((3 << 20) + usize::from(round), round);
+        parent.call::<builtin::echo_bytes>(chunk, 0, std::slice::from_ref(&data));
+        let got = parent.outcomes::<builtin::echo_bytes>(chunk, 1);
+        assert!(got == vec![(0, Ok(data))], "round {round}");
+    }
+    // Plain outputs, in place into the ring, over several flushes.
+    let args: Vec<u64> = (0..40_000).collect();
+    parent.call::<builtin::add_one>(20, 0, &args);
+    let got = parent.outcomes::<builtin::add_one>(20, args.len());
+    for (i, (index, outcome)) in got.into_iter().enumerate() {
+        assert_eq!((index, outcome), (i as u64, Ok(i as u64 + 1)));
+    }
+    // Many small buffers are too many parts to measure: the encoder's path, same outcomes.
+    let small: Vec<Vec<u8>> = (0..500).map(|i| bytes(i % 7, i as u8)).collect();
+    parent.call::<builtin::echo_bytes>(21, 0, &small);
+    let got = parent.outcomes::<builtin::echo_bytes>(21, small.len());
+    let expected: Vec<_> = small
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| (i as u64, Ok(data)))
+        .collect();
+    assert!(got == expected);
+    parent.shutdown().expect("clean exit");
+}
+
+#[test]
+fn runtime_output_limit_still_holds_for_outputs_that_could_go_in_place() {
+    let mut parent = Parent::start();
+    // Word 5: the largest encoded output of one item (stored before `Setup`, as the pool does).
+    parent.mailbox.store(5, 4096);
+    parent.setup(&Setup {
+        worker_index: 0,
+        initializer: None,
+    });
+    parent.expect_hello();
+    parent.expect_ready();
+    let args = vec![bytes(100, 1), bytes(1 << 20, 2), bytes(200, 3)];
+    parent.call::<builtin::echo_bytes>(30, 0, &args);
+    let got = parent.outcomes::<builtin::echo_bytes>(30, 3);
+    assert!(got[0] == (0, Ok(args[0].clone())));
+    assert!(matches!(
+        &got[1],
+        (1, Err(failure)) if matches!(failure.kind, FailureKind::TooLarge(_))
+    ));
+    assert!(got[2] == (2, Ok(args[2].clone())));
+    parent.shutdown().expect("clean exit");
+}

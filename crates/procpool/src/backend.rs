@@ -149,6 +149,33 @@ impl FrameSender for IpcSender {
         self.sender.send_timeout(frame, timeout).map_err(send_error)
     }
 
+    fn try_send_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, LinkError> {
+        if !self.sender.reserve_is_warm(len) {
+            return Ok(false);
+        }
+        let mut grant = match self.sender.reserve(len, Some(Duration::ZERO)) {
+            Ok(grant) => grant,
+            Err(SendError::Timeout) => return Ok(false),
+            Err(err) => return Err(send_error(err)),
+        };
+        // Dropped uncommitted when `fill` gives up: nothing is staged.
+        let Some(used) = fill(&mut grant) else {
+            return Ok(false);
+        };
+        match grant.commit(used) {
+            Ok(()) => {}
+            // No socket room for a new pad's descriptor: nothing was staged.
+            Err(SendError::Timeout) => return Ok(false),
+            Err(err) => return Err(send_error(err)),
+        }
+        self.sender.publish();
+        Ok(true)
+    }
+
     fn try_send_shared(
         &mut self,
         object: &procpool_worker::SharedObject,

@@ -56,6 +56,7 @@ use procpool_sched::{
     ChunkId, ChunkPolicy, ChunkStatus, InputLen, JobId, JobOptions, Scheduler, SchedulerConfig,
     TaskKey, WorkerId,
 };
+use procpool_worker::protocol::FrameBuf;
 use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
 use procpool_worker::{AlignedVec, SharedObject, Task};
 
@@ -957,13 +958,29 @@ impl Shared {
             items = claimed;
             let wire_id = assignment.chunk.get();
             let mut frame = std::mem::take(&mut core.frame);
-            let mut encoded = job.encode(wire_id, items.clone(), &mut frame);
+            // A chunk is written straight into the worker's ring or pad when nothing waits in
+            // its outbox and its frame's length is cheap to measure (plain-data and byte-buffer
+            // arguments: a few write calls): measured here, written in place when sent below.
+            // Otherwise it is encoded into `frame`, which the link copies.
+            let in_place = core
+                .workers
+                .get(&worker_id)
+                .is_some_and(|worker| worker.outbox.is_empty());
+            let encode = |items: Range<u64>, frame: &mut AlignedVec| {
+                if in_place && let Ok(len) = job.encode(wire_id, items.clone(), FrameBuf::Measure) {
+                    return Ok(Encoded::Measured(len));
+                }
+                job.encode(wire_id, items, FrameBuf::Grow(frame))
+                    .map(Encoded::Buffered)
+            };
+            let mut encoded = encode(items.clone(), &mut frame);
             // The item size limit: a chunk whose arguments fit as a whole has no item over it;
             // otherwise the chunk is cut to its first item (the rest goes back to the queue and
             // is checked the same way), and that item alone is checked below.
-            let over_limit = |frame: &AlignedVec| {
+            let over_limit = |encoded: &Result<Encoded, TaskError>| {
+                let len = encoded.as_ref().ok()?.len();
                 self.config.max_item_size.and_then(|limit| {
-                    let size = frame.len().saturating_sub(protocol::HEADER_LEN);
+                    let size = len.saturating_sub(protocol::HEADER_LEN);
                     (size > limit).then_some(TaskError::TooLarge {
                         what: "the arguments",
                         size,
@@ -971,12 +988,12 @@ impl Shared {
                     })
                 })
             };
-            if encoded.is_ok() && items_len(&items) > 1 && over_limit(&frame).is_some() {
+            if items_len(&items) > 1 && over_limit(&encoded).is_some() {
                 let cut = items.start + 1;
                 let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
                 job.unstart(cut..items.end);
                 items.end = cut;
-                encoded = job.encode(wire_id, items.clone(), &mut frame);
+                encoded = encode(items.clone(), &mut frame);
             }
             // Recycling: never give a worker more items than it has left.
             if let Some(worker) = core.workers.get_mut(&worker_id)
@@ -987,22 +1004,52 @@ impl Shared {
                     let _ = core.sched.on_yielded(worker_id, assignment.chunk, cut);
                     job.unstart(cut..items.end);
                     items.end = cut;
-                    encoded = job.encode(wire_id, items.clone(), &mut frame);
+                    encoded = encode(items.clone(), &mut frame);
                 }
                 worker.budget = Some(budget - items_len(&items));
                 if worker.budget == Some(0) {
                     let _ = core.sched.retire_worker(worker_id);
                 }
             }
-            let item_too_large = encoded.is_ok().then(|| over_limit(&frame)).flatten();
-            let too_large = core.workers.get(&worker_id).and_then(|worker| {
-                let max = worker.sender.max_frame();
-                (frame.len() > max).then_some(TaskError::TooLarge {
-                    what: "the encoded chunk",
-                    size: frame.len(),
-                    limit: max,
-                })
-            });
+            let item_too_large = over_limit(&encoded);
+            let too_large = match (&encoded, core.workers.get(&worker_id)) {
+                (Ok(encoded), Some(worker)) => {
+                    let max = worker.sender.max_frame();
+                    (encoded.len() > max).then_some(TaskError::TooLarge {
+                        what: "the encoded chunk",
+                        size: encoded.len(),
+                        limit: max,
+                    })
+                }
+                _ => None,
+            };
+            // A measured chunk goes out now, in place; if the link cannot take it so, it is
+            // encoded into `frame` after all and sent below like the others. (Sending before
+            // the chunk is recorded is fine: its outcomes are settled under the core lock,
+            // which this thread holds.)
+            let mut sent = false;
+            if let Ok(Encoded::Measured(len)) = encoded
+                && item_too_large.is_none()
+                && too_large.is_none()
+                && let Some(worker) = core.workers.get_mut(&worker_id)
+            {
+                let mut fill = |buf: &mut [u8]| {
+                    job.encode(wire_id, items.clone(), FrameBuf::Fixed(buf))
+                        .ok()
+                        .filter(|&used| used == len)
+                };
+                // A link error counts as sent: the reader will see the link end and settle
+                // the chunk.
+                sent = worker
+                    .sender
+                    .try_send_in_place(len, &mut fill)
+                    .unwrap_or(true);
+                if !sent {
+                    encoded = job
+                        .encode(wire_id, items.clone(), FrameBuf::Grow(&mut frame))
+                        .map(Encoded::Buffered);
+                }
+            }
             if let Some(error) = encoded.err().or(item_too_large).or(too_large) {
                 let _ = core.sched.on_items_done(
                     worker_id,
@@ -1036,7 +1083,9 @@ impl Shared {
                 && job.options().timeout.is_none()
                 && lazy_candidate;
             if let Some(worker) = core.workers.get_mut(&worker_id) {
-                send(worker, &frame);
+                if !sent {
+                    send(worker, &frame);
+                }
                 if lazy {
                     // A timed call is always kicked: the watchdog reads a worker that holds a
                     // chunk with an idle mailbox as stuck, and an unread outcome looks so.
@@ -2262,6 +2311,23 @@ fn fail_all_jobs(core: &mut Core, error: &TaskError) -> Deferred {
     core.timed_jobs = 0;
     core.chunks.clear();
     deferred
+}
+
+/// How a chunk's frame was prepared in `Core::dispatch`.
+#[derive(Debug, Clone, Copy)]
+enum Encoded {
+    /// Only measured (this many bytes): to be written in place when sent.
+    Measured(usize),
+    /// Encoded into the frame buffer (this many bytes).
+    Buffered(usize),
+}
+
+impl Encoded {
+    fn len(self) -> usize {
+        match self {
+            Encoded::Measured(len) | Encoded::Buffered(len) => len,
+        }
+    }
 }
 
 /// Sends a frame now, or queues it behind frames that are still waiting.

@@ -12,8 +12,9 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use procpool_worker::protocol::FrameBuf;
 use procpool_worker::protocol::{self, OutcomeBatch};
-use procpool_worker::{AlignedVec, FailureKind, Task, TaskFailure};
+use procpool_worker::{FailureKind, Task, TaskFailure};
 
 use crate::error::TaskError;
 use crate::handle::Completer;
@@ -41,13 +42,14 @@ pub(crate) trait Job: Send + Sync {
     fn claim(&self, items: Range<u64>) -> Range<u64>;
     /// Marks `items` as not handed out any more (their worker was lost before starting them).
     fn unstart(&self, items: Range<u64>);
-    /// Encodes `items` as one call-batch frame for `chunk_id`.
+    /// Encodes `items` as one call-batch frame for `chunk_id` into `out` (or only measures
+    /// it, see [`FrameBuf::Measure`]); returns the frame's length.
     fn encode(
         &self,
         chunk_id: u64,
         items: Range<u64>,
-        out: &mut AlignedVec,
-    ) -> Result<(), TaskError>;
+        out: FrameBuf<'_>,
+    ) -> Result<usize, TaskError>;
     /// Decodes and delivers the outcomes in `batch`.
     fn deliver(&self, batch: &OutcomeBatch<'_>);
     /// Ends each item of `items` that has no outcome yet with `error`.
@@ -489,8 +491,8 @@ impl<T: Task> Job for SubmitStream<T> {
         &self,
         chunk_id: u64,
         items: Range<u64>,
-        out: &mut AlignedVec,
-    ) -> Result<(), TaskError> {
+        out: FrameBuf<'_>,
+    ) -> Result<usize, TaskError> {
         let window = lock(&self.items);
         let args: Option<Vec<&T::Args>> = items
             .clone()
@@ -499,8 +501,13 @@ impl<T: Task> Job for SubmitStream<T> {
         let args = args.ok_or_else(|| {
             TaskError::Protocol("internal: the arguments of a finished call were asked for".into())
         })?;
-        protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args.iter().copied(), out)
-            .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
+        protocol::encode_call_batch_iter_to::<T, _>(
+            chunk_id,
+            items.start,
+            args.iter().copied(),
+            out,
+        )
+        .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
@@ -829,8 +836,8 @@ impl<T: Task> Job for MapJob<T> {
         &self,
         chunk_id: u64,
         items: Range<u64>,
-        out: &mut AlignedVec,
-    ) -> Result<(), TaskError> {
+        out: FrameBuf<'_>,
+    ) -> Result<usize, TaskError> {
         let window = lock(&self.args);
         if !window.all_unfinished(&items) {
             return Err(TaskError::Protocol(
@@ -839,13 +846,15 @@ impl<T: Task> Job for MapJob<T> {
         }
         let slices = window.slices(&items);
         let encoded = match slices.as_slice() {
-            [one] => protocol::encode_call_batch_slices::<T>(chunk_id, items.start, one, &[], out),
+            [one] => {
+                protocol::encode_call_batch_slices_to::<T>(chunk_id, items.start, one, &[], out)
+            }
             [front, back] => {
-                protocol::encode_call_batch_slices::<T>(chunk_id, items.start, front, back, out)
+                protocol::encode_call_batch_slices_to::<T>(chunk_id, items.start, front, back, out)
             }
             more => {
                 let args: Vec<&T::Args> = more.iter().flat_map(|slice| slice.iter()).collect();
-                protocol::encode_call_batch_iter::<T, _>(chunk_id, items.start, args, out)
+                protocol::encode_call_batch_iter_to::<T, _>(chunk_id, items.start, args, out)
             }
         };
         encoded

@@ -74,6 +74,18 @@ pub(crate) trait FrameSender: Send {
 
     /// Sends `frame`, waiting up to `timeout` for room (used for the handshake).
     fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError>;
+    /// Like `try_send`, for a frame of `len` bytes that `fill` writes straight into the link's
+    /// own memory (ring space or a reusable pad) and returns the bytes used (`None`: abandon
+    /// it). `Ok(false)` when nothing was sent: no room now, no such warm memory (a frame that
+    /// would need a fresh out-of-band buffer), `fill` gave up, or the link cannot do this.
+    fn try_send_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, LinkError> {
+        let _ = (len, fill);
+        Ok(false)
+    }
 
     /// Hands a shared object to the worker if there is room now (`Ok(false)`: try again
     /// later), in order with the frames: the worker receives it as one `Shared` frame and

@@ -709,3 +709,79 @@ mod claim_word {
         }
     }
 }
+
+/// A zeroed, 16-aligned buffer of `len` bytes (as a ring grant or pad is).
+fn grant_like(len: usize) -> AlignedVec {
+    let mut buf = AlignedVec::new();
+    buf.resize(len, 0xAA);
+    buf
+}
+
+#[test]
+fn call_batches_written_in_place_equal_the_buffered_ones() {
+    use crate::builtin::{add_one, echo_bytes};
+    let plain: Vec<u64> = (0..1000).collect();
+    let mut buffered = AlignedVec::new();
+    encode_call_batch::<add_one>(3, 5, &plain, &mut buffered).unwrap();
+    let (front, back) = plain.split_at(400);
+    let len = encode_call_batch_slices_to::<add_one>(3, 5, front, back, FrameBuf::Measure).unwrap();
+    assert_eq!(len, buffered.len());
+    let mut place = grant_like(len + 48);
+    let used =
+        encode_call_batch_slices_to::<add_one>(3, 5, front, back, FrameBuf::Fixed(&mut place))
+            .unwrap();
+    assert_eq!(&place[..used], buffered.as_slice());
+    // Too short a place is an error, not a truncated frame.
+    let mut short = grant_like(len - 16);
+    assert!(
+        encode_call_batch_slices_to::<add_one>(3, 5, front, back, FrameBuf::Fixed(&mut short))
+            .is_err()
+    );
+
+    // Byte buffers measure in a few write calls, and write the same bytes.
+    let blobs: Vec<Vec<u8>> = vec![vec![7; 100_000], Vec::new(), b"abc".to_vec()];
+    let mut buffered = AlignedVec::new();
+    encode_call_batch::<echo_bytes>(4, 0, &blobs, &mut buffered).unwrap();
+    let len = encode_call_batch_iter_to::<echo_bytes, _>(4, 0, &blobs, FrameBuf::Measure).unwrap();
+    assert_eq!(len, buffered.len());
+    let mut place = grant_like(len);
+    let used =
+        encode_call_batch_iter_to::<echo_bytes, _>(4, 0, &blobs, FrameBuf::Fixed(&mut place))
+            .unwrap();
+    assert_eq!(&place[..used], buffered.as_slice());
+
+    // Many small parts: measuring gives up instead of walking them all.
+    let many: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 3]).collect();
+    assert!(encode_call_batch_iter_to::<echo_bytes, _>(4, 0, &many, FrameBuf::Measure).is_err());
+}
+
+#[test]
+fn an_outcomes_frame_written_in_place_equals_the_encoders() {
+    fn check<T: Task>(values: &[T::Output])
+    where
+        T::Output: PartialEq + std::fmt::Debug,
+    {
+        let mut arena = Arena::new();
+        let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+        encoder.reset(11, T::ID, 40);
+        encoder.push_values(values).unwrap();
+        let buffered = aligned(encoder.finish());
+        let len = measure_values_frame(values).unwrap();
+        assert_eq!(len, buffered.len());
+        let mut place = grant_like(len + 32);
+        let used = write_values_frame(11, T::ID, 40, values, &mut place).unwrap();
+        assert_eq!(&place[..used], buffered.as_slice());
+        let FromWorker::Outcomes(batch) = parse_from_worker(&place[..used]).unwrap() else {
+            panic!("not outcomes");
+        };
+        let (first, bytes) = batch.values_run().expect("one run");
+        assert_eq!(first, 40);
+        assert_eq!(decode_values::<T>(bytes, batch.len()).unwrap(), values);
+        let mut short = grant_like(len - 8);
+        assert!(write_values_frame(11, T::ID, 40, values, &mut short).is_err());
+    }
+    check::<crate::builtin::add_one>(&(0..5000).collect::<Vec<u64>>());
+    check::<crate::builtin::echo_bytes>(&[vec![1; 70_000], Vec::new(), vec![2; 5]]);
+    let many: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 3]).collect();
+    assert!(measure_values_frame(&many).is_err());
+}

@@ -103,7 +103,9 @@ mod tests {
     use super::*;
 
     fn archive_of<T: Wire>(value: &Vec<T>) -> rkyv::util::AlignedVec {
-        rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("serializes")
+        let mut out = rkyv::util::AlignedVec::new();
+        crate::protocol::append_archive(value, &mut out).expect("serializes");
+        out
     }
 
     #[test]

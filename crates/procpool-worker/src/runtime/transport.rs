@@ -34,12 +34,34 @@ impl Inbox for procpool_ipc::Receiver {
     }
 }
 
+fn send_error(error: procpool_ipc::SendError) -> WorkerError {
+    match error {
+        procpool_ipc::SendError::Disconnected => WorkerError::Disconnected,
+        other => WorkerError::Transport(Box::new(other)),
+    }
+}
+
 impl Outbox for procpool_ipc::Sender {
     fn send(&mut self, frame: &[u8]) -> Result<(), WorkerError> {
-        procpool_ipc::Sender::send(self, frame).map_err(|error| match error {
-            procpool_ipc::SendError::Disconnected => WorkerError::Disconnected,
-            other => WorkerError::Transport(Box::new(other)),
-        })
+        procpool_ipc::Sender::send(self, frame).map_err(send_error)
+    }
+
+    fn send_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, WorkerError> {
+        if !self.reserve_is_warm(len) {
+            return Ok(false);
+        }
+        let mut grant = self.reserve(len, None).map_err(send_error)?;
+        let Some(used) = fill(&mut grant) else {
+            // Dropped uncommitted: nothing was staged.
+            return Ok(false);
+        };
+        grant.commit(used).map_err(send_error)?;
+        self.publish();
+        Ok(true)
     }
 
     fn holds_buffers(&self) -> bool {
