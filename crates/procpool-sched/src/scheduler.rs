@@ -702,27 +702,23 @@ impl Scheduler {
             return None;
         }
         let hot_first = self.returned.is_empty();
-        let mut order: Vec<(usize, u64, usize)> = (self.slots.iter().enumerate())
-            .filter(|(_, slot)| slot.state == SlotState::Live)
-            .map(|(idx, slot)| {
+        // The first live worker with room in the order (fewest chunks in flight, then the
+        // most recently served unless given-back items wait, then the lowest slot): a
+        // minimum, found without sorting or allocating (this runs for every `submit`).
+        let idx = (self.slots.iter().enumerate())
+            .filter(|(idx, slot)| slot.state == SlotState::Live && self.has_room(*idx))
+            .min_by_key(|(idx, slot)| {
                 let served = if hot_first {
                     u64::MAX - slot.last_assigned
                 } else {
                     slot.last_assigned
                 };
-                (slot.in_flight.len(), served, idx)
+                (slot.in_flight.len(), served, *idx)
             })
-            .collect();
-        order.sort_unstable();
-        for (_, _, idx) in order {
-            if !self.has_room(idx) {
-                continue;
-            }
-            self.flush_staged();
-            let (piece, home) = self.take_piece(idx)?;
-            return Some(self.carve(idx, piece, home));
-        }
-        None
+            .map(|(idx, _)| idx)?;
+        self.flush_staged();
+        let (piece, home) = self.take_piece(idx)?;
+        Some(self.carve(idx, piece, home))
     }
 
     /// Proposes a tail split, or `None`.

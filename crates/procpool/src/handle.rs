@@ -373,7 +373,11 @@ impl<T> Completer<T> {
 impl<T> Drop for Completer<T> {
     fn drop(&mut self) {
         // A task the pool dropped without an outcome must still end; Terminated is the only
-        // honest description (the pool went away or gave up on it).
+        // honest description (the pool went away or gave up on it). `Done` is final, so a
+        // completed task (the usual case) needs no lock here.
+        if self.slot.is_done() {
+            return;
+        }
         self.slot
             .finish(Err(TaskError::Terminated), |phase| {
                 matches!(phase, Phase::Pending | Phase::Running)

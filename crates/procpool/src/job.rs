@@ -440,8 +440,18 @@ impl<T: Task> SubmitStream<T> {
     fn finish(&self, index: u64, outcome: Result<T::Output, TaskError>) {
         let item = lock(&self.items).take(index);
         if let Some(item) = item {
-            lock(&self.deaths).remove(&index);
+            self.forget_deaths(std::iter::once(index));
             item.completer.complete(outcome);
+        }
+    }
+
+    /// Forgets the death counts of finished items (one lock; no hashing while none is kept).
+    fn forget_deaths(&self, indices: impl Iterator<Item = u64>) {
+        let mut deaths = lock(&self.deaths);
+        if !deaths.is_empty() {
+            for index in indices {
+                deaths.remove(&index);
+            }
         }
     }
 }
@@ -511,7 +521,23 @@ impl<T: Task> Job for SubmitStream<T> {
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
-        decode::<T>(batch, |index, outcome| self.finish(index, outcome));
+        // Decoded first, then every item of the batch taken under one lock of the window
+        // (which `submit` also takes for each call), then completed without it.
+        let mut outcomes = Vec::with_capacity(batch.len());
+        decode::<T>(batch, |index, outcome| outcomes.push((index, outcome)));
+        let mut finished = Vec::with_capacity(outcomes.len());
+        {
+            let mut window = lock(&self.items);
+            for (index, outcome) in outcomes {
+                if let Some(item) = window.take(index) {
+                    finished.push((index, item, outcome));
+                }
+            }
+        }
+        self.forget_deaths(finished.iter().map(|(index, ..)| *index));
+        for (_, item, outcome) in finished {
+            item.completer.complete(outcome);
+        }
     }
 
     fn fail(&self, items: Range<u64>, error: TaskError) {
