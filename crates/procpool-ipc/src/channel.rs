@@ -649,7 +649,7 @@ impl Sender {
         if let GrantInner::Large { writer, .. } = &mut grant.inner {
             writer.write_all(frame)?;
         } else {
-            grant[..frame.len()].copy_from_slice(frame);
+            crate::copy::copy_bytes(&mut grant[..frame.len()], frame);
         }
         grant.commit(frame.len())?;
         self.publish();

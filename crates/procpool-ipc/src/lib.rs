@@ -45,6 +45,8 @@ mod wire;
 #[cfg(not(procpool_loom))]
 mod channel;
 #[cfg(not(procpool_loom))]
+mod copy;
+#[cfg(not(procpool_loom))]
 mod error;
 #[cfg(not(procpool_loom))]
 mod fdpass;
@@ -58,6 +60,7 @@ pub use crate::{
     channel::{
         ChannelConfig, Closer, DEFAULT_PAD_LIMIT, Endpoint, Frame, Grant, Handoff, Receiver, Sender,
     },
+    copy::{PARALLEL_COPY_MIN, copy_bytes},
     error::{CreateError, HandoffError, OpenError, RecvError, SendError},
     fdpass::{recv_handoff, send_handoff},
     mailbox::{MAILBOX_WORDS, Mailbox},

@@ -311,7 +311,8 @@ pub const HUGE_COPY_MIN: usize = 8 << 20;
 /// on the VM this was measured on, `docs/bench/payload.md`), against one per 2 MiB page with
 /// transparent huge pages (half the time for a 64 MiB copy there). The advice is a hint: where
 /// transparent huge pages are off, or the allocator hands back memory already in use, it
-/// changes nothing, and the bytes are the same either way.
+/// changes nothing, and the bytes are the same either way. The copy is split between two
+/// threads from [`crate::PARALLEL_COPY_MIN`] bytes on ([`crate::copy_bytes`]).
 ///
 /// # Examples
 ///
@@ -338,7 +339,10 @@ pub fn copy_to_new_vec(bytes: &[u8]) -> Vec<u8> {
             libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
         }
     }
-    vec.extend_from_slice(bytes);
+    crate::copy::copy_to_uninit(&mut vec.spare_capacity_mut()[..bytes.len()], bytes);
+    // SAFETY: the first `bytes.len()` bytes of the spare capacity (which is at least that
+    // long: `with_capacity`) were all written just above.
+    unsafe { vec.set_len(bytes.len()) };
     vec
 }
 
@@ -386,7 +390,7 @@ impl CopyBuffer {
         let Some(copy) = map else {
             return Ok(&[]);
         };
-        copy.copy_from_slice(bytes);
+        crate::copy::copy_bytes(copy, bytes);
         Ok(copy)
     }
 

@@ -216,7 +216,8 @@ impl<E: rancor::Source> Writer<E> for WireWriter<'_> {
                     .checked_add(bytes.len())
                     .filter(|&end| end <= buf.len())
                     .ok_or_else(|| E::new(NoRoom))?;
-                buf[*pos..end].copy_from_slice(bytes);
+                // A large write (a byte buffer) is split between two threads.
+                procpool_ipc::copy_bytes(&mut buf[*pos..end], bytes);
                 *pos = end;
                 Ok(())
             }
