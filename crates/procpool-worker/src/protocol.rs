@@ -44,7 +44,11 @@
 //!   `data` (the runs' archives back to back, each starting 16-aligned relative to the
 //!   16-aligned body), then a table of `runs` entries of 16 bytes
 //!   `{offset: u32, len_and_status: u32, count: u32, reserved: u32 = 0}`, then an 8-byte trailer
-//!   `{runs: u32, reserved: u32 = 0}`. A run's bytes are `data[offset..][..len]` with
+//!   `{runs: u32, busy_ns: u32}`. `busy_ns` is the worker's own wall time for the frame's items
+//!   (from the start of the first to the end of the last, in nanoseconds), or `u32::MAX` when
+//!   not measured or longer than that: the parent's cost estimate uses it instead of the time
+//!   between sending the chunk and reading the frame, which includes however long the frame
+//!   waited to be read (see [`OutcomeBatch::worker_busy`]). A run's bytes are `data[offset..][..len]` with
 //!   `len = len_and_status & 0x7fff_ffff`; bit 31 clear means an archive of a `Vec<T::Output>`
 //!   of exactly `count` items, set means an archive of the [`TaskFailure`] of one item
 //!   (`count` = 1, so a frame's size bounds how many failures it can carry). Runs are in item
@@ -56,6 +60,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
+use std::time::Duration;
 
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::rancor::{self, Fallible};
@@ -72,7 +77,7 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
@@ -154,8 +159,17 @@ pub fn claim(
 /// Size of one entry of an `Outcomes` table (one run).
 const RUN_ENTRY_LEN: usize = 16;
 
-/// Size of the trailer after an `Outcomes` table (the number of runs).
+/// Size of the trailer after an `Outcomes` table (the number of runs, the worker's busy time).
 const RUN_TRAILER_LEN: usize = 8;
+
+/// The trailer's `busy_ns` of a frame whose busy time was not measured (or did not fit).
+const BUSY_UNKNOWN: u32 = u32::MAX;
+
+/// The trailer's `busy_ns` for `busy`, if measured.
+fn busy_field(busy: Option<Duration>) -> u32 {
+    busy.and_then(|busy| u32::try_from(busy.as_nanos()).ok())
+        .unwrap_or(BUSY_UNKNOWN)
+}
 
 /// Alignment of every archive inside a frame body.
 const ARCHIVE_ALIGN: usize = 16;
@@ -534,6 +548,8 @@ pub struct OutcomeBatch<'a> {
     data: &'a [u8],
     /// The run entries, already checked to lie inside `data` and to add up to `count`.
     table: &'a [u8],
+    /// The trailer's `busy_ns`.
+    busy_ns: u32,
 }
 
 /// One run of consecutive outcomes of an [`OutcomeBatch`].
@@ -566,6 +582,14 @@ impl<'a> OutcomeBatch<'a> {
     /// Whether the frame has no outcomes.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// How long the worker says its items kept it busy (wall time, from the start of the
+    /// first to the end of the last), if it measured that: unlike the time from sending a
+    /// chunk to reading its outcomes, this leaves out how long the frame waited to be read.
+    /// A claim of the peer, fit for estimates only.
+    pub fn worker_busy(&self) -> Option<Duration> {
+        (self.busy_ns != BUSY_UNKNOWN).then(|| Duration::from_nanos(u64::from(self.busy_ns)))
     }
 
     /// Number of runs in this frame.
@@ -1215,9 +1239,7 @@ fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a
         return Err(truncated(RUN_TRAILER_LEN));
     };
     let runs = read_u32(body, rest) as usize;
-    if read_u32(body, rest + 4) != 0 {
-        return Err(ProtocolError::BadOutcomeEntry { index: runs });
-    }
+    let busy_ns = read_u32(body, rest + 4);
     let table_len = runs
         .checked_mul(RUN_ENTRY_LEN)
         .ok_or(ProtocolError::TooManyItems(runs))?;
@@ -1255,6 +1277,7 @@ fn parse_outcomes<'a>(header: &Header, body: &'a [u8]) -> Result<OutcomeBatch<'a
         count: header.count as usize,
         data,
         table,
+        busy_ns,
     })
 }
 
@@ -1666,6 +1689,8 @@ pub(crate) struct OutcomeEncoder<'arena> {
     first_index: u64,
     /// The largest encoded output of one item that may be sent; 0 for no limit.
     max_item: usize,
+    /// The trailer's `busy_ns` of the frame being built.
+    busy_ns: u32,
 }
 
 /// Where an [`OutcomeEncoder`] can be rolled back to.
@@ -1687,6 +1712,7 @@ impl<'arena> OutcomeEncoder<'arena> {
             task_id: 0,
             first_index: 0,
             max_item: 0,
+            busy_ns: BUSY_UNKNOWN,
         };
         encoder.reset(0, 0, 0);
         encoder
@@ -1709,9 +1735,16 @@ impl<'arena> OutcomeEncoder<'arena> {
             .extend_from_slice(&[0; HEADER_LEN]);
         self.table.clear();
         self.items = 0;
+        self.busy_ns = BUSY_UNKNOWN;
         self.chunk_id = chunk_id;
         self.task_id = task_id;
         self.first_index = first_index;
+    }
+
+    /// Records the worker's busy time for the frame's items (the trailer's `busy_ns`; unknown
+    /// until set, and again after each reset).
+    pub(crate) fn set_busy(&mut self, busy: Duration) {
+        self.busy_ns = busy_field(Some(busy));
     }
 
     /// Number of outcomes (items) since the last reset.
@@ -1838,7 +1871,7 @@ impl<'arena> OutcomeEncoder<'arena> {
         let writer = self.serializer.writer.vec_mut();
         writer.extend_from_slice(&self.table);
         writer.extend_from_slice(&runs.to_le_bytes());
-        writer.extend_from_slice(&[0; 4]);
+        writer.extend_from_slice(&self.busy_ns.to_le_bytes());
         header.write_to(&mut writer[..HEADER_LEN]);
         writer.as_slice()
     }
@@ -1865,14 +1898,16 @@ pub(crate) const fn values_frame_overhead() -> usize {
 }
 
 /// Writes an `Outcomes` frame of exactly one run, the successes `values` of items
-/// `first_index..` of `chunk_id`, in place into `buf` (16-aligned, at least as long as
-/// [`measure_values_frame`] said): the same bytes [`OutcomeEncoder`] makes of one run, without
-/// the intermediate buffer. Returns the frame's length.
+/// `first_index..` of `chunk_id`, that kept the worker busy for `busy` (if measured), in place
+/// into `buf` (16-aligned, at least as long as [`measure_values_frame`] said): the same bytes
+/// [`OutcomeEncoder`] makes of one run, without the intermediate buffer. Returns the frame's
+/// length.
 pub(crate) fn write_values_frame<V>(
     chunk_id: u64,
     task_id: TaskId,
     first_index: u64,
     values: &[V],
+    busy: Option<Duration>,
     buf: &mut [u8],
 ) -> Result<usize, ProtocolError>
 where
@@ -1899,6 +1934,7 @@ where
     tail[4..8].copy_from_slice(&len32.to_le_bytes());
     tail[8..12].copy_from_slice(&count.to_le_bytes());
     tail[RUN_ENTRY_LEN..RUN_ENTRY_LEN + 4].copy_from_slice(&1_u32.to_le_bytes());
+    tail[RUN_ENTRY_LEN + 4..].copy_from_slice(&busy_field(busy).to_le_bytes());
     Header {
         kind: kind::OUTCOMES,
         version: PROTOCOL_VERSION,

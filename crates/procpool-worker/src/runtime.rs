@@ -755,6 +755,15 @@ impl Pacer {
         now - self.batch_started >= interval
     }
 
+    /// Reads the clock for a frame about to be sent: how long its items kept this worker
+    /// busy, from the start of the batch (the chunk's arrival, or the previous frame) to now.
+    /// One clock read per frame, so the parent's cost estimate need not include the time the
+    /// frame waits to be read (`protocol::OutcomeBatch::worker_busy`).
+    fn frame_busy(&mut self) -> Duration {
+        self.last_read = Instant::now();
+        self.last_read - self.batch_started
+    }
+
     fn flushed(&mut self) {
         self.batch_started = self.last_read;
     }
@@ -874,9 +883,10 @@ impl BatchRun<'_, '_> {
             return false;
         }
         let (chunk_id, task_id, first_index) = self.encoder.frame_start();
+        let busy = Some(self.pacer.frame_busy());
         let mut fill = |buf: &mut [u8]| {
             catch_task_panic(|| {
-                protocol::write_values_frame(chunk_id, task_id, first_index, values, buf)
+                protocol::write_values_frame(chunk_id, task_id, first_index, values, busy, buf)
             })
             .ok()
             .and_then(Result::ok)
@@ -901,6 +911,7 @@ impl BatchRun<'_, '_> {
             return;
         }
         let next = self.encoder.next_index();
+        self.encoder.set_busy(self.pacer.frame_busy());
         let frame = self.encoder.finish();
         if let Err(error) = self.outbox.send_dyn(frame) {
             self.error.get_or_insert(error);
@@ -920,6 +931,7 @@ impl BatchRun<'_, '_> {
     /// Ends the chunk: flushes what is pending (an empty chunk gets an empty `Outcomes`).
     fn end(&mut self) {
         if self.encoder.len() > 0 || self.count == 0 {
+            self.encoder.set_busy(self.pacer.frame_busy());
             let frame = self.encoder.finish();
             if let Err(error) = self.outbox.send_dyn(frame) {
                 self.error.get_or_insert(error);

@@ -408,3 +408,42 @@ fn runtime_output_limit_still_holds_for_outputs_that_could_go_in_place() {
     assert!(got[2] == (2, Ok(args[2].clone())));
     parent.shutdown().expect("clean exit");
 }
+
+#[test]
+fn runtime_reports_how_long_items_kept_it_busy_without_the_wait_to_be_read() {
+    let mut parent = Parent::ready();
+    // Word 0 is the running chunk plus one; the worker clears it once the chunk's last frame
+    // is published, so a sentinel tells when that happened.
+    parent.mailbox.store(0, u64::MAX);
+    let sent = Instant::now();
+    parent.call::<builtin::spin_for>(1, 0, &[3_000, 3_000]);
+    while parent.mailbox.load(0) != 0 {
+        assert!(sent.elapsed() < WATCHDOG, "the chunk never ended");
+        thread::yield_now();
+    }
+    let ended = sent.elapsed();
+    // The frames wait to be read; the time they wait is not the worker's.
+    thread::sleep(Duration::from_millis(50));
+    let mut busy = Duration::ZERO;
+    let mut outcomes = 0;
+    while outcomes < 2 {
+        let frame = parent.recv_frame();
+        let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(&frame) else {
+            panic!("expected outcomes");
+        };
+        outcomes += batch.len();
+        busy += batch
+            .worker_busy()
+            .expect("the runtime measures every frame");
+    }
+    let read = sent.elapsed();
+    // Two items of 3 ms of spinning each (a wall-clock spin, so at least that on any machine).
+    assert!(busy >= Duration::from_millis(6), "busy {busy:?}");
+    // Measured inside the window from the send to the last frame's publication.
+    assert!(
+        busy <= ended,
+        "busy {busy:?}, chunk ended {ended:?} after the send"
+    );
+    assert!(read >= busy + Duration::from_millis(50));
+    parent.shutdown().expect("clean exit");
+}

@@ -802,9 +802,14 @@ impl Shared {
                 worker.busy += busy;
                 worker.tasks_done += n;
                 worker.watched = None;
+                // The scheduler's cost estimate takes the worker's own measure when it sent
+                // one: the time seen from here also holds however long the frame waited to be
+                // read, which under load grew the estimate of a trivial task a hundredfold
+                // and shrank its chunks to a few items (`docs/bench/submit.md`).
+                let cost = batch.worker_busy().unwrap_or(busy);
                 let status = core
                     .sched
-                    .on_items_done(id, chunk_id, n, busy)
+                    .on_items_done(id, chunk_id, n, cost)
                     .map_err(|err| err.to_string())?;
                 if status == ChunkStatus::Finished {
                     self.end_chunk(core, batch.chunk_id);

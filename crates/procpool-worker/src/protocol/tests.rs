@@ -762,26 +762,56 @@ fn an_outcomes_frame_written_in_place_equals_the_encoders() {
         T::Output: PartialEq + std::fmt::Debug,
     {
         let mut arena = Arena::new();
+        let busy = Duration::from_micros(1234);
         let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
         encoder.reset(11, T::ID, 40);
         encoder.push_values(values).unwrap();
+        encoder.set_busy(busy);
         let buffered = aligned(encoder.finish());
         let len = measure_values_frame(values).unwrap();
         assert_eq!(len, buffered.len());
         let mut place = grant_like(len + 32);
-        let used = write_values_frame(11, T::ID, 40, values, &mut place).unwrap();
+        let used = write_values_frame(11, T::ID, 40, values, Some(busy), &mut place).unwrap();
         assert_eq!(&place[..used], buffered.as_slice());
         let FromWorker::Outcomes(batch) = parse_from_worker(&place[..used]).unwrap() else {
             panic!("not outcomes");
         };
+        assert_eq!(batch.worker_busy(), Some(busy));
         let (first, bytes) = batch.values_run().expect("one run");
         assert_eq!(first, 40);
         assert_eq!(decode_values::<T>(bytes, batch.len()).unwrap(), values);
         let mut short = grant_like(len - 8);
-        assert!(write_values_frame(11, T::ID, 40, values, &mut short).is_err());
+        assert!(write_values_frame(11, T::ID, 40, values, Some(busy), &mut short).is_err());
     }
     check::<crate::builtin::add_one>(&(0..5000).collect::<Vec<u64>>());
     check::<crate::builtin::echo_bytes>(&[vec![1; 70_000], Vec::new(), vec![2; 5]]);
     let many: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 3]).collect();
     assert!(measure_values_frame(&many).is_err());
+}
+
+#[test]
+fn outcomes_carry_the_workers_busy_time_when_it_fits() {
+    let mut arena = Arena::new();
+    let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
+    let mut parsed = |set: Option<Duration>| {
+        encoder.reset(3, crate::builtin::add_one::ID, 0);
+        encoder.push_values(&[1_u64, 2]).unwrap();
+        if let Some(busy) = set {
+            encoder.set_busy(busy);
+        }
+        let frame = aligned(encoder.finish());
+        let Ok(FromWorker::Outcomes(batch)) = parse_from_worker(&frame) else {
+            panic!("not outcomes");
+        };
+        batch.worker_busy()
+    };
+    assert_eq!(parsed(None), None, "not measured");
+    assert_eq!(parsed(Some(Duration::ZERO)), Some(Duration::ZERO));
+    let most = Duration::from_nanos(u64::from(u32::MAX) - 1);
+    assert_eq!(parsed(Some(most)), Some(most));
+    assert_eq!(
+        parsed(Some(Duration::from_secs(5))),
+        None,
+        "too long to tell"
+    );
 }
