@@ -48,7 +48,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -293,6 +293,10 @@ thread_local! {
     static LAZY_KICK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// How long a thread spins for a taken core lock before it blocks (see `Shared::lock`): about
+/// the cost of the futex sleep and wake-up it saves on this kind of machine.
+const LOCK_SPIN: Duration = Duration::from_micros(50);
+
 /// A frame a helper reads up to this size is copied out, so the receiver is released before
 /// the outcomes are delivered (callbacks run without it); larger ones are settled as the
 /// receiver hands them over (already copied out of the worker's reach by `backend::deliver`,
@@ -307,13 +311,56 @@ const CO_LOCATION_LOOK: u32 = 16;
 /// other core) before it yields the core on every further look.
 const HELP_PURE_SPINS: u32 = 64;
 
+/// Takes `mutex`, trying for up to `spin` before blocking on it (a poisoned lock is taken
+/// as it is: the core's state stays consistent between its own statements).
+///
+/// Between attempts it pauses a few spins (a failed attempt still takes the lock's cache line
+/// from the holder) and every 64 looks yields its core, in case the holder waits for that core
+/// (two vCPUs, more runnable threads than that under load). After `spin` it blocks like
+/// `Mutex::lock`, so a holder that keeps the lock long costs a sleep, not a burnt core.
+pub(crate) fn lock_spinning<T>(mutex: &Mutex<T>, spin: Duration) -> MutexGuard<'_, T> {
+    let attempt = || match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    if let Some(guard) = attempt() {
+        return guard;
+    }
+    let start = Instant::now();
+    let mut looks = 0u32;
+    loop {
+        looks = looks.wrapping_add(1);
+        if looks % 64 == 0 {
+            std::thread::yield_now();
+        } else {
+            for _ in 0..8 {
+                std::hint::spin_loop();
+            }
+        }
+        if let Some(guard) = attempt() {
+            return guard;
+        }
+        if looks % 16 == 0 && start.elapsed() >= spin {
+            return mutex.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
 fn items_len(items: &Range<u64>) -> u64 {
     items.end.saturating_sub(items.start)
 }
 
 impl Shared {
+    /// Takes the core lock, spinning for it up to [`LOCK_SPIN`] before blocking.
+    ///
+    /// Every `submit` takes this lock, and so does a reader thread for each outcome frame
+    /// (settling it, then dispatching the next chunk: claiming, encoding and sending it, a few
+    /// µs). `std`'s mutex spins only ~100 looks before it sleeps on a futex, and the sleep plus
+    /// its wake-up costs ~50 µs here: a burst of submits that met the reader threads' frames
+    /// slept thousands of times per 100,000 submits (`docs/bench/submit.md`).
     fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_spinning(&self.core, LOCK_SPIN)
     }
 
     /// Starts the pool's first workers; fails if any cannot start.

@@ -564,3 +564,61 @@ fn public_types_are_send_and_sync() {
     send::<crate::Map<'static, square, std::ops::Range<u64>>>();
     send::<crate::AsCompleted<u64>>();
 }
+
+#[test]
+fn lock_spinning_excludes_and_gets_locks_held_briefly_or_long() {
+    use std::sync::{Barrier, Mutex};
+    // Three threads increment a plain counter under the lock, holding it for a while now and
+    // then (longer than the spin, so waiters also block): every increment counts.
+    let counter = Arc::new(Mutex::new(0_u64));
+    let barrier = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let counter = Arc::clone(&counter);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..3_000_u64 {
+                    let mut guard = crate::core::lock_spinning(&counter, Duration::from_micros(50));
+                    let seen = *guard;
+                    if (i + t) % 500 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    } else if i % 7 == 0 {
+                        std::thread::yield_now();
+                    }
+                    *guard = seen + 1;
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+    assert_eq!(*counter.lock().unwrap(), 9_000);
+}
+
+#[test]
+fn lock_spinning_waits_out_a_long_holder_and_takes_a_poisoned_lock() {
+    use std::sync::{Barrier, Mutex};
+    let value = Arc::new(Mutex::new(0_u64));
+    let held = Arc::new(Barrier::new(2));
+    let holder = {
+        let value = Arc::clone(&value);
+        let held = Arc::clone(&held);
+        std::thread::spawn(move || {
+            let mut guard = value.lock().unwrap();
+            held.wait();
+            // Far past the waiter's spin: it has to block, then wake when this releases.
+            std::thread::sleep(Duration::from_millis(20));
+            *guard = 1;
+            panic!("poisons the lock on purpose");
+        })
+    };
+    held.wait();
+    let guard = crate::core::lock_spinning(&value, Duration::from_micros(50));
+    assert_eq!(*guard, 1, "the holder's write is seen");
+    drop(guard);
+    assert!(holder.join().is_err(), "the holder panicked");
+    assert!(value.is_poisoned());
+    assert_eq!(*crate::core::lock_spinning(&value, Duration::ZERO), 1);
+}
