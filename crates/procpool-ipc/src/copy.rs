@@ -6,10 +6,16 @@
 //! first touch) in ~31–34 ms; two threads, each with half, take ~6 ms and ~13–16 ms. So copies
 //! from [`PARALLEL_COPY_MIN`] bytes on hand their second half to a scoped helper thread (a
 //! thread start costs tens of microseconds, against milliseconds of copying). The CPU time is
-//! the same either way; only the wall time shrinks when a second CPU is free.
+//! the same either way; only the wall time shrinks when a second CPU is free. When none is (the
+//! helper starts late), waiting for it makes the copy slower than one thread's: measured at load
+//! ~6 on that VM, a 64 MiB round trip went from ~800 MiB/s to ~500–670. So the helper takes
+//! huge-page pieces only as it gets to run, and a copy that had to wait for it makes the next
+//! few large copies single-threaded.
 
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 /// Smallest copy [`copy_bytes`] (and the copies of [`crate::copy_to_new_vec`] and
 /// [`crate::CopyBuffer`]) splits between two threads.
@@ -42,47 +48,92 @@ pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     copy_to_uninit(dst, src);
 }
 
+/// The pieces the two threads take in turn: a huge page each, so no page is faulted in by both.
+const PIECE: usize = 2 << 20;
+
+/// After a split copy whose helper came late (the machine was busy), this many large copies
+/// are made by one thread before splitting is tried again.
+const BACKOFF: u32 = 16;
+
+/// Large copies left to make with one thread (see [`BACKOFF`]).
+static SINGLE_LEFT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this large copy is one of the [`BACKOFF`] made by one thread (counts it down).
+fn backing_off() -> bool {
+    // Relaxed: a hint shared by all threads; no memory is published through it.
+    SINGLE_LEFT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+}
+
 /// Copies `src` into `dst` (as long), initializing every byte of it; split as in
 /// [`copy_bytes`].
+///
+/// The copy is cut into huge-page pieces that this thread and the helper take in turn, so a
+/// helper that starts late (the other CPU is busy) takes fewer, or none. When this thread then
+/// had to wait for the helper (it started late or was preempted), the next [`BACKOFF`] large
+/// copies are made by one thread: on a busy machine a second thread only adds a wait.
 pub(crate) fn copy_to_uninit(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy_to_uninit: lengths differ");
-    if src.len() < PARALLEL_COPY_MIN || !parallel() {
+    if src.len() < PARALLEL_COPY_MIN || !parallel() || backing_off() {
         write_slice(dst, src);
         return;
     }
-    // Halves cut at a page boundary, so the two threads do not fault in the same page.
-    let mid = (src.len() / 2).next_multiple_of(4096);
-    let (dst_head, dst_tail) = dst.split_at_mut(mid);
-    let (src_head, src_tail) = src.split_at(mid);
-    // Whoever takes the tail copies it: the helper, or this thread if no helper started.
-    let tail = std::sync::Mutex::new(Some((dst_tail, src_tail)));
-    let copy_tail = || {
-        let taken = tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some((dst, src)) = taken {
-            write_slice(dst, src);
+    // The first piece ends at a huge-page boundary of `dst`, the others are whole huge pages.
+    let first = (dst.as_ptr() as usize)
+        .next_multiple_of(PIECE)
+        .saturating_sub(dst.as_ptr() as usize)
+        .min(dst.len());
+    let (dst_head, dst_rest) = dst.split_at_mut(first);
+    let (src_head, src_rest) = src.split_at(first);
+    let pieces: Vec<Mutex<Option<Piece<'_>>>> = std::iter::once((dst_head, src_head))
+        .chain(dst_rest.chunks_mut(PIECE).zip(src_rest.chunks(PIECE)))
+        .map(|piece| Mutex::new(Some(piece)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    // Each piece is taken (out of its mutex) by exactly one thread, which copies it.
+    let work = || {
+        // Relaxed: the counter only hands out indices; the pieces themselves pass through
+        // their mutexes, and the scope's join orders the helper's writes before our return.
+        while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let taken = piece
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some((dst, src)) = taken {
+                write_slice(dst, src);
+            }
         }
     };
+    let started = Instant::now();
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("procpool-copy".into())
-            .spawn_scoped(scope, copy_tail);
-        write_slice(dst_head, src_head);
+            .spawn_scoped(scope, work);
+        // With no helper (e.g. a memory limit), this takes every piece.
+        work();
+        let own = started.elapsed();
         match helper {
-            // `write_slice` of equal lengths does not panic; were it to, the tail would not be
-            // written, and the caller must not take it as initialized: the panic goes on.
+            // `write_slice` of equal lengths does not panic; were it to, its piece would not
+            // be written, and the caller must not take it as initialized: the panic goes on.
             Ok(helper) => {
                 if let Err(panic) = helper.join() {
                     std::panic::resume_unwind(panic);
                 }
+                if started.elapsed().saturating_sub(own) > own / 4 {
+                    // Relaxed: a hint, as in `backing_off`.
+                    SINGLE_LEFT.store(BACKOFF, Ordering::Relaxed);
+                }
             }
-            // No thread (e.g. a memory limit): the tail is still ours to copy.
-            Err(_) => copy_tail(),
+            Err(_) => SINGLE_LEFT.store(BACKOFF, Ordering::Relaxed),
         }
     });
 }
+
+/// A piece of a split copy: where to, and what.
+type Piece<'a> = (&'a mut [MaybeUninit<u8>], &'a [u8]);
 
 /// `dst.copy_from_slice(src)` for uninitialized memory (equal lengths).
 fn write_slice(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
@@ -116,6 +167,27 @@ mod tests {
             let mut dst = vec![0_u8; len];
             copy_bytes(&mut dst, &src[..len]);
             assert!(dst == src[..len], "len {len}");
+            // At every offset from a huge-page boundary (the first piece is cut there).
+            for skew in [1, 4096 + 3] {
+                if len > skew {
+                    let mut dst = vec![0_u8; len];
+                    copy_bytes(&mut dst[skew..], &src[..len - skew]);
+                    assert!(dst[skew..] == src[..len - skew], "len {len}, skew {skew}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copies_made_by_one_thread_while_backing_off_are_exact() {
+        let src: Vec<u8> = (0..PARALLEL_COPY_MIN + 12_345)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        SINGLE_LEFT.store(2, Ordering::Relaxed);
+        for _ in 0..4 {
+            let mut dst = vec![0_u8; src.len()];
+            copy_bytes(&mut dst, &src);
+            assert!(dst == src);
         }
     }
 }
