@@ -5,7 +5,7 @@
 //! `cargo run --release -p procpool-benches --example latency_probe -- MODE [N] [MIB]`, MODE one
 //! of `startup` (N pools: build, `call(add_one, 1)`, shutdown), `startup-big` (the same from a
 //! parent holding MIB MiB, posix_spawn against fork+exec), `warm` (N calls), `submit` (N
-//! `submit(..).result()`), `idle` (N calls and N ping-pongs, each after 100 ms of sleep).
+//! `submit(..).result()`; both pinned with `PROBE_PIN=split` or `same`, see `pin`), `idle` (N calls and N ping-pongs, each after 100 ms of sleep).
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,39 @@ use procpool::{Pool, builtin};
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// `PROBE_PIN=split`: this process on vCPU 0, every thread of both workers on vCPU 1;
+/// `PROBE_PIN=same`: everything on vCPU 0. Otherwise the kernel places the threads.
+fn pin(pool: &Pool) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(mode) = std::env::var("PROBE_PIN") else {
+        return;
+    };
+    let set = |cpu: usize| {
+        let mut set = CpuSet::new();
+        set.set(cpu).unwrap();
+        set
+    };
+    let worker_cpu = if mode == "split" { 1 } else { 0 };
+    // Every thread of this process (the reader threads too).
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
+        sched_setaffinity(Pid::from_raw(tid), &set(0)).unwrap();
+    }
+    while pool.stats().workers.len() < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for worker in pool.stats().workers {
+        for task in std::fs::read_dir(format!("/proc/{}/task", worker.pid))
+            .unwrap()
+            .flatten()
+        {
+            let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
+            sched_setaffinity(Pid::from_raw(tid), &set(worker_cpu)).unwrap();
+        }
+    }
 }
 
 fn main() {
@@ -98,6 +131,10 @@ fn main() {
         }
         "warm" | "submit" => {
             let pool = Pool::builder().workers(2).build().unwrap();
+            for i in 0..1000 {
+                pool.call(builtin::add_one, i).unwrap();
+            }
+            pin(&pool);
             for i in 0..1000 {
                 pool.call(builtin::add_one, i).unwrap();
             }

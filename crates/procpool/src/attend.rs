@@ -46,8 +46,9 @@ pub(crate) struct Helping {
     /// Set (SeqCst) while a thread helps. Pairs with the SeqCst loads in reader threads (their
     /// stop condition) and, through the core lock, with dispatch's decision to kick.
     active: AtomicBool,
-    /// Every worker slot's cell.
-    cells: Mutex<Vec<Arc<Attend>>>,
+    /// Every worker slot's cell (a shared snapshot, rebuilt when a slot comes or goes, so a
+    /// helper takes it without allocating).
+    cells: Mutex<Arc<Vec<Arc<Attend>>>>,
     /// The last helper found a worker on its own CPU or needed to yield: the next one checks
     /// for co-location at once (a hint; Relaxed).
     co_located: AtomicBool,
@@ -89,21 +90,29 @@ impl Helping {
     }
 
     /// A snapshot of the cells.
-    pub(crate) fn cells(&self) -> Vec<Arc<Attend>> {
-        lock(&self.cells).clone()
+    pub(crate) fn cells(&self) -> Arc<Vec<Arc<Attend>>> {
+        Arc::clone(&lock(&self.cells))
     }
 
     pub(crate) fn add(&self, cell: &Arc<Attend>) {
-        lock(&self.cells).push(Arc::clone(cell));
+        let mut cells = lock(&self.cells);
+        let mut next = Vec::clone(&cells);
+        next.push(Arc::clone(cell));
+        *cells = Arc::new(next);
     }
 
     pub(crate) fn remove(&self, cell: &Arc<Attend>) {
-        lock(&self.cells).retain(|other| !Arc::ptr_eq(other, cell));
+        let mut cells = lock(&self.cells);
+        let next = (cells.iter())
+            .filter(|other| !Arc::ptr_eq(other, cell))
+            .cloned()
+            .collect();
+        *cells = Arc::new(next);
     }
 
     /// Kicks every reader (shutdown, terminate).
     pub(crate) fn kick_all(&self) {
-        for cell in self.cells() {
+        for cell in self.cells().iter() {
             cell.kick();
         }
     }

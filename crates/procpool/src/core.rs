@@ -291,6 +291,8 @@ thread_local! {
     /// shows nobody will help (`Helper::attend`), so `submit` + `result` is attended like
     /// `Pool::call`.
     static LAZY_KICK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The buffer a helper copies small frames into, kept for this thread's next help.
+    static HELP_BUF: std::cell::Cell<AlignedVec> = std::cell::Cell::new(AlignedVec::new());
 }
 
 /// How long a thread spins for a taken core lock before it blocks (see `Shared::lock`): about
@@ -2241,7 +2243,7 @@ impl Helper for Shared {
         let cells = self.helping.cells();
         if !nested {
             // Reader threads parked on their rings let go of the receivers.
-            for cell in &cells {
+            for cell in cells.iter() {
                 cell.interrupt();
             }
         }
@@ -2251,7 +2253,8 @@ impl Helper for Shared {
         let until = deadline.map_or(start + HELP_WINDOW, |deadline| {
             deadline.min(start + HELP_WINDOW)
         });
-        let mut buf = AlignedVec::new();
+        // The frame buffer of this thread's last help (a nested help starts an empty one).
+        let mut buf = HELP_BUF.with(std::cell::Cell::take);
         let mut idle_spins = 0u32;
         // Co-location: a worker on this thread's CPU cannot run while this thread spins, so
         // check (right away if the last round trip was co-located or slow, else once a few
@@ -2259,14 +2262,16 @@ impl Helper for Shared {
         // each, which a warm round trip between two cores cannot spare), then offer the core
         // on every look; tell the workers where this thread spins, so one on the same CPU
         // yields right after publishing (see the `procpool_worker` runtime).
-        let controls: Vec<Arc<dyn WorkerControl>> =
-            cells.iter().filter_map(|cell| cell.control()).collect();
+        // Gathered at the first check only: a warm round trip usually ends before it.
+        let controls: std::cell::OnceCell<Vec<Arc<dyn WorkerControl>>> = std::cell::OnceCell::new();
         let look_cpu = || {
+            let controls =
+                controls.get_or_init(|| cells.iter().filter_map(|cell| cell.control()).collect());
             let cpu = nix::sched::sched_getcpu().ok();
             if let Some(cpu) = cpu
                 && !nested
             {
-                for control in &controls {
+                for control in controls {
                     control.set_waiter_cpu(cpu);
                 }
             }
@@ -2276,7 +2281,7 @@ impl Helper for Shared {
         let mut co_located = self.helping.co_located_hint() && look_cpu();
         while !done() {
             let mut progressed = false;
-            for cell in &cells {
+            for cell in cells.iter() {
                 progressed |= self.help_once(cell, &mut buf);
             }
             if progressed {
@@ -2301,6 +2306,7 @@ impl Helper for Shared {
         }
         self.helping
             .set_co_located_hint(co_located || idle_spins >= HELP_PURE_SPINS);
+        HELP_BUF.with(|cell| cell.set(buf));
         HELPING.with(|flag| flag.set(nested));
         ON_READER.with(|flag| flag.set(was_reader));
         if nested {

@@ -521,6 +521,11 @@ impl<T: Task> Job for SubmitStream<T> {
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
+        if batch.len() == 1 {
+            // A lone call (the round trip of `Pool::call`): no buffers.
+            decode::<T>(batch, |index, outcome| self.finish(index, outcome));
+            return;
+        }
         // Decoded first, then every item of the batch taken under one lock of the window
         // (which `submit` also takes for each call), then completed without it.
         let mut outcomes = Vec::with_capacity(batch.len());
