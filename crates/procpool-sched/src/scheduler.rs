@@ -22,7 +22,8 @@ pub struct SchedulerConfig {
     /// Whether [`Scheduler::yield_candidate`] proposes tail splits.
     pub tail_split: bool,
     /// A tail split is proposed only if the unstarted items it frees are estimated to take at
-    /// least this long (cost unknown counts as long enough).
+    /// least this long (cost unknown counts as long enough). A queued chunk the driver can
+    /// take back ([`reclaim_queued`](Self::reclaim_queued)) is proposed whatever its cost.
     pub min_yield_work: Duration,
     /// Whether the driver can take back a chunk queued behind a worker's running one without
     /// the worker's help, as long as the worker has not started it
@@ -272,6 +273,8 @@ struct Slot {
     /// recently served worker (still spinning for work), or to the least recently served
     /// while given-back items are queued, so they move to a different worker.
     last_assigned: u64,
+    /// Whether it may hold a chunk beyond the one it runs (`set_prefetch`).
+    prefetch: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,6 +374,7 @@ impl Scheduler {
                 slot.generation += 1;
                 slot.state = SlotState::Live;
                 slot.started = None;
+                slot.prefetch = true;
                 idx
             }
             None => {
@@ -385,6 +389,7 @@ impl Scheduler {
                     started: None,
                     in_flight: VecDeque::new(),
                     last_assigned: 0,
+                    prefetch: true,
                 });
                 self.slots.len() - 1
             }
@@ -409,6 +414,38 @@ impl Scheduler {
             self.slots[idx].state = SlotState::Retiring;
             self.n_live -= 1;
             self.return_reserved(idx);
+        }
+        Ok(())
+    }
+
+    /// Allows or forbids giving `worker` a chunk while it holds one already (prefetch); a
+    /// worker holding nothing can always get one. Allowed for a new worker.
+    ///
+    /// A driver forbids it while it cannot take a queued chunk back from the worker (with
+    /// [`SchedulerConfig::reclaim_queued`], the facade can take back one at a time: until the
+    /// worker has passed the chunk taken back, a further queued chunk would wait for whatever
+    /// the worker runs, however long).
+    ///
+    /// # Errors
+    ///
+    /// [`StaleWorker`] if the worker is not live or retiring.
+    pub fn set_prefetch(&mut self, worker: WorkerId, allowed: bool) -> Result<(), StaleWorker> {
+        let idx = self.slot_of(worker)?;
+        self.slots[idx].prefetch = allowed;
+        Ok(())
+    }
+
+    /// Undoes [`retire_worker`](Self::retire_worker): the worker gets chunks again (a driver
+    /// that retired it for a spent budget of items and got some of them back unrun).
+    ///
+    /// # Errors
+    ///
+    /// [`StaleWorker`] if the worker is not live or retiring (reinstating a live one is fine).
+    pub fn reinstate_worker(&mut self, worker: WorkerId) -> Result<(), StaleWorker> {
+        let idx = self.slot_of(worker)?;
+        if self.slots[idx].state == SlotState::Retiring {
+            self.slots[idx].state = SlotState::Live;
+            self.n_live += 1;
         }
         Ok(())
     }
@@ -729,6 +766,13 @@ impl Scheduler {
     /// unreported one (which may be running), for its queued chunks all unreported items. The chunk is marked so it
     /// is not proposed twice; the worker answers with [`on_yielded`](Self::on_yielded), or
     /// simply finishes the chunk.
+    ///
+    /// With [`SchedulerConfig::reclaim_queued`], a queued chunk comes first, whatever its own
+    /// cost: it waits for everything ahead of it at its worker, which may be an item held far
+    /// longer than any estimate says (a blocked or long call), and the driver takes it back at
+    /// once, without the worker; a split of a running chunk waits for the worker's next item
+    /// boundary. ([`SchedulerConfig::min_yield_work`] applies to the rest: judging a queued
+    /// chunk by its own estimate once left a cheap call behind a held worker for good.)
     pub fn yield_candidate(&mut self) -> Option<YieldRequest> {
         if !self.config.tail_split || self.has_queued() {
             return None;
@@ -740,7 +784,8 @@ impl Scheduler {
             return None;
         }
         let min_work = self.config.min_yield_work.as_nanos() as f64;
-        let mut best: Option<(f64, ChunkId, Split)> = None;
+        // Ranked by (reclaimable, estimated work).
+        let mut best: Option<((bool, f64), ChunkId, Split)> = None;
         for slot in &self.slots {
             for (pos, chunk_id) in slot.in_flight.iter().enumerate() {
                 let chunk = &self.chunks[chunk_id];
@@ -753,12 +798,14 @@ impl Scheduler {
                     .get(&chunk.task)
                     .and_then(CostEstimate::per_item_ns);
                 let work = per_item.map_or(f64::INFINITY, |ns| ns * unstarted as f64);
-                if work < min_work {
+                let reclaimable = pos > 0 && self.config.reclaim_queued;
+                if work < min_work && !reclaimable {
                     continue;
                 }
-                if best.is_none_or(|(best_work, ..)| work > best_work) {
+                let rank = (reclaimable, work);
+                if best.is_none_or(|(best_rank, ..)| rank > best_rank) {
                     let split = if pos == 0 { Split::Half } else { Split::All };
-                    best = Some((work, *chunk_id, split));
+                    best = Some((rank, *chunk_id, split));
                 }
             }
         }
@@ -988,6 +1035,9 @@ impl Scheduler {
         }
         if slot.in_flight.is_empty() {
             return true;
+        }
+        if !slot.prefetch {
+            return false;
         }
         let ChunkPolicy::Adaptive(config) = &self.config.policy else {
             return true;

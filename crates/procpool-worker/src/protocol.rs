@@ -88,11 +88,11 @@ pub const HEADER_LEN: usize = 32;
 /// worker gives back everything from the next item on. Chunk ids stay far below this bit.
 pub const YIELD_HALF: u64 = 1 << 63;
 
-/// Flag in the claim word (mailbox word 6): the parent took chunk `value & !CLAIM_RECLAIMED`
+/// Flag in the claim word (mailbox word 8): the parent took chunk `value & !CLAIM_RECLAIMED`
 /// minus one back before the worker started it. See [`reclaim`] and [`claim`].
 pub const CLAIM_RECLAIMED: u64 = 1 << 63;
 
-/// The parent's side of the claim word (mailbox word 6): tries to take chunk `chunk_id`
+/// The parent's side of the claim word (mailbox word 8): tries to take chunk `chunk_id`
 /// back before the worker starts it, so the parent can give its items to another worker
 /// at once instead of waiting for this one to finish what it runs. Returns whether it did;
 /// then the worker will skip the chunk when it reaches it in its ring, sending nothing
@@ -126,6 +126,12 @@ pub fn reclaim(
         }
         // The worker claimed a chunk meanwhile (maybe this one): look again.
     }
+}
+
+/// Whether the claim word `word` holds a chunk the parent took back that the worker has not
+/// reached yet: while it does, [`reclaim`] refuses to take back another.
+pub fn reclaim_pending(word: u64) -> bool {
+    word & CLAIM_RECLAIMED != 0
 }
 
 /// The worker's side of the claim word (see [`reclaim`]): claims chunk `chunk_id` before

@@ -360,6 +360,10 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
         )
     }
 
+    fn reclaim_pending(&self) -> bool {
+        protocol::reclaim_pending(self.mailbox.load(MAILBOX_CLAIM))
+    }
+
     fn ping(&self) -> Option<u64> {
         Some(ping_through(&self.mailbox))
     }

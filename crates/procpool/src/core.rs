@@ -212,8 +212,13 @@ struct WorkerEntry {
     sender: Box<dyn FrameSender>,
     /// Frames (and shared objects) the link had no room for, in order.
     outbox: VecDeque<Outgoing>,
-    /// Items it may still be given before it is recycled (`max_tasks_per_child`).
+    /// Items it may still be given before it is recycled (`max_tasks_per_child`). Items
+    /// given and then taken back unrun (reclaimed, yielded) are refunded (`refund`).
     budget: Option<u64>,
+    /// A chunk taken back from it is still ahead of it in its ring (the claim word holds the
+    /// mark): nothing more can be taken back until it passes it, so meanwhile it gets no
+    /// chunk beyond the one it runs (`Scheduler::set_prefetch`).
+    reclaim_pending: bool,
     /// Shutdown was sent (recycling or pool shutdown): its end is expected.
     stopping: bool,
     tasks_done: u64,
@@ -561,6 +566,7 @@ impl Shared {
                 sender,
                 outbox: VecDeque::new(),
                 budget: self.config.max_tasks_per_child.map(NonZeroU64::get),
+                reclaim_pending: false,
                 stopping: false,
                 tasks_done: 0,
                 busy: Duration::ZERO,
@@ -897,6 +903,7 @@ impl Shared {
                 if let Some(entry) = core.jobs.get(&job_id) {
                     entry.job.unstart(next_index..end);
                 }
+                refund(core, id, end.saturating_sub(next_index));
                 if status == ChunkStatus::Finished {
                     self.end_chunk(core, chunk_id);
                 }
@@ -974,6 +981,13 @@ impl Shared {
     /// Hands out every chunk the scheduler is willing to, and proposes tail splits.
     fn dispatch(&self, core: &mut Core) -> Deferred {
         let mut deferred = Deferred::default();
+        // A worker that passed the chunk taken back from it may queue chunks again.
+        for (id, worker) in &mut core.workers {
+            if worker.reclaim_pending && !worker.control.reclaim_pending() {
+                worker.reclaim_pending = false;
+                let _ = core.sched.set_prefetch(*id, true);
+            }
+        }
         // A chunk needs a reader: the helper active now (it kicks on leaving, and reads this
         // decision under the same lock), the thread of `Pool::call` that helps next, or the
         // worker's reader thread, woken if dormant (`attend.rs`).
@@ -1154,7 +1168,7 @@ impl Shared {
         }
         let mut reclaimed = false;
         while let Some(request) = core.sched.yield_candidate() {
-            let Some(worker) = core.workers.get(&request.worker) else {
+            let Some(worker) = core.workers.get_mut(&request.worker) else {
                 continue;
             };
             let wire_id = request.chunk.get();
@@ -1164,6 +1178,11 @@ impl Shared {
                 // has not reached it, and hand its items out at once (below); otherwise it
                 // runs, so ask for the later half of it like any running chunk.
                 if worker.control.try_reclaim(wire_id) {
+                    // One mark at a time: until the worker passes this one, a chunk queued
+                    // behind its running one could not be taken back, and would wait for
+                    // whatever it runs (held: for good). So it gets none meanwhile.
+                    worker.reclaim_pending = true;
+                    let _ = core.sched.set_prefetch(request.worker, false);
                     self.reclaim(core, request.worker, wire_id);
                     reclaimed = true;
                     continue;
@@ -1195,9 +1214,11 @@ impl Shared {
                 return;
             }
         }
+        let unrun = items_len(&items);
         if let Some(entry) = core.jobs.get(&job_id) {
             entry.job.unstart(items);
         }
+        refund(core, worker, unrun);
         self.end_chunk(core, wire_id);
         self.check_job(core, job_id);
     }
@@ -2389,6 +2410,26 @@ impl Encoded {
 }
 
 /// Sends a frame now, or queues it behind frames that are still waiting.
+/// Gives back to `id`'s budget (`max_tasks_per_child`) `n` items it was given and will not
+/// run (taken back, or yielded): they must not bring its recycling closer. A worker retired
+/// for a spent budget gets chunks again.
+fn refund(core: &mut Core, id: WorkerId, n: u64) {
+    let Some(worker) = core.workers.get_mut(&id) else {
+        return;
+    };
+    let Some(budget) = worker.budget.as_mut() else {
+        return;
+    };
+    if n == 0 || worker.stopping {
+        return;
+    }
+    let was_spent = *budget == 0;
+    *budget += n;
+    if was_spent {
+        let _ = core.sched.reinstate_worker(id);
+    }
+}
+
 fn send(worker: &mut WorkerEntry, frame: &AlignedVec) {
     if worker.outbox.is_empty() {
         match worker.sender.try_send(frame) {

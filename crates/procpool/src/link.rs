@@ -139,11 +139,18 @@ pub(crate) trait WorkerControl: Send + Sync {
     fn request_yield(&self, chunk_id: u64, half: bool);
 
     /// Takes chunk `chunk_id`, queued behind the one the worker runs, back before the worker
-    /// starts it (the claim word, mailbox word 6: `procpool_worker::protocol::reclaim`).
+    /// starts it (the claim word, mailbox word 8: `procpool_worker::protocol::reclaim`).
     /// Returns whether it did: then the worker skips the chunk without a word, and its items
-    /// are the caller's to give to another worker. `false` when the worker started it, or
-    /// when the backend cannot take chunks back.
+    /// are the caller's to give to another worker. `false` when the worker started it, when
+    /// a chunk taken back earlier is still ahead of the worker (one at a time: see
+    /// [`reclaim_pending`](WorkerControl::reclaim_pending)), or when the backend cannot take
+    /// chunks back.
     fn try_reclaim(&self, chunk_id: u64) -> bool;
+
+    /// Whether a chunk taken back with [`try_reclaim`](WorkerControl::try_reclaim) is still
+    /// ahead of the worker (it has not reached and skipped it yet): until then nothing more
+    /// can be taken back from it.
+    fn reclaim_pending(&self) -> bool;
 
     /// Asks the worker to prove it is alive (mailbox word 3, answered by its heartbeat thread
     /// in word 4); returns the ping's number, or `None` when the backend has no heartbeat.

@@ -94,6 +94,10 @@ impl WorkerControl for ThreadControl {
         false
     }
 
+    fn reclaim_pending(&self) -> bool {
+        false
+    }
+
     fn ping(&self) -> Option<u64> {
         None
     }

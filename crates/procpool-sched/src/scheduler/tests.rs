@@ -282,6 +282,22 @@ fn retiring_worker_gets_nothing_and_hands_back_its_reserve() {
 }
 
 #[test]
+fn a_reinstated_worker_gets_chunks_again() {
+    let mut sched = fixed(2, 1);
+    let w0 = sched.add_worker();
+    let job = sched.submit(TaskKey(0), InputLen::Known(4));
+    sched.add_items(job, 4).unwrap();
+    let a = sched.next_chunk(w0).unwrap().unwrap();
+    sched.retire_worker(w0).unwrap();
+    sched.on_items_done(w0, a.chunk, 2, US).unwrap();
+    assert_eq!(sched.next_assignment(), None);
+    sched.reinstate_worker(w0).unwrap();
+    sched.reinstate_worker(w0).unwrap();
+    assert_eq!(sched.workers().collect::<Vec<_>>(), [w0]);
+    assert_eq!(items(&sched.next_assignment().unwrap()), 2..4);
+}
+
+#[test]
 fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
     let mut sched = Scheduler::new(SchedulerConfig::default());
     let w0 = sched.add_worker();
@@ -393,6 +409,151 @@ fn reclaimable_prefetch_queues_long_items_and_takes_them_back_unstarted() {
         })
     );
     assert_eq!(sched.job_progress(job).unwrap(), before, "nothing recorded");
+}
+
+/// The scheduler as the facade drives it for process workers: two workers, a long call
+/// held at each (a cost learnt from short runs of the same task), and one cheap call
+/// queued behind each.
+fn two_held_workers_with_cheap_calls_queued() -> (Scheduler, [WorkerId; 2], [Assignment; 4]) {
+    let mut sched = Scheduler::new(SchedulerConfig {
+        reclaim_queued: true,
+        ..SchedulerConfig::default()
+    });
+    let (w0, w1) = (sched.add_worker(), sched.add_worker());
+    let (held, cheap) = (TaskKey(1), TaskKey(2));
+    // Learn both costs: the held task looked short (it was not held then), the cheap one
+    // costs 100 ns an item.
+    for (task, busy) in [(held, 200 * US), (cheap, Duration::from_nanos(100))] {
+        let job = sched.submit(task, InputLen::Known(1));
+        sched.add_items(job, 1).unwrap();
+        let probe = sched.next_assignment().unwrap();
+        sched
+            .on_items_done(probe.worker, probe.chunk, 1, busy)
+            .unwrap();
+    }
+    let mut call = |task| {
+        let job = sched.submit(task, InputLen::Known(1));
+        sched.add_items(job, 1).unwrap();
+        sched.next_assignment().unwrap()
+    };
+    let (held0, held1) = (call(held), call(held));
+    let (cheap0, cheap1) = (call(cheap), call(cheap));
+    assert_ne!(held0.worker, held1.worker);
+    assert_ne!(cheap0.worker, cheap1.worker);
+    let mut assignments = [held0, held1, cheap0, cheap1];
+    // Order: worker 0's held call and queued call, then worker 1's.
+    assignments.sort_by_key(|a| (a.worker != w0, a.chunk.get()));
+    (sched, [w0, w1], assignments)
+}
+
+#[test]
+fn a_cheap_call_queued_behind_a_held_one_is_taken_back_for_an_idle_worker() {
+    let (mut sched, [w0, w1], [held0, queued0, held1, queued1]) =
+        two_held_workers_with_cheap_calls_queued();
+    assert_eq!((held0.worker, queued0.worker), (w0, w0));
+    assert_eq!((held1.worker, queued1.worker), (w1, w1));
+    assert_eq!(sched.yield_candidate(), None, "nobody idle");
+    // Worker 0's call is let go; it runs its queued call and runs dry. Worker 1 is still
+    // held: its queued call (100 ns of work, below `min_yield_work`) must not wait for it.
+    sched.on_items_done(w0, held0.chunk, 1, 300 * US).unwrap();
+    sched
+        .on_items_done(w0, queued0.chunk, 1, Duration::from_nanos(100))
+        .unwrap();
+    let request = sched.yield_candidate().expect("the queued call is proposed");
+    assert_eq!(
+        (request.worker, request.chunk, request.split),
+        (w1, queued1.chunk, Split::All)
+    );
+    assert_eq!(sched.on_reclaimed(w1, queued1.chunk), Ok(()));
+    let moved = sched.next_assignment().unwrap();
+    assert_eq!((moved.worker, moved.span.job), (w0, queued1.span.job));
+}
+
+#[test]
+fn without_reclaiming_a_cheap_queued_call_is_not_worth_a_yield() {
+    // A driver that cannot take chunks back asks the worker, which sees the request only
+    // when it reaches the chunk: the old threshold stays.
+    let mut sched = Scheduler::new(SchedulerConfig::default());
+    let (w0, w1) = (sched.add_worker(), sched.add_worker());
+    let one = JobOptions::new().policy(ChunkPolicy::Fixed(NonZeroU64::new(1).unwrap()));
+    let job = sched.submit_with(TaskKey(2), InputLen::Known(3), one);
+    sched.add_items(job, 3).unwrap();
+    let probe = sched.next_chunk(w0).unwrap().unwrap();
+    sched
+        .on_items_done(w0, probe.chunk, 1, Duration::from_nanos(100))
+        .unwrap();
+    let running = sched.next_chunk(w0).unwrap().unwrap();
+    let queued = sched.next_chunk(w0).unwrap().unwrap();
+    assert_eq!((items(&running), items(&queued)), (1..2, 2..3));
+    let _ = w1;
+    assert_eq!(sched.yield_candidate(), None);
+}
+
+#[test]
+fn a_reclaimable_queued_chunk_is_proposed_before_splitting_a_running_one() {
+    // Worker 1 runs a long multi-item chunk with a cheap chunk queued behind it; worker 0 is
+    // idle. Splitting the running chunk waits for worker 1's next item boundary (and, while
+    // outstanding, blocks further proposals); the queued chunk is taken back at once.
+    let mut sched = Scheduler::new(SchedulerConfig {
+        reclaim_queued: true,
+        ..SchedulerConfig::default()
+    });
+    let (w0, w1) = (sched.add_worker(), sched.add_worker());
+    let (long, cheap) = (TaskKey(1), TaskKey(2));
+    for (task, busy) in [(long, 10_000 * US), (cheap, Duration::from_nanos(100))] {
+        let job = sched.submit(task, InputLen::Known(1));
+        sched.add_items(job, 1).unwrap();
+        let probe = sched.next_chunk(w1).unwrap().unwrap();
+        sched.on_items_done(w1, probe.chunk, 1, busy).unwrap();
+    }
+    let fixed_four = JobOptions::new().policy(ChunkPolicy::Fixed(NonZeroU64::new(4).unwrap()));
+    let job = sched.submit_with(long, InputLen::Known(4), fixed_four);
+    sched.add_items(job, 4).unwrap();
+    let running = sched.next_chunk(w1).unwrap().unwrap();
+    let job = sched.submit(cheap, InputLen::Known(1));
+    sched.add_items(job, 1).unwrap();
+    let queued = sched.next_chunk(w1).unwrap().unwrap();
+    assert_eq!(items(&running), 0..4);
+    let request = sched.yield_candidate().expect("worker 0 is idle");
+    assert_eq!(
+        (request.worker, request.chunk, request.split),
+        (w1, queued.chunk, Split::All)
+    );
+    assert_eq!(sched.on_reclaimed(w1, queued.chunk), Ok(()));
+    assert_eq!(sched.next_assignment().unwrap().worker, w0);
+    let _ = w0;
+}
+
+#[test]
+fn a_worker_without_prefetch_gets_a_chunk_only_when_it_holds_none() {
+    let (mut sched, [w0, w1], [held0, queued0, held1, queued1]) =
+        two_held_workers_with_cheap_calls_queued();
+    // Worker 1's queued call was taken back, and until worker 1 passes it no further chunk
+    // may queue behind its held call.
+    sched.on_items_done(w0, held0.chunk, 1, 300 * US).unwrap();
+    sched.on_items_done(w0, queued0.chunk, 1, US).unwrap();
+    assert!(sched.yield_candidate().is_some());
+    sched.on_reclaimed(w1, queued1.chunk).unwrap();
+    sched.set_prefetch(w1, false).unwrap();
+    let moved = sched.next_assignment().unwrap();
+    assert_eq!(moved.worker, w0);
+    let one = JobOptions::new().policy(ChunkPolicy::Fixed(NonZeroU64::new(1).unwrap()));
+    let job = sched.submit_with(TaskKey(2), InputLen::Known(4), one);
+    sched.add_items(job, 4).unwrap();
+    let mut next = || sched.next_assignment().map(|a| a.worker);
+    assert_eq!(next(), Some(w0), "worker 0's window has room");
+    assert_eq!(next(), None, "worker 1 holds a chunk: no prefetch");
+    assert_eq!(sched.in_flight(w1).unwrap(), [held1.chunk]);
+    // Worker 1 ends its held call: with nothing in flight it gets a chunk again; only with
+    // prefetch allowed again a second one.
+    sched.on_items_done(w1, held1.chunk, 1, 300 * US).unwrap();
+    assert_eq!(sched.next_assignment().map(|a| a.worker), Some(w1));
+    assert_eq!(sched.next_assignment(), None);
+    sched.set_prefetch(w1, true).unwrap();
+    assert_eq!(sched.next_assignment().map(|a| a.worker), Some(w1));
+    assert_eq!(sched.next_assignment(), None, "both windows are full");
+    assert_eq!(sched.job_progress(job).unwrap().queued, 1);
+    let _ = moved;
 }
 
 #[test]
