@@ -459,7 +459,9 @@ fn a_cheap_call_queued_behind_a_held_one_is_taken_back_for_an_idle_worker() {
     sched
         .on_items_done(w0, queued0.chunk, 1, Duration::from_nanos(100))
         .unwrap();
-    let request = sched.yield_candidate().expect("the queued call is proposed");
+    let request = sched
+        .yield_candidate()
+        .expect("the queued call is proposed");
     assert_eq!(
         (request.worker, request.chunk, request.split),
         (w1, queued1.chunk, Split::All)
