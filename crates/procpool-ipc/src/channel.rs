@@ -578,7 +578,8 @@ struct OutPad {
 }
 
 /// Size of a new pad for a payload of `len` bytes: rounded up to a MiB (so payloads of
-/// about the same size share a pad), never above `limit` unless `len` itself is.
+/// about the same size share a pad), never above `limit` unless `len` itself is. The caller
+/// passes a `limit` no larger than the channel's `max_frame`, which the peer enforces.
 fn pad_size(len: usize, limit: usize) -> usize {
     len.next_multiple_of(1 << 20).min(limit.max(len))
 }
@@ -805,7 +806,12 @@ impl Sender {
         // arrives in this slot.
         self.pads[idx] = None;
         self.pads[idx] = Some(OutPad {
-            writer: PadWriter::create(pad_size(len, self.pad_limit))?,
+            // Never above `max_frame`: the peer refuses a larger pad (`len` is at most that).
+            writer: PadWriter::create(pad_size(
+                len,
+                self.pad_limit
+                    .min(usize::try_from(self.max_frame).unwrap_or(usize::MAX)),
+            ))?,
             announced: false,
         });
         Ok(Some(idx))

@@ -582,6 +582,23 @@ fn pads_grow_on_demand_and_respect_the_limit() {
     assert_eq!(&*frame, &big[..]);
 }
 
+/// A pad is rounded up to a MiB, but never past the channel's `max_frame`: the peer refuses a
+/// pad larger than that as corrupt (found by the `ring_reader` fuzz target, session 4).
+#[test]
+fn pads_never_exceed_max_frame() {
+    let max = (1 << 20) + (1 << 19);
+    let (parent, child) = pair(&quick().large_threshold(64).max_frame(max as u64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    for (len, seed) in [(1_100_000, 1), (max, 2), (200_000, 3)] {
+        let big = pattern(len, seed);
+        sender.send(&big).expect("send");
+        let frame = receiver.recv().expect("an honest pad is accepted");
+        assert!(!frame.is_sealed(), "{len} bytes travel in a pad");
+        assert_eq!(&*frame, &big[..]);
+    }
+}
+
 #[test]
 fn a_grant_in_a_pad_is_written_in_place() {
     let (parent, child) = pair(&quick().large_threshold(64));
