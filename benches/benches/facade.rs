@@ -1,5 +1,6 @@
 //! Criterion benches of the facade as users call it, against rayon and a serial loop:
-//! a tiny-item ordered `map`, and the single-task round trip (warm, and after 100 ms idle).
+//! a tiny-item ordered `map`, and the single-task round trip (warm, and after 100 ms idle, beside
+//! the machine's futex wake-up round trip after the same idle time).
 //!
 //! `main` is ours (not `criterion_main!`) because it must call `procpool::init()` first:
 //! the pool starts its workers by running this bench binary again.
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use procpool::{Pool, builtin};
+use procpool_benches::systems::{Backend, FutexPair};
 use rayon::prelude::*;
 
 /// Items per `map_tiny` iteration (the runner's `map_tiny` uses 1,000,000).
@@ -78,6 +80,21 @@ fn round_trip(c: &mut Criterion, pool: &Pool, threads: &rayon::ThreadPool) {
                 std::thread::sleep(Duration::from_millis(100));
                 let start = Instant::now();
                 black_box(pool.call(builtin::add_one, black_box(1)).expect("add_one"));
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    // The machine's own wake-up round trip after the same idle time (the issue-5 reference):
+    // two threads taking turns through futex park/unpark, placed by the kernel.
+    let mut futex = FutexPair::default();
+    group.bench_function("futex_pair/after_100ms_idle", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(Duration::from_millis(100));
+                let start = Instant::now();
+                black_box(futex.round_trip(black_box(1)).expect("futex pair"));
                 total += start.elapsed();
             }
             total

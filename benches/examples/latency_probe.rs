@@ -1,16 +1,21 @@
 //! Diagnostic: start to first result (with its phases), warm round trips, and round trips
-//! after 100 ms idle next to a bare two-process pipe ping-pong after the same sleep (the
-//! machine's own wake-up round trip). Figures in `docs/bench/startup-and-latency.md`.
+//! after 100 ms idle next to the machine's own wake-up round trips after the same sleep: a bare
+//! two-process pipe ping-pong, and the futex pair of the runner's `latency_idle` row, placed by
+//! the kernel and pinned apart. Figures in `docs/bench/startup-and-latency.md`.
 //!
 //! `cargo run --release -p procpool-benches --example latency_probe -- MODE [N] [MIB]`, MODE one
 //! of `startup` (N pools: build, `call(add_one, 1)`, shutdown), `startup-big` (the same from a
 //! parent holding MIB MiB, posix_spawn against fork+exec), `warm` (N calls), `submit` (N
-//! `submit(..).result()`; both pinned with `PROBE_PIN=split` or `same`, see `pin`), `idle` (N calls and N ping-pongs, each after 100 ms of sleep).
+//! `submit(..).result()`; both pinned with `PROBE_PIN=split` or `same`, see `pin`), `idle` (N calls
+//! and N of each ping-pong, each after 100 ms of sleep).
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sched::CpuSet;
+use nix::unistd::Pid;
 use procpool::{Pool, builtin};
+use procpool_benches::systems::{Backend, FutexPair};
 
 /// The `p` quantile of `v` (sorts it).
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -21,8 +26,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 /// `PROBE_PIN=split`: this process on vCPU 0, every thread of both workers on vCPU 1;
 /// `PROBE_PIN=same`: everything on vCPU 0. Otherwise the kernel places the threads.
 fn pin(pool: &Pool) {
-    use nix::sched::{CpuSet, sched_setaffinity};
-    use nix::unistd::Pid;
+    use nix::sched::sched_setaffinity;
     let Ok(mode) = std::env::var("PROBE_PIN") else {
         return;
     };
@@ -173,26 +177,60 @@ fn main() {
                 cin.write_all(&b).unwrap();
                 cout.read_exact(&mut b).unwrap();
             }
-            let (mut p, mut q) = (vec![], vec![]);
+            // The futex pair as the runner's `latency_idle` row has it (the kernel places both
+            // threads), and pinned apart: this thread on vCPU 0 during its trips, the peer on 1.
+            let mut placed = FutexPair::default();
+            let mut apart = FutexPair::with_peer_on(1);
+            for i in 0..100 {
+                placed.round_trip(i).unwrap();
+                apart.round_trip(i).unwrap();
+            }
+            let everywhere = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+            let mut cpu0 = CpuSet::new();
+            cpu0.set(0).unwrap();
+            let idle = || std::thread::sleep(Duration::from_millis(100));
+            let micros = |t0: Instant| t0.elapsed().as_secs_f64() * 1e6;
+            let (mut p, mut q, mut f, mut g) = (vec![], vec![], vec![], vec![]);
             for i in 0..n as u64 {
-                std::thread::sleep(Duration::from_millis(100));
+                idle();
                 let t0 = Instant::now();
                 pool.call(builtin::add_one, i).unwrap();
-                p.push(t0.elapsed().as_secs_f64() * 1e6);
-                std::thread::sleep(Duration::from_millis(100));
+                p.push(micros(t0));
+                idle();
                 let t0 = Instant::now();
                 cin.write_all(&b).unwrap();
                 cout.read_exact(&mut b).unwrap();
-                q.push(t0.elapsed().as_secs_f64() * 1e6);
+                q.push(micros(t0));
+                idle();
+                let t0 = Instant::now();
+                assert_eq!(placed.round_trip(i).unwrap(), i + 1);
+                f.push(micros(t0));
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &cpu0).unwrap();
+                idle();
+                let t0 = Instant::now();
+                assert_eq!(apart.round_trip(i).unwrap(), i + 1);
+                g.push(micros(t0));
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &everywhere).unwrap();
             }
             drop(cin);
             let _ = child.wait();
-            let (pp, qq) = (pct(&mut p, 0.5), pct(&mut q, 0.5));
+            let (pp, qq, ff, gg) = (
+                pct(&mut p, 0.5),
+                pct(&mut q, 0.5),
+                pct(&mut f, 0.5),
+                pct(&mut g, 0.5),
+            );
             println!(
-                "idle µs p50: call {pp:.1} (p10 {:.1}) pipe-pingpong {qq:.1} (p10 {:.1}) ratio {:.2}",
+                "idle µs p50: call {pp:.1} (p10 {:.1}) pipe-pingpong {qq:.1} (p10 {:.1}) \
+                 futex-pair {ff:.1} (p10 {:.1}) futex-pair-apart {gg:.1} (p10 {:.1}); \
+                 call ÷ pipe {:.2}, ÷ futex pair {:.2}, ÷ futex pair apart {:.2}",
                 pct(&mut p, 0.1),
                 pct(&mut q, 0.1),
-                pp / qq
+                pct(&mut f, 0.1),
+                pct(&mut g, 0.1),
+                pp / qq,
+                pp / ff,
+                pp / gg
             );
         }
         _ => panic!("mode"),

@@ -13,7 +13,8 @@ use crate::digest::Tree;
 use crate::python::PythonBaseline;
 use crate::reference::{self, ProbeSample, Reference};
 use crate::systems::{
-    self, Backend, ProcpoolSystem, RayonSystem, RoundCtx, SerialSystem, Sha512, SpinOracle,
+    self, Backend, FutexPair, ProcpoolSystem, RayonSystem, RoundCtx, SerialSystem, Sha512,
+    SpinOracle,
 };
 use crate::workload::{Params, Workload};
 
@@ -90,12 +91,13 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
 
     let mut procpool = ProcpoolSystem::default();
     let mut rayon = RayonSystem::default();
+    let mut futex = FutexPair::default();
     let oracle = SpinOracle::default();
     let mut collector = Collector::default();
     let mut python_calibration = None;
 
     let per_round = |w: Workload| {
-        let rust = [&serial as &dyn Backend, &procpool, &rayon]
+        let rust = [&serial as &dyn Backend, &procpool, &rayon, &futex]
             .iter()
             .filter(|s| s.supports(w))
             .count();
@@ -149,13 +151,16 @@ pub fn run(config: Config, progress: &ProgressBar) -> Result<Outcome, BenchError
                 progress.inc(1);
             }
             // A B A B …, and the order of the pools rotates each round.
-            let mut order: Vec<usize> = vec![0, 1, 2];
-            order.rotate_left(round % 3);
+            let mut order: Vec<usize> = vec![0, 1, 2, 3];
+            order.rotate_left(round % 4);
             for idx in order {
                 match idx {
-                    0 | 1 => {
-                        let system: &mut dyn Backend =
-                            if idx == 0 { &mut procpool } else { &mut rayon };
+                    0 | 1 | 3 => {
+                        let system: &mut dyn Backend = match idx {
+                            0 => &mut procpool,
+                            1 => &mut rayon,
+                            _ => &mut futex,
+                        };
                         if !system.supports(workload) {
                             continue;
                         }

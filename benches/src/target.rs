@@ -1,4 +1,5 @@
-//! The targets of issue 7, checked against a run: met or missed, and by how much.
+//! The targets of issue 7 (and issue 5's idle round trip), checked against a run: met or missed,
+//! and by how much.
 //!
 //! The benchmark is never tuned to these; they are only read off the medians.
 
@@ -186,6 +187,24 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
         ),
         50.0,
         true,
+    ));
+    out.push(check(
+        "latency_idle",
+        "≤ 1.2× the machine's futex wake-up round trip after the same idle time (issue 5)",
+        procpool("latency_idle")
+            .zip(find(rows, "latency_idle", "futex pair"))
+            .map(|(ours, futex)| {
+                let ratio = ours.value / futex.value;
+                (
+                    ratio,
+                    format!(
+                        "{:.1} µs vs futex pair {:.1} µs ({ratio:.2}×)",
+                        ours.value, futex.value
+                    ),
+                )
+            }),
+        1.2,
+        false,
     ));
     out.push(check(
         "submit",
@@ -390,6 +409,26 @@ mod tests {
         assert_eq!(verdict(map), "missed: at 20% of the target");
         let skewed = &checks[2];
         assert!((skewed.fraction_of_target.unwrap() - 1.03 / 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_idle_round_trip_is_judged_against_the_futex_pair() {
+        let rows = |ours: f64| {
+            vec![
+                row("latency_idle", "procpool", Lang::Rust, ours, "us"),
+                row("latency_idle", "futex pair", Lang::Rust, 100.0, "us"),
+                row("latency_idle", "rayon", Lang::Rust, 20.0, "us"),
+            ]
+        };
+        let met = &checks(&rows(115.0))[0];
+        assert_eq!(met.workload, "latency_idle");
+        assert_eq!(met.met, Some(true), "1.15× ≤ 1.2×: {met:?}");
+        assert!(met.measured.contains("(1.15×)"), "{met:?}");
+        let missed = &checks(&rows(150.0))[0];
+        assert_eq!(missed.met, Some(false));
+        assert_eq!(verdict(missed), "missed: at 80% of the target");
+        let alone = vec![row("latency_idle", "procpool", Lang::Rust, 90.0, "us")];
+        assert_eq!(checks(&alone)[0].met, None, "no futex pair, no verdict");
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub enum Workload {
     Startup,
     /// One trivial task submit → result on a warm pool, in µs (median of many trips).
     Latency,
+    /// One trivial task submit → result after the pool sat idle, in µs (median of the trips),
+    /// next to the machine's own futex wake-up round trip after the same idle time.
+    LatencyIdle,
     /// Many trivial `submit` calls and their results, in tasks/s.
     Submit,
     /// `add_one` over many items through an ordered map, in items/s.
@@ -30,9 +33,10 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Startup,
         Workload::Latency,
+        Workload::LatencyIdle,
         Workload::Submit,
         Workload::MapTiny,
         Workload::Map1us,
@@ -48,6 +52,7 @@ impl Workload {
         match self {
             Workload::Startup => "startup",
             Workload::Latency => "latency",
+            Workload::LatencyIdle => "latency_idle",
             Workload::Submit => "submit",
             Workload::MapTiny => "map_tiny",
             Workload::Map1us => "map_1us",
@@ -73,6 +78,9 @@ impl Workload {
             Workload::Latency => {
                 "one trivial task submit → result on a warm pool (µs, median trip, lower is better)"
             }
+            Workload::LatencyIdle => {
+                "one trivial task submit → result after 100 ms idle (µs, median trip, lower is better)"
+            }
             Workload::Submit => "trivial `submit` calls and their results (tasks/s)",
             Workload::MapTiny => "`add_one` items through an ordered map (items/s)",
             Workload::Map1us => {
@@ -96,7 +104,7 @@ impl Workload {
     pub fn unit(self) -> &'static str {
         match self {
             Workload::Startup => "ms",
-            Workload::Latency => "us",
+            Workload::Latency | Workload::LatencyIdle => "us",
             Workload::Submit => "tasks/s",
             Workload::MapTiny => "items/s",
             Workload::Map1us | Workload::CpuScaling => "efficiency",
@@ -107,9 +115,9 @@ impl Workload {
     }
 
     /// Whether the Python script has the workload (`shared_table` compares procpool with
-    /// itself).
+    /// itself; `latency_idle` is judged against the machine's futex round trip, issue 5).
     pub fn has_python(self) -> bool {
-        self != Workload::SharedTable
+        !matches!(self, Workload::SharedTable | Workload::LatencyIdle)
     }
 
     /// Whether the workload's figure divides by the serial reference of its round (the
@@ -140,6 +148,10 @@ pub struct Params {
     pub starts: usize,
     /// Round trips per round (`latency`).
     pub latency_trips: usize,
+    /// Round trips per round after idling (`latency_idle`), each after [`Params::idle_for`].
+    pub idle_trips: usize,
+    /// How long the system sits idle before each `latency_idle` trip.
+    pub idle_for: Duration,
     /// Submitted tasks per round (`submit`).
     pub submit_n: usize,
     /// Items per map (`map_tiny`).
@@ -176,6 +188,8 @@ impl Params {
         Self {
             starts: if quick { 1 } else { 3 },
             latency_trips: 2000,
+            idle_trips: if quick { 10 } else { 20 },
+            idle_for: Duration::from_millis(100),
             submit_n: if quick { 20_000 } else { 100_000 },
             map_tiny_n: 1_000_000,
             map_1us_n: 200_000,
@@ -203,6 +217,14 @@ impl Params {
             (
                 Workload::Latency,
                 format!("{} trips per round", self.latency_trips),
+            ),
+            (
+                Workload::LatencyIdle,
+                format!(
+                    "{} trips per round, each after {} ms idle",
+                    self.idle_trips,
+                    self.idle_for.as_millis()
+                ),
             ),
             (Workload::Submit, format!("{} tasks", self.submit_n)),
             (Workload::MapTiny, format!("{} items", self.map_tiny_n)),

@@ -4,6 +4,7 @@
 //! one [`Sample`] per round, the same way for every system, and checks every result against
 //! the serial answer so a fast wrong figure can never be reported.
 
+mod futex;
 mod procpool;
 mod rayon;
 mod serial;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use self::futex::FutexPair;
 pub use self::procpool::ProcpoolSystem;
 pub use self::rayon::RayonSystem;
 pub use self::serial::SerialSystem;
@@ -170,6 +172,22 @@ pub fn measure(
                 }
             }
             Ok(Sample::new(median(&trips), "us"))
+        }
+        Workload::LatencyIdle => {
+            for i in 0..50 {
+                system.round_trip(i)?;
+            }
+            let mut trips = Vec::with_capacity(p.idle_trips);
+            for i in 0..p.idle_trips as u64 {
+                std::thread::sleep(p.idle_for);
+                let start = Instant::now();
+                let got = system.round_trip(black_box(i))?;
+                trips.push(start.elapsed().as_nanos() as f64 / 1e3);
+                if got != i + 1 {
+                    return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
+                }
+            }
+            Ok(Sample::new(median(&trips), "us").with("idle_ms", p.idle_for.as_millis() as f64))
         }
         Workload::Submit => {
             let n = p.submit_n as u64;
