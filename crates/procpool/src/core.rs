@@ -86,6 +86,13 @@ const MAX_PENDING_ATTACHES: usize = 16;
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the release thread retries outboxes (see `release_loop`).
 const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
+/// How often a reader thread offers its link's large-frame memory back (the pads of the
+/// parent's sender, the receiver's copy buffer): what was not used since the previous offer
+/// is released, so it goes one to two of these after the link's last large frame (a worker
+/// gives its own pads back after one second without frames, `procpool_worker`'s
+/// `runtime::BUFFER_IDLE`). The reader looks at least this often even when nothing arrives:
+/// a dormant one every `DORMANT_SLICE`, one parked on the ring at this deadline.
+pub(crate) const BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -659,6 +666,8 @@ impl Shared {
         // the ring once per slice. `declared`: the kick flag is armed.
         let mut dormant = false;
         let mut declared = false;
+        // When the link's large-frame memory was last offered back (`BUFFER_IDLE`).
+        let mut buffers_offered = Instant::now();
         loop {
             if dormant {
                 if !declared {
@@ -696,6 +705,17 @@ impl Shared {
                     }
                 };
             }
+            // Before the helper check, so a stream of helped calls does not skip it. Holding
+            // the receiver, no frame is being read; the core lock is taken after it, as when a
+            // frame is settled.
+            let now = Instant::now();
+            if now.saturating_duration_since(buffers_offered) >= BUFFER_IDLE {
+                buffers_offered = now;
+                rx.receiver.release_idle_buffers();
+                if let Some(entry) = self.lock().workers.get_mut(&id) {
+                    entry.sender.release_idle_buffers();
+                }
+            }
             // Checked with the receiver held: a helper that copied a frame out settles it
             // before it leaves, so frames stay in order.
             if self.helping.active() {
@@ -726,9 +746,11 @@ impl Shared {
                     }
                 })
             } else {
+                // Back by the next offer of the link's buffers at the latest; nothing read
+                // then is not a reason to go dormant, only an active helper is.
                 rx.receiver
-                    .recv_until(&stop, &mut on_frame)
-                    .map(|got| dormant = !got)
+                    .recv_until(Some(buffers_offered + BUFFER_IDLE), &stop, &mut on_frame)
+                    .map(|got| dormant = !got && stop())
             };
             if copied {
                 let mut held = Some(guard);
