@@ -93,6 +93,9 @@ const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
 /// `runtime::BUFFER_IDLE`). The reader looks at least this often even when nothing arrives:
 /// a dormant one every `DORMANT_SLICE`, one parked on the ring at this deadline.
 pub(crate) const BUFFER_IDLE: Duration = Duration::from_secs(1);
+/// The largest frame buffer the core keeps once no frame needed more for a `BUFFER_IDLE`
+/// (`Core::frame`).
+const FRAME_KEEP: usize = 1 << 20;
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -172,8 +175,12 @@ struct Core {
     /// Attaching workers refused (failed handshake, foreign user, …), and the last reason.
     attach_refusals: u64,
     last_attach_refusal: Option<String>,
-    /// Scratch buffer for encoding frames.
+    /// Scratch buffer for encoding frames (chunks not written in place). Above `FRAME_KEEP`
+    /// bytes it is dropped by the first reader thread that offers its buffers back a
+    /// `BUFFER_IDLE` after `frame_large_at`.
     frame: AlignedVec,
+    /// When a frame above `FRAME_KEEP` bytes was last encoded into `frame`.
+    frame_large_at: Instant,
     /// Per retired worker, the stats it ended with (pool-wide totals).
     retired_tasks: u64,
     /// Shared objects alive in the parent (weak: the user's handles own them). Every worker in
@@ -410,6 +417,7 @@ impl Shared {
                 attach_refusals: 0,
                 last_attach_refusal: None,
                 frame: AlignedVec::new(),
+                frame_large_at: Instant::now(),
                 retired_tasks: 0,
                 objects: HashMap::new(),
                 releaser: None,
@@ -712,9 +720,7 @@ impl Shared {
             if now.saturating_duration_since(buffers_offered) >= BUFFER_IDLE {
                 buffers_offered = now;
                 rx.receiver.release_idle_buffers();
-                if let Some(entry) = self.lock().workers.get_mut(&id) {
-                    entry.sender.release_idle_buffers();
-                }
+                self.release_idle_buffers(id, now);
             }
             // Checked with the receiver held: a helper that copied a frame out settles it
             // before it leaves, so frames stay in order.
@@ -771,6 +777,27 @@ impl Shared {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// A reader thread's offer of large-frame memory (`BUFFER_IDLE`): its worker's sender
+    /// gives back its idle pads, and the core its frame buffer if it grew above `FRAME_KEEP`
+    /// and no frame needed that much for a `BUFFER_IDLE`.
+    fn release_idle_buffers(&self, id: WorkerId, now: Instant) {
+        let mut core = self.lock();
+        if let Some(entry) = core.workers.get_mut(&id) {
+            entry.sender.release_idle_buffers();
+        }
+        if core.frame.capacity() > FRAME_KEEP
+            && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE
+        {
+            core.frame = AlignedVec::new();
+        }
+    }
+
+    /// The capacity of the core's frame buffer (tests).
+    #[cfg(test)]
+    pub(crate) fn frame_buffer_capacity(&self) -> usize {
+        self.lock().frame.capacity()
     }
 
     /// One look at one slot's ring for a helper; `true` if it settled a frame.
@@ -1139,6 +1166,9 @@ impl Shared {
                         .encode(wire_id, items.clone(), FrameBuf::Grow(&mut frame))
                         .map(Encoded::Buffered);
                 }
+            }
+            if matches!(encoded, Ok(Encoded::Buffered(len)) if len > FRAME_KEEP) {
+                core.frame_large_at = Instant::now();
             }
             if let Some(error) = encoded.err().or(item_too_large).or(too_large) {
                 let _ = core.sched.on_items_done(
