@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 
 use procpool::{TaskError, builtin};
-use procpool_tests::shared::abort_holding;
+use procpool_tests::shared::{abort_holding, sleep_then_sum};
 use procpool_tests::worker_pid;
 
-use crate::util::{eventually, pool, watchdog};
+use crate::util::{eventually, measuring_alone, pool, watchdog};
 
 /// `len` bytes that differ with `seed`.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -149,4 +149,103 @@ fn an_idle_worker_gives_its_pads_back() {
         large_call_leaves_a_pad(40),
         "a new pad for the next large result"
     );
+}
+
+/// This process's own pads: descriptors of pad memfds (a worker's pad is closed here once
+/// mapped) and read-write mappings of them (a worker's pads are mapped read-only here).
+fn pads_here() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("/memfd:procpool-pad"))
+        .count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .filter(|line| line.contains("/memfd:procpool-pad"))
+        .filter(|line| line.split_whitespace().nth(1) == Some("rw-s"))
+        .count();
+    (fds, maps)
+}
+
+/// Private anonymous mappings of this process larger than `min` bytes. With its own large
+/// vectors dropped, the pool's copy buffer is the one such mapping a test process alone has
+/// (an allocator arena is at most 64 MiB, and the pool's rings and pads are memfds).
+fn anonymous_mappings_above(min: usize) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 5 && fields[1] == "rw-p"
+        })
+        .filter_map(|line| {
+            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some(end - start)
+        })
+        .filter(|&len| len > min)
+        .count()
+}
+
+#[test]
+fn an_idle_parent_gives_its_pads_and_copy_buffer_back() {
+    let _watchdog = watchdog("an_idle_parent_gives_its_pads_and_copy_buffer_back");
+    // Counts this process's descriptors and mappings, which other tests open concurrently.
+    if !measuring_alone(
+        "payload::an_idle_parent_gives_its_pads_and_copy_buffer_back",
+        "PROCPOOL_TEST_PARENT_BUFFERS_CHILD",
+    ) {
+        return;
+    }
+    const LEN: usize = 64 << 20;
+    let pool = pool(1);
+    assert_eq!(pads_here(), (0, 0), "no pad before a large frame");
+    assert_eq!(anonymous_mappings_above(LEN), 0, "nothing that large yet");
+    // The argument goes through the parent's pad and the result through its copy buffer,
+    // and every vector of the call is dropped before the look. (Repeated: a parent idle for a
+    // second between the call and the look would already have released them.)
+    let large_call_leaves_buffers = |seed: u8| {
+        (0..5).any(|round| {
+            {
+                let data = pattern(LEN, seed.wrapping_add(round));
+                let back = pool.call(builtin::echo_bytes, data.clone()).unwrap();
+                assert!(back == data, "{LEN} bytes came back changed");
+            }
+            let (fds, maps) = pads_here();
+            fds >= 1 && maps >= 1 && anonymous_mappings_above(LEN) == 1
+        })
+    };
+    assert!(
+        large_call_leaves_buffers(1),
+        "the parent keeps a pad and a copy buffer after a large call"
+    );
+    // About a second or two without large frames, with nothing else arriving: both go.
+    eventually("the idle parent released its pads and copy buffer", || {
+        pads_here() == (0, 0) && anonymous_mappings_above(LEN) == 0
+    });
+    // The next large call gets fresh ones and every byte right.
+    assert!(
+        large_call_leaves_buffers(10),
+        "a new pad and copy buffer for the next large call"
+    );
+}
+
+#[test]
+fn a_pad_the_worker_still_reads_is_not_released() {
+    let _watchdog = watchdog("a_pad_the_worker_still_reads_is_not_released");
+    let pool = pool(1);
+    let data = pattern(8 << 20, 7);
+    let expected = (
+        data.len() as u64,
+        data.iter().map(|&b| u64::from(b)).sum::<u64>(),
+    );
+    // The worker reads the argument in the parent's pad after three seconds of holding it,
+    // long enough for the parent's reader thread to offer its idle buffers back twice.
+    assert_eq!(
+        pool.call(sleep_then_sum, (data.clone(), 3_000)),
+        Ok(expected)
+    );
+    assert_eq!(pool.call(sleep_then_sum, (data, 0)), Ok(expected));
 }

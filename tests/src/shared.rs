@@ -72,6 +72,14 @@ pub fn bytes_sum(data: &[u8]) -> (u64, u64) {
     )
 }
 
+/// Sleeps `millis` ms holding its (large) argument in place, then returns like `bytes_sum`: a
+/// pad released meanwhile would be read as zeros.
+#[procpool::task]
+pub fn sleep_then_sum(data: &[u8], millis: u64) -> (u64, u64) {
+    std::thread::sleep(std::time::Duration::from_millis(millis));
+    bytes_sum::call(data)
+}
+
 /// `len` bytes, byte `i` being `(i * 31 + seed) as u8` (a large result goes out of band).
 #[procpool::task]
 pub fn make_bytes(len: u64, seed: u8) -> Vec<u8> {
@@ -91,8 +99,9 @@ pub fn abort_holding(data: &[u8]) -> u64 {
 
 /// Touches every task of this module (see `crate::keep_tasks`).
 pub fn keep_tasks() -> usize {
-    let tasks: [*const (); 8] = [
+    let tasks: [*const (); 9] = [
         abort_holding::call as *const (),
+        sleep_then_sum::call as *const (),
         shared_row::call as *const (),
         shared_table_info::call as *const (),
         shared_f64_sum::call as *const (),

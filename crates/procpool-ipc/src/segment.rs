@@ -349,7 +349,7 @@ pub fn copy_to_new_vec(bytes: &[u8]) -> Vec<u8> {
 /// A private buffer to copy frames into, reused across frames: an anonymous mapping advised
 /// as huge-page memory (so growing it faults 2 MiB pages, not 4 KiB ones), page aligned (so
 /// 16-byte aligned, as rkyv archives need), grown on demand and given back when a frame needed
-/// more than its `keep` limit.
+/// more than its `keep` limit, or when its owner went idle ([`release`](CopyBuffer::release)).
 ///
 /// # Examples
 ///
@@ -404,6 +404,12 @@ impl CopyBuffer {
         if self.capacity() > self.keep {
             self.map = None;
         }
+    }
+
+    /// Unmaps the buffer whatever its size (its owner went idle); the next copy maps a fresh
+    /// one. Nothing can point into it: a copy borrows the buffer until it is dropped.
+    pub fn release(&mut self) {
+        self.map = None;
     }
 }
 
@@ -689,6 +695,13 @@ mod tests {
         buffer.copy_in(&big[..1000]).expect("copy");
         buffer.trim();
         assert_eq!(buffer.capacity(), 2 << 20, "within the keep limit");
+        buffer.release();
+        assert_eq!(buffer.capacity(), 0, "released whatever its size");
+        assert!(
+            buffer.copy_in(&big).expect("copy") == &big[..],
+            "mapped afresh"
+        );
+        assert_eq!(buffer.capacity(), 6 << 20);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Launcher for IpcLauncher {
         let (sender, receiver) = endpoint.split();
         let process = Arc::new(Mutex::new(process));
         Ok(Link {
-            sender: Box::new(IpcSender { sender }),
+            sender: Box::new(IpcSender::new(sender)),
             receiver: Box::new(IpcReceiver::new(receiver)),
             control: Arc::new(MailboxControl {
                 pid,
@@ -117,6 +117,24 @@ impl Launcher for IpcLauncher {
 /// The frame sender over a `procpool_ipc` channel (shared with the test thread backend).
 pub(crate) struct IpcSender {
     pub(crate) sender: Sender,
+    /// A frame above the channel's large threshold (one for a pad) was offered since the last
+    /// `release_idle_buffers`: the pads are in use and are kept.
+    large_since_check: bool,
+}
+
+impl IpcSender {
+    /// A frame sender over `sender`.
+    pub(crate) fn new(sender: Sender) -> IpcSender {
+        IpcSender {
+            sender,
+            large_since_check: false,
+        }
+    }
+
+    /// Notes a frame of `len` bytes about to be sent (large ones keep the pads).
+    fn note(&mut self, len: usize) {
+        self.large_since_check |= len > self.sender.large_threshold();
+    }
 }
 
 fn send_error(err: SendError) -> LinkError {
@@ -133,6 +151,7 @@ fn send_error(err: SendError) -> LinkError {
 
 impl FrameSender for IpcSender {
     fn try_send(&mut self, frame: &[u8]) -> Result<bool, LinkError> {
+        self.note(frame.len());
         match self.sender.send_timeout(frame, Duration::ZERO) {
             Ok(()) => Ok(true),
             Err(SendError::Timeout) => Ok(false),
@@ -146,6 +165,7 @@ impl FrameSender for IpcSender {
     }
 
     fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        self.note(frame.len());
         self.sender.send_timeout(frame, timeout).map_err(send_error)
     }
 
@@ -157,6 +177,7 @@ impl FrameSender for IpcSender {
         if !self.sender.reserve_is_warm(len) {
             return Ok(false);
         }
+        self.note(len);
         let mut grant = match self.sender.reserve(len, Some(Duration::ZERO)) {
             Ok(grant) => grant,
             Err(SendError::Timeout) => return Ok(false),
@@ -190,6 +211,14 @@ impl FrameSender for IpcSender {
             Err(err) => Err(send_error(err)),
         }
     }
+
+    fn release_idle_buffers(&mut self) {
+        // A pad holding a frame the worker has not dropped yet is kept (`release_pads` takes
+        // only pads whose word says FREE).
+        if !std::mem::take(&mut self.large_since_check) {
+            self.sender.release_pads();
+        }
+    }
 }
 
 /// The frame receiver over a `procpool_ipc` channel (shared with the test thread backend).
@@ -197,6 +226,8 @@ pub(crate) struct IpcReceiver {
     pub(crate) receiver: Receiver,
     /// Where a frame from the worker's reusable pad is copied before anything reads it.
     pub(crate) scratch: CopyBuffer,
+    /// A frame was copied into `scratch` since the last `release_idle_buffers`.
+    copied_since_check: bool,
 }
 
 /// Largest copy buffer a receiver keeps between frames (a bigger one is freed after use).
@@ -208,6 +239,7 @@ impl IpcReceiver {
         IpcReceiver {
             receiver,
             scratch: CopyBuffer::new(SCRATCH_KEEP),
+            copied_since_check: false,
         }
     }
 }
@@ -217,16 +249,17 @@ impl IpcReceiver {
 /// released before it is parsed: nothing validated can change afterwards. Two exceptions read
 /// in place: sealed frames (nobody can write them), and ring frames of at most
 /// [`crate::core::HELP_COPY_LIMIT`] bytes, which every caller of a receiver copies itself before
-/// parsing (the core, to release the receiver early; the handshake, always).
+/// parsing (the core, to release the receiver early; the handshake, always). Returns whether
+/// the frame went through `scratch`.
 fn deliver(
     frame: procpool_ipc::Frame<'_>,
     scratch: &mut CopyBuffer,
     on_frame: &mut dyn FnMut(&[u8]),
-) {
+) -> bool {
     let copied_by_caller = !frame.is_out_of_band() && frame.len() <= crate::core::HELP_COPY_LIMIT;
     if frame.is_sealed() || copied_by_caller {
         on_frame(&frame);
-        return;
+        return false;
     }
     match scratch.copy_in(&frame) {
         Ok(copy) => {
@@ -234,6 +267,7 @@ fn deliver(
             drop(frame);
             on_frame(copy);
             scratch.trim();
+            true
         }
         Err(err) => {
             // No room for the buffer's mapping: the allocator's heap is the last resort.
@@ -242,6 +276,7 @@ fn deliver(
             copy.extend_from_slice(&frame);
             drop(frame);
             on_frame(&copy);
+            false
         }
     }
 }
@@ -258,7 +293,7 @@ impl FrameReceiver for IpcReceiver {
         };
         match frame {
             Ok(frame) => {
-                deliver(frame, &mut self.scratch, on_frame);
+                self.copied_since_check |= deliver(frame, &mut self.scratch, on_frame);
                 Ok(())
             }
             Err(err) => Err(recv_error(err)),
@@ -268,7 +303,7 @@ impl FrameReceiver for IpcReceiver {
     fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
         match self.receiver.try_recv() {
             Ok(Some(frame)) => {
-                deliver(frame, &mut self.scratch, on_frame);
+                self.copied_since_check |= deliver(frame, &mut self.scratch, on_frame);
                 Ok(true)
             }
             Ok(None) => Ok(false),
@@ -278,15 +313,16 @@ impl FrameReceiver for IpcReceiver {
 
     fn recv_until(
         &mut self,
+        deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
         on_frame: &mut dyn FnMut(&[u8]),
     ) -> Result<bool, LinkError> {
-        match self.receiver.recv_until(None, stop) {
+        match self.receiver.recv_until(deadline, stop) {
             Ok(Some(frame)) => {
-                deliver(frame, &mut self.scratch, on_frame);
+                self.copied_since_check |= deliver(frame, &mut self.scratch, on_frame);
                 Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(None) | Err(RecvError::Timeout) => Ok(false),
             Err(err) => Err(recv_error(err)),
         }
     }
@@ -294,6 +330,13 @@ impl FrameReceiver for IpcReceiver {
     fn interrupter(&self) -> Box<dyn Fn() + Send + Sync> {
         let interrupter = self.receiver.interrupter();
         Box::new(move || interrupter.interrupt())
+    }
+
+    fn release_idle_buffers(&mut self) {
+        // No copy can be in use: one lives only inside `deliver`, which borrows `scratch`.
+        if !std::mem::take(&mut self.copied_since_check) {
+            self.scratch.release();
+        }
     }
 }
 
@@ -519,7 +562,7 @@ pub(crate) fn attached_link(endpoint: Endpoint, pid: u32) -> Link {
     let mailbox = endpoint.mailbox();
     let (sender, receiver) = endpoint.split();
     Link {
-        sender: Box::new(IpcSender { sender }),
+        sender: Box::new(IpcSender::new(sender)),
         receiver: Box::new(IpcReceiver::new(receiver)),
         control: Arc::new(MailboxControl {
             pid,
@@ -645,5 +688,96 @@ mod tests {
             at,
             receiver.scratch.copy_in(&[0]).unwrap().as_ptr() as usize
         );
+    }
+
+    /// `len` bytes that differ with `seed`.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(37))
+            .collect()
+    }
+
+    /// A parent endpoint whose frames above 1 KiB go through pads, and its worker's end.
+    fn pad_pair() -> (Endpoint, Endpoint) {
+        let (parent, handoff) = Endpoint::create(
+            &ChannelConfig::new()
+                .submission_capacity(64 * 1024)
+                .completion_capacity(64 * 1024)
+                .large_threshold(1024),
+        )
+        .unwrap();
+        (parent, Endpoint::open(handoff).unwrap())
+    }
+
+    /// The parent's sender gives its pads back only when no large frame went out since the
+    /// previous offer, and never a pad whose frame the worker still holds: that frame's bytes
+    /// stay intact however many offers pass. The next large frame gets a fresh pad.
+    #[test]
+    fn idle_release_keeps_pads_in_use_and_gives_back_idle_ones() {
+        let (parent, mut child) = pad_pair();
+        let (sender, _receiver) = parent.split();
+        let mut sender = IpcSender::new(sender);
+        let one = pattern(100_000, 1);
+        assert!(sender.try_send(&one).unwrap());
+        let frame = child.receiver().recv().unwrap();
+        assert!(frame.is_out_of_band() && !frame.is_sealed(), "in a pad");
+        sender.release_idle_buffers();
+        assert!(
+            sender.sender.holds_pads(),
+            "a large frame went out since the last offer"
+        );
+        for _ in 0..3 {
+            sender.release_idle_buffers();
+            assert!(
+                sender.sender.holds_pads(),
+                "idle, but the worker reads its pad"
+            );
+        }
+        assert!(*frame == one[..], "the frame in the kept pad is intact");
+        drop(frame);
+        sender.release_idle_buffers();
+        assert!(!sender.sender.holds_pads(), "idle and free: given back");
+        // A frame written in place counts as use, like one sent.
+        let two = pattern(150_000, 2);
+        let mut fill = |buf: &mut [u8]| {
+            buf.copy_from_slice(&two);
+            Some(two.len())
+        };
+        assert!(sender.try_send_in_place(two.len(), &mut fill).unwrap());
+        assert!(*child.receiver().recv().unwrap() == two[..], "a fresh pad");
+        sender.release_idle_buffers();
+        assert!(sender.sender.holds_pads(), "used since the last offer");
+        sender.release_idle_buffers();
+        assert!(!sender.sender.holds_pads(), "idle and free: given back");
+    }
+
+    /// The parent's receiver unmaps its copy buffer after an offer during which no pad frame
+    /// was copied into it; the next pad frame is copied into a fresh one, intact.
+    #[test]
+    fn idle_release_gives_the_copy_buffer_back() {
+        let (parent, mut child) = pad_pair();
+        let (_sender, receiver) = parent.split();
+        let mut receiver = IpcReceiver::new(receiver);
+        let mut recv_exact = |receiver: &mut IpcReceiver, bytes: &[u8]| {
+            child.sender().send(bytes).unwrap();
+            let mut got = false;
+            receiver
+                .recv(Some(Duration::from_secs(10)), &mut |frame| {
+                    assert!(frame == bytes);
+                    got = true;
+                })
+                .unwrap();
+            assert!(got);
+        };
+        recv_exact(&mut receiver, &pattern(200_000, 3));
+        assert!(receiver.scratch.capacity() >= 200_000);
+        receiver.release_idle_buffers();
+        assert!(receiver.scratch.capacity() > 0, "used since the last offer");
+        // Ring frames do not count as use (they never touch the copy buffer).
+        recv_exact(&mut receiver, &pattern(100, 4));
+        receiver.release_idle_buffers();
+        assert_eq!(receiver.scratch.capacity(), 0, "idle: unmapped");
+        recv_exact(&mut receiver, &pattern(300_000, 5));
+        assert!(receiver.scratch.capacity() >= 300_000, "mapped afresh");
     }
 }

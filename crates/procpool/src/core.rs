@@ -86,6 +86,16 @@ const MAX_PENDING_ATTACHES: usize = 16;
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the release thread retries outboxes (see `release_loop`).
 const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
+/// How often a reader thread offers its link's large-frame memory back (the pads of the
+/// parent's sender, the receiver's copy buffer): what was not used since the previous offer
+/// is released, so it goes one to two of these after the link's last large frame (a worker
+/// gives its own pads back after one second without frames, `procpool_worker`'s
+/// `runtime::BUFFER_IDLE`). The reader looks at least this often even when nothing arrives:
+/// a dormant one every `DORMANT_SLICE`, one parked on the ring at this deadline.
+pub(crate) const BUFFER_IDLE: Duration = Duration::from_secs(1);
+/// The largest frame buffer the core keeps once no frame needed more for a `BUFFER_IDLE`
+/// (`Core::frame`).
+const FRAME_KEEP: usize = 1 << 20;
 
 /// Settings fixed when the pool is built.
 #[derive(Debug, Clone)]
@@ -165,8 +175,12 @@ struct Core {
     /// Attaching workers refused (failed handshake, foreign user, …), and the last reason.
     attach_refusals: u64,
     last_attach_refusal: Option<String>,
-    /// Scratch buffer for encoding frames.
+    /// Scratch buffer for encoding frames (chunks not written in place). Above `FRAME_KEEP`
+    /// bytes it is dropped by the first reader thread that offers its buffers back a
+    /// `BUFFER_IDLE` after `frame_large_at`.
     frame: AlignedVec,
+    /// When a frame above `FRAME_KEEP` bytes was last encoded into `frame`.
+    frame_large_at: Instant,
     /// Per retired worker, the stats it ended with (pool-wide totals).
     retired_tasks: u64,
     /// Shared objects alive in the parent (weak: the user's handles own them). Every worker in
@@ -403,6 +417,7 @@ impl Shared {
                 attach_refusals: 0,
                 last_attach_refusal: None,
                 frame: AlignedVec::new(),
+                frame_large_at: Instant::now(),
                 retired_tasks: 0,
                 objects: HashMap::new(),
                 releaser: None,
@@ -659,6 +674,8 @@ impl Shared {
         // the ring once per slice. `declared`: the kick flag is armed.
         let mut dormant = false;
         let mut declared = false;
+        // When the link's large-frame memory was last offered back (`BUFFER_IDLE`).
+        let mut buffers_offered = Instant::now();
         loop {
             if dormant {
                 if !declared {
@@ -696,6 +713,15 @@ impl Shared {
                     }
                 };
             }
+            // Before the helper check, so a stream of helped calls does not skip it. Holding
+            // the receiver, no frame is being read; the core lock is taken after it, as when a
+            // frame is settled.
+            let now = Instant::now();
+            if now.saturating_duration_since(buffers_offered) >= BUFFER_IDLE {
+                buffers_offered = now;
+                rx.receiver.release_idle_buffers();
+                self.release_idle_buffers(id, now);
+            }
             // Checked with the receiver held: a helper that copied a frame out settles it
             // before it leaves, so frames stay in order.
             if self.helping.active() {
@@ -726,9 +752,11 @@ impl Shared {
                     }
                 })
             } else {
+                // Back by the next offer of the link's buffers at the latest; nothing read
+                // then is not a reason to go dormant, only an active helper is.
                 rx.receiver
-                    .recv_until(&stop, &mut on_frame)
-                    .map(|got| dormant = !got)
+                    .recv_until(Some(buffers_offered + BUFFER_IDLE), &stop, &mut on_frame)
+                    .map(|got| dormant = !got && stop())
             };
             if copied {
                 let mut held = Some(guard);
@@ -749,6 +777,27 @@ impl Shared {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// A reader thread's offer of large-frame memory (`BUFFER_IDLE`): its worker's sender
+    /// gives back its idle pads, and the core its frame buffer if it grew above `FRAME_KEEP`
+    /// and no frame needed that much for a `BUFFER_IDLE`.
+    fn release_idle_buffers(&self, id: WorkerId, now: Instant) {
+        let mut core = self.lock();
+        if let Some(entry) = core.workers.get_mut(&id) {
+            entry.sender.release_idle_buffers();
+        }
+        if core.frame.capacity() > FRAME_KEEP
+            && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE
+        {
+            core.frame = AlignedVec::new();
+        }
+    }
+
+    /// The capacity of the core's frame buffer (tests).
+    #[cfg(test)]
+    pub(crate) fn frame_buffer_capacity(&self) -> usize {
+        self.lock().frame.capacity()
     }
 
     /// One look at one slot's ring for a helper; `true` if it settled a frame.
@@ -1117,6 +1166,9 @@ impl Shared {
                         .encode(wire_id, items.clone(), FrameBuf::Grow(&mut frame))
                         .map(Encoded::Buffered);
                 }
+            }
+            if matches!(encoded, Ok(Encoded::Buffered(len)) if len > FRAME_KEEP) {
+                core.frame_large_at = Instant::now();
             }
             if let Some(error) = encoded.err().or(item_too_large).or(too_large) {
                 let _ = core.sched.on_items_done(

@@ -23,6 +23,13 @@ fn worker_thread(item: u64) -> String {
     format!("{:?}", std::thread::current().id())
 }
 
+/// The total length of many strings (arguments too many-parted to be measured and written in
+/// place: they are encoded into the core's frame buffer).
+#[procpool::task]
+fn total_len(strings: Vec<String>) -> u64 {
+    strings.iter().map(|s| s.len() as u64).sum()
+}
+
 fn pool(workers: usize) -> Pool {
     let pool = Pool::builder()
         .workers(workers)
@@ -621,4 +628,27 @@ fn lock_spinning_waits_out_a_long_holder_and_takes_a_poisoned_lock() {
     assert!(holder.join().is_err(), "the holder panicked");
     assert!(value.is_poisoned());
     assert_eq!(*crate::core::lock_spinning(&value, Duration::ZERO), 1);
+}
+
+#[test]
+fn the_cores_frame_buffer_is_given_back_when_no_large_frame_needs_it() {
+    let pool = pool(1);
+    let strings: Vec<String> = (0..40_000).map(|i| format!("{i:064}")).collect();
+    let total = 40_000 * 64;
+    assert_eq!(pool.call(total_len, strings.clone()), Ok(total));
+    assert!(
+        pool.frame_buffer_capacity() > 2 << 20,
+        "the chunk was encoded into the buffer"
+    );
+    // Small chunks (written in place) do not keep it.
+    let start = std::time::Instant::now();
+    while pool.frame_buffer_capacity() > 1 << 20 {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "the frame buffer was never given back"
+        );
+        assert_eq!(pool.call(square, 3), Ok(9));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.call(total_len, strings), Ok(total));
 }

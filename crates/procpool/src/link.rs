@@ -21,7 +21,7 @@
 //! transport that moves frames and notices peer loss) implements the same four traits plus a
 //! [`Launcher`]; nothing in the scheduler or the public API changes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, WorkerExit};
 
@@ -95,6 +95,14 @@ pub(crate) trait FrameSender: Send {
         &mut self,
         object: &procpool_worker::SharedObject,
     ) -> Result<bool, LinkError>;
+
+    /// Gives back the memory the link keeps for large frames to the worker (the shared-memory
+    /// backend's two reusable pads) if no large frame was sent since the previous call. The
+    /// worker's reader thread calls this once per [`BUFFER_IDLE`](crate::core::BUFFER_IDLE),
+    /// so the memory goes one to two of those after the last large frame. Memory the worker
+    /// still reads (a pad whose frame it has not dropped) is kept; the next large frame gets
+    /// fresh memory.
+    fn release_idle_buffers(&mut self) {}
 }
 
 /// Receives frames from one worker.
@@ -113,16 +121,23 @@ pub(crate) trait FrameReceiver: Send {
     fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError>;
 
     /// Like `recv(None, ..)`, but returns `Ok(false)` as soon as `stop` is true (checked while
-    /// spinning and before parking); the thread that makes it true then calls the
-    /// [`interrupter`](FrameReceiver::interrupter), so a parked receive looks again.
+    /// spinning and before parking) or `deadline` passes; the thread that makes `stop` true
+    /// then calls the [`interrupter`](FrameReceiver::interrupter), so a parked receive looks
+    /// again.
     fn recv_until(
         &mut self,
+        deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
         on_frame: &mut dyn FnMut(&[u8]),
     ) -> Result<bool, LinkError>;
 
     /// Wakes a `recv_until` parked on this link, from any thread.
     fn interrupter(&self) -> Box<dyn Fn() + Send + Sync>;
+
+    /// Gives back the memory the receiver keeps for large frames (the shared-memory backend's
+    /// copy buffer) if it took in no large frame since the previous call; called like
+    /// [`FrameSender::release_idle_buffers`]. The next large frame gets fresh memory.
+    fn release_idle_buffers(&mut self) {}
 }
 
 /// Shared, thread-safe control of one worker.

@@ -308,6 +308,12 @@ impl Pool {
         self.shared.owed_readers()
     }
 
+    /// The capacity of the core's frame buffer (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn frame_buffer_capacity(&self) -> usize {
+        self.shared.frame_buffer_capacity()
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()

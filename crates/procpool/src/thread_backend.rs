@@ -61,7 +61,7 @@ impl Launcher for ThreadLauncher {
             .push((pid, closer.clone()));
         let thread = Arc::new(Mutex::new(Some(thread)));
         Ok(Link {
-            sender: Box::new(IpcSender { sender }),
+            sender: Box::new(IpcSender::new(sender)),
             receiver: Box::new(IpcReceiver::new(receiver)),
             control: Arc::new(ThreadControl { pid, closer }),
             process: Box::new(ThreadProcess { thread }),

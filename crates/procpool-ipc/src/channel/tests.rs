@@ -831,9 +831,10 @@ fn released_pads_are_made_again_and_busy_ones_are_kept() {
     assert!(!frame.is_sealed());
     assert_eq!(&*frame, &two[..]);
     assert_eq!(sender.next_large_seq, 2);
-    // While the receiver holds that frame its pad is not released.
+    // While the receiver holds that frame its pad is not released, nor its bytes touched.
     assert_eq!(sender.release_pads(), 0);
     assert!(sender.holds_pads());
+    assert_eq!(&*frame, &two[..]);
     drop(frame);
     assert_eq!(sender.release_pads(), 1);
 }
