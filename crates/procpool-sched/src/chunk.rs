@@ -24,8 +24,8 @@ use std::time::Duration;
 ///     n_workers: NonZeroUsize::new(4).unwrap(),
 ///     unknown_dispatches: 0,
 /// });
-/// // 300 µs target / 60 ns per item.
-/// assert_eq!(size.get(), 5_000);
+/// // 800 µs target / 60 ns per item.
+/// assert_eq!(size.get(), 13_333);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChunkPolicy {
@@ -51,7 +51,16 @@ impl Default for ChunkPolicy {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveConfig {
     /// The duration a chunk aims for once the per-item cost is known: long enough to make the
-    /// per-chunk overhead negligible (about 1% at 300 µs), short enough to balance well.
+    /// per-chunk overhead small, short enough to balance well.
+    ///
+    /// The overhead is the parent's more than the worker's: with every core busy running
+    /// workers, a reader thread settling a chunk's outcome frame and sending the next chunk,
+    /// and the map's consumer woken for it, take their CPU time from a worker. Measured on a
+    /// 2-vCPU VM: ~9 µs of parent CPU per chunk, and the workers preempted about twice as
+    /// often with 300 µs chunks as with 800 µs ones (`docs/bench/map-data-path.md`,
+    /// session 5). 800 µs keeps a chunk under a worker's 1 ms outcome flush (one frame per
+    /// chunk) and under `prefetch_horizon` (a second chunk is still queued where chunks cannot
+    /// be reclaimed).
     pub target_chunk: Duration,
     /// The shortest chunk the guided tail shrinks to: below this the per-chunk overhead would
     /// dominate. Values above `target_chunk` act as `target_chunk`.
@@ -80,7 +89,7 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            target_chunk: Duration::from_micros(300),
+            target_chunk: Duration::from_micros(800),
             min_chunk: Duration::from_micros(20),
             guided_factor: NonZeroU32::new(2).unwrap(),
             dispatch_cost: Duration::from_micros(2),

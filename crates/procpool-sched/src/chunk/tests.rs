@@ -74,13 +74,14 @@ fn adaptive_hits_the_target_duration() {
     check(
         "adaptive",
         "cost=50ns left=1000000 len=1000000 workers=2",
-        6_000,
+        16_000,
     );
-    check("adaptive", "cost=60ns left=1000000 workers=4", 5_000);
-    check("adaptive", "cost=1us left=1000000", 300);
-    check("adaptive", "cost=299us left=1000000", 1);
+    check("adaptive", "cost=60ns left=1000000 workers=4", 13_333);
+    check("adaptive", "cost=1us left=1000000", 800);
+    check("adaptive", "cost=299us left=1000000", 2);
+    check("adaptive", "cost=801us left=1000000", 1);
     check("adaptive", "cost=40ms left=64 len=64", 1);
-    check("adaptive", "cost=0ns left=100000000 workers=1", 300_000);
+    check("adaptive", "cost=0ns left=100000000 workers=1", 800_000);
 }
 
 #[test]
@@ -95,15 +96,17 @@ fn adaptive_shrinks_toward_the_end() {
 
 #[test]
 fn adaptive_lengthens_chunks_when_the_parent_is_the_bottleneck() {
-    // 64 workers * 2 µs per send: target at least 512 µs, tail at least 128 µs.
-    check("adaptive", "cost=50ns left=100000000 workers=64", 10_240);
+    // 64 workers * 2 µs per send: target at least 512 µs (the default 800 µs is more), tail
+    // at least 128 µs; 256 workers: target at least 2,048 µs.
+    check("adaptive", "cost=50ns left=100000000 workers=64", 16_000);
+    check("adaptive", "cost=50ns left=100000000 workers=256", 40_960);
     check(
         "adaptive",
         "cost=50ns left=1000000 len=1000000 workers=64",
         7_813,
     );
     check("adaptive", "cost=50ns left=100000 workers=64", 2_560);
-    check("adaptive", "cost=1us left=1000000 workers=16", 300);
+    check("adaptive", "cost=1us left=1000000 workers=16", 800);
     check("adaptive", "cost=1us left=1000 workers=16", 32);
 }
 

@@ -325,7 +325,7 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
         "5 ms in flight: no prefetch"
     );
 
-    // Cheap items: 300 µs chunks, double buffered.
+    // Cheap items: 800 µs chunks, double buffered.
     let job = sched.submit(TaskKey(4), InputLen::Known(1_000_000));
     sched.add_items(job, 1_000_000).unwrap();
     let w1 = sched.add_worker();
@@ -335,8 +335,8 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
         .unwrap();
     let first = sched.next_chunk(w1).unwrap().unwrap();
     let second = sched.next_chunk(w1).unwrap().unwrap();
-    assert_eq!((first.span.items.end - first.span.items.start), 3_000);
-    assert_eq!((second.span.items.end - second.span.items.start), 3_000);
+    assert_eq!((first.span.items.end - first.span.items.start), 8_000);
+    assert_eq!((second.span.items.end - second.span.items.start), 8_000);
 }
 
 #[test]
