@@ -269,9 +269,9 @@ struct Slot {
     started: Option<(ChunkId, u64)>,
     /// Chunks sent to this worker, in the order it runs them; the front one is running.
     in_flight: VecDeque<ChunkId>,
-    /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` go to the most
-    /// recently served worker (still spinning for work), or to the least recently served
-    /// while given-back items are queued, so they move to a different worker.
+    /// `next_chunk` when this slot last got a chunk: ties in `next_assignment` between idle
+    /// workers go to the most recently served one (still spinning for work), ties between busy
+    /// workers, and any tie while given-back items are queued, to the least recently served.
     last_assigned: u64,
     /// Whether it may hold a chunk beyond the one it runs (`set_prefetch`).
     prefetch: bool,
@@ -724,28 +724,33 @@ impl Scheduler {
         Ok(Some(self.carve(idx, piece, home)))
     }
 
-    /// The next chunk for whichever live worker needs one most (fewest chunks in flight, then
-    /// least recently served while given-back items are queued, else most recently served),
-    /// or `None` if no worker can take one. Loop on it after every event.
+    /// The next chunk for whichever live worker needs one most (fewest chunks in flight; then,
+    /// among idle workers, the most recently served unless given-back items are queued, and
+    /// among busy ones the least recently served), or `None` if no worker can take one. Loop
+    /// on it after every event.
     ///
-    /// The second tie-break keeps a lone call on the worker that ran the last one: that
-    /// worker is likely still spinning for work (a hand-off of ~0.1 µs), while the other may
-    /// have parked (a wake-up of ~50 µs where idle cores halt), and a caller alternating
+    /// The tie-break among idle workers keeps a lone call on the worker that ran the last one:
+    /// that worker is likely still spinning for work (a hand-off of ~0.1 µs), while the other
+    /// may have parked (a wake-up of ~50 µs where idle cores halt), and a caller alternating
     /// between two spinning workers keeps three threads spinning on two cores. Given-back
     /// items (tail splits, retries) still go to the least recently served worker, so they
-    /// move to a different one.
+    /// move to a different one. Among busy workers the one served first is likely to finish
+    /// first, so its next chunk is queued first (prefetch order; most recently served first
+    /// there left the first worker waiting while the others were still getting their second
+    /// chunks: `docs/bench/scheduler-simulation.md`, 64 workers).
     pub fn next_assignment(&mut self) -> Option<Assignment> {
         if !self.has_queued() {
             return None;
         }
         let hot_first = self.returned.is_empty();
-        // The first live worker with room in the order (fewest chunks in flight, then the
-        // most recently served unless given-back items wait, then the lowest slot): a
-        // minimum, found without sorting or allocating (this runs for every `submit`).
+        // The first live worker with room in the order (fewest chunks in flight, then for an
+        // idle worker the most recently served unless given-back items wait, else the least
+        // recently served, then the lowest slot): a minimum, found without sorting or
+        // allocating (this runs for every `submit`).
         let idx = (self.slots.iter().enumerate())
             .filter(|(idx, slot)| slot.state == SlotState::Live && self.has_room(*idx))
             .min_by_key(|(idx, slot)| {
-                let served = if hot_first {
+                let served = if hot_first && slot.in_flight.is_empty() {
                     u64::MAX - slot.last_assigned
                 } else {
                     slot.last_assigned

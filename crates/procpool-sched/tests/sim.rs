@@ -326,11 +326,11 @@ fn reclaimable_prefetch_hides_the_parents_reaction_on_long_items() {
 
 #[test]
 fn a_queued_item_is_reclaimed_for_the_idle_worker() {
-    // Worker 1 runs item 1 (10 ms) with item 2 (10 ms) prefetched behind it (ties go to the
-    // worker served last); worker 0 is done with item 0 (5 ms) at 5 ms. Reclaimed at once,
-    // item 2 ends at 15 ms; asked back from worker 1 instead, it comes back only when item 1
-    // ends: 20 ms.
-    let durations = [5, 10, 10].map(Duration::from_millis).to_vec();
+    // Worker 0 runs item 0 (10 ms) with item 2 (10 ms) prefetched behind it (among busy
+    // workers, ties go to the one served first); worker 1 is done with item 1 (5 ms) at 5 ms.
+    // Reclaimed at once, item 2 ends at 15 ms; asked back from worker 0 instead, it comes
+    // back only when item 0 ends: 20 ms.
+    let durations = [10, 5, 10].map(Duration::from_millis).to_vec();
     let mut scenario = busy_scenario(durations, 0, true);
     scenario.config.policy = ChunkPolicy::Fixed(NonZeroU64::new(1).unwrap());
     let outcome = sim::run(&scenario).unwrap();
