@@ -100,6 +100,33 @@ pub(crate) struct PoolConfig {
     /// The largest encoded arguments or output of one item (`PoolBuilder::max_item_size`).
     pub(crate) max_item_size: Option<usize>,
     pub(crate) sched: SchedulerConfig,
+    /// Test-only knobs for the pool's blocking waits.
+    #[cfg(test)]
+    pub(crate) hooks: TestHooks,
+}
+
+/// Test-only knobs that widen or reveal the window of a blocking wait, so a test can park a
+/// thread inside it deterministically (`docs/WAITING.md`).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct TestHooks {
+    /// Replaces the watchdog's tick while no job has a timeout (liveness checks only).
+    pub(crate) watchdog_idle_tick: Option<Duration>,
+    /// Replaces the pause between two failed starts of a worker.
+    pub(crate) replacement_pause: Option<Duration>,
+    /// Called with the site's name, under the core lock, right before a thread blocks on
+    /// `changed` at that site ("watchdog idle", "replacement pause").
+    pub(crate) blocking: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
+}
+
+#[cfg(test)]
+impl std::fmt::Debug for TestHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHooks")
+            .field("watchdog_idle_tick", &self.watchdog_idle_tick)
+            .field("replacement_pause", &self.replacement_pause)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the pool's threads share.
@@ -368,6 +395,16 @@ impl Shared {
     /// slept thousands of times per 100,000 submits (`docs/bench/submit.md`).
     fn lock(&self) -> MutexGuard<'_, Core> {
         lock_spinning(&self.core, LOCK_SPIN)
+    }
+
+    /// Tells a test that this thread is about to block at `site` (`TestHooks::blocking`).
+    #[inline]
+    fn about_to_block(&self, site: &'static str) {
+        #[cfg(test)]
+        if let Some(hook) = &self.config.hooks.blocking {
+            hook(site);
+        }
+        let _ = site;
     }
 
     /// Starts the pool's first workers; fails if any cannot start.
@@ -1445,7 +1482,10 @@ impl Shared {
                     }
                     // A pause that `close` ends at once (it notifies `changed`).
                     let pause = Duration::from_millis(50 << failures.min(5));
+                    #[cfg(test)]
+                    let pause = self.config.hooks.replacement_pause.unwrap_or(pause);
                     let core = self.lock();
+                    self.about_to_block("replacement pause");
                     let _ = self
                         .changed
                         .wait_timeout_while(core, pause, |core| core.phase != Phase::Closed)
@@ -1513,6 +1553,12 @@ impl Shared {
         );
         if timed {
             core.timed_jobs += 1;
+            if core.timed_jobs == 1 {
+                // A watchdog waiting out its liveness-only tick (up to 250 ms) must switch to
+                // the fine tick now, or this job's first timeout is enforced that late; it
+                // re-checks `timed_jobs` when woken (`watchdog_loop`).
+                self.changed.notify_all();
+            }
             self.ensure_watchdog(core);
         }
         job_id
@@ -1822,6 +1868,8 @@ impl Shared {
         let idle_tick = liveness.map_or(WATCHDOG_TICK, |limit| {
             (limit / 8).clamp(WATCHDOG_TICK, LIVENESS_MAX_TICK)
         });
+        #[cfg(test)]
+        let idle_tick = self.config.hooks.watchdog_idle_tick.unwrap_or(idle_tick);
         let mut tick = WATCHDOG_TICK;
         loop {
             // Waits on `changed` rather than sleeping, so `close` (which notifies it) ends
@@ -1830,9 +1878,17 @@ impl Shared {
             let deadline = Instant::now() + tick;
             let mut core = self.lock();
             while core.phase != Phase::Closed {
+                // The first timed job ends a liveness-only tick at once (`register_job`
+                // notifies): its timeouts need the fine tick from their first item on.
+                if tick > WATCHDOG_TICK && core.timed_jobs > 0 {
+                    break;
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
+                }
+                if tick > WATCHDOG_TICK {
+                    self.about_to_block("watchdog idle");
                 }
                 core = self
                     .changed

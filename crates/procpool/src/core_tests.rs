@@ -622,3 +622,45 @@ fn lock_spinning_waits_out_a_long_holder_and_takes_a_poisoned_lock() {
     assert!(value.is_poisoned());
     assert_eq!(*crate::core::lock_spinning(&value, Duration::ZERO), 1);
 }
+
+/// Hooks that report each time a thread is about to block at `site` on `sender`.
+fn report_blocking_at(
+    site: &'static str,
+) -> (crate::core::TestHooks, std::sync::mpsc::Receiver<()>) {
+    let (sender, blocked) = std::sync::mpsc::channel();
+    let sender = std::sync::Mutex::new(sender);
+    let hooks = crate::core::TestHooks {
+        blocking: Some(Arc::new(move |at| {
+            if at == site {
+                let _ = sender.lock().expect("sender").send(());
+            }
+        })),
+        ..crate::core::TestHooks::default()
+    };
+    (hooks, blocked)
+}
+
+/// A timed call submitted while the watchdog sits out its liveness-only tick is watched from
+/// its first item on. The tick is widened to ten minutes and the call submitted once the
+/// watchdog blocks in it: before the fix (the watchdog woke only at the end of its tick), the
+/// call ran its whole 1.5 s and succeeded.
+#[test]
+fn a_timed_call_submitted_while_the_watchdog_idles_is_timed_out() {
+    let (mut hooks, blocked) = report_blocking_at("watchdog idle");
+    hooks.watchdog_idle_tick = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("thread workers start");
+    blocked
+        .recv_timeout(WATCHDOG)
+        .expect("the watchdog waits out its idle tick");
+    let slow = pool
+        .task(builtin::sleep_for)
+        .timeout(Duration::from_millis(20))
+        .submit(1_500);
+    match slow.result() {
+        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}

@@ -487,6 +487,27 @@ impl PoolBuilder {
         self,
         launcher: Box<dyn crate::link::Launcher>,
     ) -> Result<Pool, Error> {
+        let config = self.config()?;
+        let shared = Shared::start(launcher, config)?;
+        Ok(Pool { shared })
+    }
+
+    /// [`build_with`](PoolBuilder::build_with), with test hooks that widen or reveal the
+    /// windows of the pool's blocking waits (`core::TestHooks`).
+    #[cfg(test)]
+    pub(crate) fn build_with_hooks(
+        self,
+        launcher: Box<dyn crate::link::Launcher>,
+        hooks: crate::core::TestHooks,
+    ) -> Result<Pool, Error> {
+        let mut config = self.config()?;
+        config.hooks = hooks;
+        let shared = Shared::start(launcher, config)?;
+        Ok(Pool { shared })
+    }
+
+    /// The settings the pool's core is built with.
+    fn config(self) -> Result<PoolConfig, Error> {
         let n_workers = match self.workers {
             Some(0) => {
                 return Err(Error::new(
@@ -519,9 +540,10 @@ impl PoolBuilder {
                 policy: self.chunk_policy,
                 ..SchedulerConfig::default()
             },
+            #[cfg(test)]
+            hooks: crate::core::TestHooks::default(),
         };
-        let shared = Shared::start(launcher, config)?;
-        Ok(Pool { shared })
+        Ok(config)
     }
 }
 
