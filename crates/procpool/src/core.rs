@@ -1480,7 +1480,8 @@ impl Shared {
                         self.give_up_slot(&err.to_string());
                         return None;
                     }
-                    // A pause that `close` ends at once (it notifies `changed`).
+                    // A pause that `close` and `terminate` end at once (they notify `changed`
+                    // after closing the pool).
                     let pause = Duration::from_millis(50 << failures.min(5));
                     #[cfg(test)]
                     let pause = self.config.hooks.replacement_pause.unwrap_or(pause);
@@ -1788,6 +1789,10 @@ impl Shared {
     pub(crate) fn terminate(&self) {
         let mut core = self.lock();
         core.phase = Phase::Closed;
+        // Threads that wait on `changed` for the phase (a reader thread pausing between failed
+        // worker starts, the watchdog, `shutdown` on another thread) look now: the wait below
+        // is for the readers, and one sitting out its pause would hold it for up to the grace.
+        self.changed.notify_all();
         let deferred = fail_all_jobs(&mut core, &TaskError::Terminated);
         for worker in core.workers.values_mut() {
             worker.stopping = true;

@@ -664,3 +664,48 @@ fn a_timed_call_submitted_while_the_watchdog_idles_is_timed_out() {
         other => panic!("expected TimedOut, got {other:?}"),
     }
 }
+
+/// Starts its first worker, then fails every later start.
+struct FirstOnly(AtomicUsize);
+
+impl crate::link::Launcher for FirstOnly {
+    fn launch(&self) -> Result<crate::link::Link, crate::Error> {
+        if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+            crate::link::Launcher::launch(&ThreadLauncher)
+        } else {
+            Err(crate::Error::new(
+                crate::ErrorKind::Spawn,
+                "refused by the test",
+            ))
+        }
+    }
+
+    fn describe(&self) -> String {
+        "the first thread worker only".into()
+    }
+}
+
+/// `terminate` does not wait for a reader thread sitting out its pause between two failed
+/// worker starts: it wakes it. The only worker is lost and its replacement cannot start; the
+/// pause and the grace are widened to ten minutes and `terminate` called once the reader
+/// blocks in its pause. Before the fix (`terminate` closed the pool without notifying, and no
+/// other reader ended to notify for it), it waited out the grace.
+#[test]
+fn terminate_ends_a_reader_pausing_between_failed_starts() {
+    let (mut hooks, blocked) = report_blocking_at("replacement pause");
+    hooks.replacement_pause = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .terminate_grace(Duration::from_secs(600))
+        .build_with_hooks(Box::new(FirstOnly(AtomicUsize::new(0))), hooks)
+        .expect("the first worker starts");
+    assert_eq!(pool.call(square, 4), Ok(16));
+    crate::thread_backend::kill(pool.stats().workers[0].pid);
+    blocked
+        .recv_timeout(WATCHDOG)
+        .expect("the reader pauses after its replacement failed to start");
+    within_watchdog(move || {
+        pool.terminate();
+        drop(pool);
+    });
+}
