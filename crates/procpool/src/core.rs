@@ -114,8 +114,13 @@ pub(crate) struct TestHooks {
     pub(crate) watchdog_idle_tick: Option<Duration>,
     /// Replaces the pause between two failed starts of a worker.
     pub(crate) replacement_pause: Option<Duration>,
-    /// Called with the site's name, under the core lock, right before a thread blocks on
-    /// `changed` at that site ("watchdog idle", "replacement pause").
+    /// Replaces `attend::HELP_WINDOW`.
+    pub(crate) help_window: Option<Duration>,
+    /// Replaces `attend::DORMANT_SLICE` (how often a dormant reader looks at its ring).
+    pub(crate) dormant_slice: Option<Duration>,
+    /// Called with the site's name right before a thread blocks at that site: on `changed`
+    /// under the core lock ("watchdog idle", "replacement pause"), or a reader thread, declared
+    /// dormant, on its slot's condvar ("reader dormant").
     pub(crate) blocking: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
 }
 
@@ -125,6 +130,8 @@ impl std::fmt::Debug for TestHooks {
         f.debug_struct("TestHooks")
             .field("watchdog_idle_tick", &self.watchdog_idle_tick)
             .field("replacement_pause", &self.replacement_pause)
+            .field("help_window", &self.help_window)
+            .field("dormant_slice", &self.dormant_slice)
             .finish_non_exhaustive()
     }
 }
@@ -708,7 +715,14 @@ impl Shared {
                         declared = false;
                     }
                 }
-                if dormant && attend.sleep(DORMANT_SLICE) {
+                #[cfg(test)]
+                let dormant_slice = self.config.hooks.dormant_slice.unwrap_or(DORMANT_SLICE);
+                #[cfg(not(test))]
+                let dormant_slice = DORMANT_SLICE;
+                if dormant {
+                    self.about_to_block("reader dormant");
+                }
+                if dormant && attend.sleep(dormant_slice) {
                     dormant = false;
                     declared = false;
                 }
@@ -2165,6 +2179,12 @@ impl Shared {
         self.lock().owed.len()
     }
 
+    /// How many reader threads have registered their slot for helpers (tests).
+    #[cfg(test)]
+    pub(crate) fn attended_slots(&self) -> usize {
+        self.helping.cells().len()
+    }
+
     /// Wakes every dormant reader a `submit` left asleep (`Core::owed`).
     fn pay_owed(&self) {
         let owed = {
@@ -2332,8 +2352,12 @@ impl Helper for Shared {
         let was_reader = ON_READER.with(|flag| flag.replace(true));
         HELPING.with(|flag| flag.set(true));
         let start = Instant::now();
-        let until = deadline.map_or(start + HELP_WINDOW, |deadline| {
-            deadline.min(start + HELP_WINDOW)
+        #[cfg(test)]
+        let help_window = self.config.hooks.help_window.unwrap_or(HELP_WINDOW);
+        #[cfg(not(test))]
+        let help_window = HELP_WINDOW;
+        let until = deadline.map_or(start + help_window, |deadline| {
+            deadline.min(start + help_window)
         });
         // The frame buffer of this thread's last help (a nested help starts an empty one).
         let mut buf = HELP_BUF.with(std::cell::Cell::take);
@@ -2395,15 +2419,19 @@ impl Helper for Shared {
             return;
         }
         self.helping.leave();
-        // Chunks still held need their readers now (their callers park or do not wait).
+        // Chunks still held need their readers now (their callers park or do not wait), and
+        // so do stopping workers (recycled, shut down): their readers must see the link end,
+        // and the kick `send_shutdown` gave them may be spent (a reader kicked while this
+        // thread helped found it active and slept again).
         let holders: Vec<Arc<Attend>> = {
             let mut core = self.lock();
             // The holders below include every owed reader.
             core.owed.clear();
             self.owes.store(false, Ordering::Relaxed);
-            core.chunks
-                .values()
-                .filter_map(|info| core.workers.get(&info.worker))
+            let holding = (core.chunks.values()).filter_map(|info| core.workers.get(&info.worker));
+            let stopping = core.workers.values().filter(|worker| worker.stopping);
+            holding
+                .chain(stopping)
                 .map(|worker| Arc::clone(&worker.attend))
                 .collect()
         };

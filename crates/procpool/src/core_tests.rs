@@ -709,3 +709,83 @@ fn terminate_ends_a_reader_pausing_between_failed_starts() {
         drop(pool);
     });
 }
+
+/// Gates for thread workers (they run in this process): the keys whose `gated` call started,
+/// and the keys opened so far.
+static GATES: std::sync::Mutex<(Vec<u64>, Vec<u64>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+static GATES_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Waits until [`open_gate`] opens `key`.
+#[procpool::task]
+fn gated(key: u64) -> u64 {
+    pass_gate(key);
+    key
+}
+
+/// Records that the call of `key` started, then waits until `key` is opened.
+fn pass_gate(key: u64) {
+    let mut gates = GATES.lock().expect("gates");
+    gates.0.push(key);
+    GATES_CHANGED.notify_all();
+    drop(
+        GATES_CHANGED
+            .wait_while(gates, |gates| !gates.1.contains(&key))
+            .expect("gates"),
+    );
+}
+
+fn open_gate(key: u64) {
+    GATES.lock().expect("gates").1.push(key);
+    GATES_CHANGED.notify_all();
+}
+
+/// A worker recycled (`max_tasks_per_child`) by the outcome a helping caller read is replaced
+/// at once: its reader thread must see the link end. `send_shutdown` kicks that reader, but
+/// while the caller still helps (here: runs the call's `on_done` callback) the reader finds a
+/// helper active and sleeps again, so the kick is spent; the helper, leaving, kicks the readers
+/// of stopping workers as well as of workers holding chunks. Before the fix it kicked only the
+/// latter, and the reader saw the exit after its dormant slice (50 ms; ten minutes here) or
+/// when a later helper polled the ring. The reader is parked in each step through the test hooks.
+#[test]
+fn a_worker_recycled_by_an_outcome_a_caller_read_is_replaced() {
+    const KEY: u64 = 1;
+    let (mut hooks, dormant) = report_blocking_at("reader dormant");
+    hooks.dormant_slice = Some(Duration::from_secs(600));
+    hooks.help_window = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .max_tasks_per_child(1)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("thread workers start");
+    // The caller's help must cover the reader's slot (a snapshot taken when it starts).
+    while pool.attended_slots() < 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dormant = Arc::new(std::sync::Mutex::new(dormant));
+    let handle = pool.submit(gated, KEY);
+    {
+        // Runs on the helping caller once its outcome is read: returns when the reader,
+        // kicked by `send_shutdown`, has gone dormant again.
+        let dormant = Arc::clone(&dormant);
+        handle.on_done(move |_| {
+            let asleep = dormant.lock().expect("dormant").recv_timeout(WATCHDOG);
+            asleep.expect("the kicked reader steps aside again");
+        });
+    }
+    let opener = std::thread::spawn(move || {
+        let asleep = dormant.lock().expect("dormant").recv_timeout(WATCHDOG);
+        asleep.expect("the reader steps aside for the caller");
+        open_gate(KEY);
+    });
+    assert_eq!(handle.result(), Ok(KEY));
+    opener.join().expect("opener");
+    // Nothing reads the rings now (a caller that helps would find the link's end itself).
+    within_watchdog(move || {
+        while pool.stats().restarts == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let outcomes: Vec<_> = pool.map(square, 0..3u64).collect();
+        assert_eq!(outcomes, [Ok(0), Ok(1), Ok(4)]);
+    });
+}

@@ -308,6 +308,12 @@ impl Pool {
         self.shared.owed_readers()
     }
 
+    /// Reader threads registered with the helpers (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn attended_slots(&self) -> usize {
+        self.shared.attended_slots()
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()
