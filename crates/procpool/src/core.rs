@@ -2185,6 +2185,15 @@ impl Shared {
         self.helping.cells().len()
     }
 
+    /// The `max_tasks_per_child` budget left of each worker not stopping (tests).
+    #[cfg(test)]
+    pub(crate) fn budgets_left(&self) -> Vec<u64> {
+        (self.lock().workers.values())
+            .filter(|worker| !worker.stopping)
+            .filter_map(|worker| worker.budget)
+            .collect()
+    }
+
     /// Wakes every dormant reader a `submit` left asleep (`Core::owed`).
     fn pay_owed(&self) {
         let owed = {

@@ -314,6 +314,12 @@ impl Pool {
         self.shared.attended_slots()
     }
 
+    /// The `max_tasks_per_child` budget left of each worker not stopping (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn budgets_left(&self) -> Vec<u64> {
+        self.shared.budgets_left()
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()
