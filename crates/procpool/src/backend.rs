@@ -452,6 +452,28 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
     }
 }
 
+/// The control of a thread worker (`thread_backend`) over its channel's real mailbox: what a
+/// process worker's control does, except that stopping it only closes the link.
+#[cfg(test)]
+pub(crate) fn thread_control(pid: u32, closer: Closer, mailbox: Mailbox) -> Arc<dyn WorkerControl> {
+    /// A thread cannot be signalled: the link is closed instead (`kill` closes it anyway).
+    struct ThreadSignals(Closer);
+    impl Signals for ThreadSignals {
+        fn kill(&self) {}
+
+        fn terminate(&self) {
+            self.0.close();
+        }
+    }
+    Arc::new(MailboxControl {
+        pid,
+        closer: closer.clone(),
+        mailbox,
+        signals: ThreadSignals(closer),
+        waiter_cpu: std::sync::atomic::AtomicU64::new(0),
+    })
+}
+
 /// Signals for a worker this pool started: through the process handle's pidfd.
 struct ChildSignals(Arc<Mutex<WorkerProcess>>);
 

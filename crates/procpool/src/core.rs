@@ -110,6 +110,40 @@ pub(crate) struct PoolConfig {
     /// The largest encoded arguments or output of one item (`PoolBuilder::max_item_size`).
     pub(crate) max_item_size: Option<usize>,
     pub(crate) sched: SchedulerConfig,
+    /// Test-only knobs for the pool's blocking waits.
+    #[cfg(test)]
+    pub(crate) hooks: TestHooks,
+}
+
+/// Test-only knobs that widen or reveal the window of a blocking wait, so a test can park a
+/// thread inside it deterministically (`docs/WAITING.md`).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct TestHooks {
+    /// Replaces the watchdog's tick while no job has a timeout (liveness checks only).
+    pub(crate) watchdog_idle_tick: Option<Duration>,
+    /// Replaces the pause between two failed starts of a worker.
+    pub(crate) replacement_pause: Option<Duration>,
+    /// Replaces `attend::HELP_WINDOW`.
+    pub(crate) help_window: Option<Duration>,
+    /// Replaces `attend::DORMANT_SLICE` (how often a dormant reader looks at its ring).
+    pub(crate) dormant_slice: Option<Duration>,
+    /// Called with the site's name right before a thread blocks at that site: on `changed`
+    /// under the core lock ("watchdog idle", "replacement pause"), or a reader thread, declared
+    /// dormant, on its slot's condvar ("reader dormant").
+    pub(crate) blocking: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
+}
+
+#[cfg(test)]
+impl std::fmt::Debug for TestHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHooks")
+            .field("watchdog_idle_tick", &self.watchdog_idle_tick)
+            .field("replacement_pause", &self.replacement_pause)
+            .field("help_window", &self.help_window)
+            .field("dormant_slice", &self.dormant_slice)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the pool's threads share.
@@ -382,6 +416,16 @@ impl Shared {
     /// slept thousands of times per 100,000 submits (`docs/bench/submit.md`).
     fn lock(&self) -> MutexGuard<'_, Core> {
         lock_spinning(&self.core, LOCK_SPIN)
+    }
+
+    /// Tells a test that this thread is about to block at `site` (`TestHooks::blocking`).
+    #[inline]
+    fn about_to_block(&self, site: &'static str) {
+        #[cfg(test)]
+        if let Some(hook) = &self.config.hooks.blocking {
+            hook(site);
+        }
+        let _ = site;
     }
 
     /// Starts the pool's first workers; fails if any cannot start.
@@ -688,7 +732,14 @@ impl Shared {
                         declared = false;
                     }
                 }
-                if dormant && attend.sleep(DORMANT_SLICE) {
+                #[cfg(test)]
+                let dormant_slice = self.config.hooks.dormant_slice.unwrap_or(DORMANT_SLICE);
+                #[cfg(not(test))]
+                let dormant_slice = DORMANT_SLICE;
+                if dormant {
+                    self.about_to_block("reader dormant");
+                }
+                if dormant && attend.sleep(dormant_slice) {
                     dormant = false;
                     declared = false;
                 }
@@ -1495,9 +1546,13 @@ impl Shared {
                         self.give_up_slot(&err.to_string());
                         return None;
                     }
-                    // A pause that `close` ends at once (it notifies `changed`).
+                    // A pause that `close` and `terminate` end at once (they notify `changed`
+                    // after closing the pool).
                     let pause = Duration::from_millis(50 << failures.min(5));
+                    #[cfg(test)]
+                    let pause = self.config.hooks.replacement_pause.unwrap_or(pause);
                     let core = self.lock();
+                    self.about_to_block("replacement pause");
                     let _ = self
                         .changed
                         .wait_timeout_while(core, pause, |core| core.phase != Phase::Closed)
@@ -1565,6 +1620,12 @@ impl Shared {
         );
         if timed {
             core.timed_jobs += 1;
+            if core.timed_jobs == 1 {
+                // A watchdog waiting out its liveness-only tick (up to 250 ms) must switch to
+                // the fine tick now, or this job's first timeout is enforced that late; it
+                // re-checks `timed_jobs` when woken (`watchdog_loop`).
+                self.changed.notify_all();
+            }
             self.ensure_watchdog(core);
         }
         job_id
@@ -1794,6 +1855,10 @@ impl Shared {
     pub(crate) fn terminate(&self) {
         let mut core = self.lock();
         core.phase = Phase::Closed;
+        // Threads that wait on `changed` for the phase (a reader thread pausing between failed
+        // worker starts, the watchdog, `shutdown` on another thread) look now: the wait below
+        // is for the readers, and one sitting out its pause would hold it for up to the grace.
+        self.changed.notify_all();
         let deferred = fail_all_jobs(&mut core, &TaskError::Terminated);
         for worker in core.workers.values_mut() {
             worker.stopping = true;
@@ -1874,6 +1939,8 @@ impl Shared {
         let idle_tick = liveness.map_or(WATCHDOG_TICK, |limit| {
             (limit / 8).clamp(WATCHDOG_TICK, LIVENESS_MAX_TICK)
         });
+        #[cfg(test)]
+        let idle_tick = self.config.hooks.watchdog_idle_tick.unwrap_or(idle_tick);
         let mut tick = WATCHDOG_TICK;
         loop {
             // Waits on `changed` rather than sleeping, so `close` (which notifies it) ends
@@ -1882,9 +1949,17 @@ impl Shared {
             let deadline = Instant::now() + tick;
             let mut core = self.lock();
             while core.phase != Phase::Closed {
+                // The first timed job ends a liveness-only tick at once (`register_job`
+                // notifies): its timeouts need the fine tick from their first item on.
+                if tick > WATCHDOG_TICK && core.timed_jobs > 0 {
+                    break;
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
+                }
+                if tick > WATCHDOG_TICK {
+                    self.about_to_block("watchdog idle");
                 }
                 core = self
                     .changed
@@ -2156,6 +2231,21 @@ impl Shared {
         self.lock().owed.len()
     }
 
+    /// How many reader threads have registered their slot for helpers (tests).
+    #[cfg(test)]
+    pub(crate) fn attended_slots(&self) -> usize {
+        self.helping.cells().len()
+    }
+
+    /// The `max_tasks_per_child` budget left of each worker not stopping (tests).
+    #[cfg(test)]
+    pub(crate) fn budgets_left(&self) -> Vec<u64> {
+        (self.lock().workers.values())
+            .filter(|worker| !worker.stopping)
+            .filter_map(|worker| worker.budget)
+            .collect()
+    }
+
     /// Wakes every dormant reader a `submit` left asleep (`Core::owed`).
     fn pay_owed(&self) {
         let owed = {
@@ -2323,8 +2413,12 @@ impl Helper for Shared {
         let was_reader = ON_READER.with(|flag| flag.replace(true));
         HELPING.with(|flag| flag.set(true));
         let start = Instant::now();
-        let until = deadline.map_or(start + HELP_WINDOW, |deadline| {
-            deadline.min(start + HELP_WINDOW)
+        #[cfg(test)]
+        let help_window = self.config.hooks.help_window.unwrap_or(HELP_WINDOW);
+        #[cfg(not(test))]
+        let help_window = HELP_WINDOW;
+        let until = deadline.map_or(start + help_window, |deadline| {
+            deadline.min(start + help_window)
         });
         // The frame buffer of this thread's last help (a nested help starts an empty one).
         let mut buf = HELP_BUF.with(std::cell::Cell::take);
@@ -2386,15 +2480,19 @@ impl Helper for Shared {
             return;
         }
         self.helping.leave();
-        // Chunks still held need their readers now (their callers park or do not wait).
+        // Chunks still held need their readers now (their callers park or do not wait), and
+        // so do stopping workers (recycled, shut down): their readers must see the link end,
+        // and the kick `send_shutdown` gave them may be spent (a reader kicked while this
+        // thread helped found it active and slept again).
         let holders: Vec<Arc<Attend>> = {
             let mut core = self.lock();
             // The holders below include every owed reader.
             core.owed.clear();
             self.owes.store(false, Ordering::Relaxed);
-            core.chunks
-                .values()
-                .filter_map(|info| core.workers.get(&info.worker))
+            let holding = (core.chunks.values()).filter_map(|info| core.workers.get(&info.worker));
+            let stopping = core.workers.values().filter(|worker| worker.stopping);
+            holding
+                .chain(stopping)
                 .map(|worker| Arc::clone(&worker.attend))
                 .collect()
         };

@@ -652,3 +652,306 @@ fn the_cores_frame_buffer_is_given_back_when_no_large_frame_needs_it() {
     }
     assert_eq!(pool.call(total_len, strings), Ok(total));
 }
+
+/// Hooks that report each time a thread is about to block at `site` on `sender`.
+fn report_blocking_at(
+    site: &'static str,
+) -> (crate::core::TestHooks, std::sync::mpsc::Receiver<()>) {
+    let (sender, blocked) = std::sync::mpsc::channel();
+    let sender = std::sync::Mutex::new(sender);
+    let hooks = crate::core::TestHooks {
+        blocking: Some(Arc::new(move |at| {
+            if at == site {
+                let _ = sender.lock().expect("sender").send(());
+            }
+        })),
+        ..crate::core::TestHooks::default()
+    };
+    (hooks, blocked)
+}
+
+/// A timed call submitted while the watchdog sits out its liveness-only tick is watched from
+/// its first item on. The tick is widened to ten minutes and the call submitted once the
+/// watchdog blocks in it: before the fix (the watchdog woke only at the end of its tick), the
+/// call ran its whole 1.5 s and succeeded.
+#[test]
+fn a_timed_call_submitted_while_the_watchdog_idles_is_timed_out() {
+    let (mut hooks, blocked) = report_blocking_at("watchdog idle");
+    hooks.watchdog_idle_tick = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("thread workers start");
+    blocked
+        .recv_timeout(WATCHDOG)
+        .expect("the watchdog waits out its idle tick");
+    let slow = pool
+        .task(builtin::sleep_for)
+        .timeout(Duration::from_millis(20))
+        .submit(1_500);
+    match slow.result() {
+        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}
+
+/// Starts its first worker, then fails every later start.
+struct FirstOnly(AtomicUsize);
+
+impl crate::link::Launcher for FirstOnly {
+    fn launch(&self) -> Result<crate::link::Link, crate::Error> {
+        if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+            crate::link::Launcher::launch(&ThreadLauncher)
+        } else {
+            Err(crate::Error::new(
+                crate::ErrorKind::Spawn,
+                "refused by the test",
+            ))
+        }
+    }
+
+    fn describe(&self) -> String {
+        "the first thread worker only".into()
+    }
+}
+
+/// `terminate` does not wait for a reader thread sitting out its pause between two failed
+/// worker starts: it wakes it. The only worker is lost and its replacement cannot start; the
+/// pause and the grace are widened to ten minutes and `terminate` called once the reader
+/// blocks in its pause. Before the fix (`terminate` closed the pool without notifying, and no
+/// other reader ended to notify for it), it waited out the grace.
+#[test]
+fn terminate_ends_a_reader_pausing_between_failed_starts() {
+    let (mut hooks, blocked) = report_blocking_at("replacement pause");
+    hooks.replacement_pause = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .terminate_grace(Duration::from_secs(600))
+        .build_with_hooks(Box::new(FirstOnly(AtomicUsize::new(0))), hooks)
+        .expect("the first worker starts");
+    assert_eq!(pool.call(square, 4), Ok(16));
+    crate::thread_backend::kill(pool.stats().workers[0].pid);
+    blocked
+        .recv_timeout(WATCHDOG)
+        .expect("the reader pauses after its replacement failed to start");
+    within_watchdog(move || {
+        pool.terminate();
+        drop(pool);
+    });
+}
+
+/// Gates for thread workers (they run in this process): the keys whose `gated` call started,
+/// and the keys opened so far.
+static GATES: std::sync::Mutex<(Vec<u64>, Vec<u64>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+static GATES_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Waits until [`open_gate`] opens `key`.
+#[procpool::task]
+fn gated(key: u64) -> u64 {
+    pass_gate(key);
+    key
+}
+
+/// Records that the call of `key` started, then waits until `key` is opened.
+fn pass_gate(key: u64) {
+    let mut gates = GATES.lock().expect("gates");
+    gates.0.push(key);
+    GATES_CHANGED.notify_all();
+    drop(
+        GATES_CHANGED
+            .wait_while(gates, |gates| !gates.1.contains(&key))
+            .expect("gates"),
+    );
+}
+
+fn open_gate(key: u64) {
+    GATES.lock().expect("gates").1.push(key);
+    GATES_CHANGED.notify_all();
+}
+
+/// Waits until a call of `key` passed [`pass_gate`]'s start.
+fn wait_gate_started(key: u64) {
+    let gates = GATES.lock().expect("gates");
+    let (gates, waited) = GATES_CHANGED
+        .wait_timeout_while(gates, WATCHDOG, |gates| !gates.0.contains(&key))
+        .expect("gates");
+    drop(gates);
+    assert!(!waited.timed_out(), "the gated call {key} never started");
+}
+
+/// A worker recycled (`max_tasks_per_child`) by the outcome a helping caller read is replaced
+/// at once: its reader thread must see the link end. `send_shutdown` kicks that reader, but
+/// while the caller still helps (here: runs the call's `on_done` callback) the reader finds a
+/// helper active and sleeps again, so the kick is spent; the helper, leaving, kicks the readers
+/// of stopping workers as well as of workers holding chunks. Before the fix it kicked only the
+/// latter, and the reader saw the exit after its dormant slice (50 ms; ten minutes here) or
+/// when a later helper polled the ring. The reader is parked in each step through the test hooks.
+#[test]
+fn a_worker_recycled_by_an_outcome_a_caller_read_is_replaced() {
+    const KEY: u64 = 1;
+    let (mut hooks, dormant) = report_blocking_at("reader dormant");
+    hooks.dormant_slice = Some(Duration::from_secs(600));
+    hooks.help_window = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .max_tasks_per_child(1)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("thread workers start");
+    // The caller's help must cover the reader's slot (a snapshot taken when it starts).
+    while pool.attended_slots() < 1 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let dormant = Arc::new(std::sync::Mutex::new(dormant));
+    let handle = pool.submit(gated, KEY);
+    {
+        // Runs on the helping caller once its outcome is read: returns when the reader,
+        // kicked by `send_shutdown`, has gone dormant again.
+        let dormant = Arc::clone(&dormant);
+        handle.on_done(move |_| {
+            let asleep = dormant.lock().expect("dormant").recv_timeout(WATCHDOG);
+            asleep.expect("the kicked reader steps aside again");
+        });
+    }
+    let opener = std::thread::spawn(move || {
+        let asleep = dormant.lock().expect("dormant").recv_timeout(WATCHDOG);
+        asleep.expect("the reader steps aside for the caller");
+        open_gate(KEY);
+    });
+    assert_eq!(handle.result(), Ok(KEY));
+    opener.join().expect("opener");
+    // Nothing reads the rings now (a caller that helps would find the link's end itself).
+    within_watchdog(move || {
+        while pool.stats().restarts == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let outcomes: Vec<_> = pool.map(square, 0..3u64).collect();
+        assert_eq!(outcomes, [Ok(0), Ok(1), Ok(4)]);
+    });
+}
+
+/// A pool of two thread workers controlled through their mailboxes (yields, reclaims).
+fn mailbox_pool(builder: crate::PoolBuilder) -> Pool {
+    let pool = builder
+        .workers(2)
+        .build_with(Box::new(crate::thread_backend::MailboxThreadLauncher))
+        .expect("thread workers start");
+    while pool.stats().workers.len() < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool
+}
+
+/// Item 0 waits for the gate `key`; every item returns which thread ran it.
+#[procpool::task]
+fn first_gated(args: (u64, u64)) -> String {
+    let (key, item) = args;
+    if item == 0 {
+        pass_gate(key);
+    }
+    format!("{:?}", std::thread::current().id())
+}
+
+/// Items a worker gives back from its running chunk (a yield of the later half,
+/// `Split::Half`) are refunded to its `max_tasks_per_child` budget (`core::refund`): each
+/// worker has exactly its budget less the items it ran left. One chunk holds all eight items
+/// and its first waits at a gate while the other worker is idle, so the scheduler asks for the
+/// later half at once (in the dispatch that sent the chunk, which `stats` waits out); the gate
+/// opens after that. Without the refund the yielding worker's budget is spent by items it
+/// never ran: it is recycled early, with nothing left.
+#[test]
+fn yielded_items_do_not_count_toward_max_tasks_per_child() {
+    const KEY: u64 = 10;
+    const BUDGET: u64 = 8;
+    let pool = mailbox_pool(Pool::builder().max_tasks_per_child(BUDGET));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_gate_started(KEY);
+            // Under the core lock: after the dispatch that sent the chunk and asked for half.
+            let _ = pool.stats();
+            open_gate(KEY);
+        });
+        let ran_by: Vec<String> = pool
+            .map(first_gated, (0..BUDGET).map(|item| (KEY, item)))
+            .chunksize(std::num::NonZeroUsize::new(BUDGET as usize).unwrap())
+            .map(|outcome| outcome.expect("first_gated succeeds"))
+            .collect();
+        let mut runs: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for thread in ran_by {
+            *runs.entry(thread).or_default() += 1;
+        }
+        assert_eq!(
+            runs.len(),
+            2,
+            "the chunk was split between the workers: {runs:?}"
+        );
+        let mut want: Vec<u64> = runs.values().map(|ran| BUDGET - ran).collect();
+        want.sort_unstable();
+        let mut left = pool.budgets_left();
+        left.sort_unstable();
+        assert_eq!(
+            left, want,
+            "budgets left (of workers not stopping) for {runs:?}"
+        );
+    });
+}
+
+/// While a chunk taken back from a worker is still ahead of it (the mark in its claim word is
+/// pending), that worker gets no chunk beyond the one it runs (`Scheduler::set_prefetch`): a
+/// second mark cannot be set, so a chunk queued there would wait for whatever it runs. Both
+/// workers are held at gates with a call queued behind each; the first is let go, runs its own
+/// queued call and takes the other's back (the mark stays pending: the other is still held).
+/// A map started then must finish on the free worker alone while the other is held. With the
+/// rule broken a chunk of it queues behind the held call, which the free worker cannot take
+/// back, and the map waits for the gate (here: the test's watchdog).
+#[test]
+fn no_chunk_queues_behind_a_worker_with_a_pending_reclaim_mark() {
+    const OPEN: u64 = 20;
+    const FIRST: u64 = 21;
+    const HELD: u64 = 22;
+    let pool = mailbox_pool(Pool::builder());
+    // Teach the scheduler both tasks' costs (it prefetches only known ones).
+    open_gate(OPEN);
+    for _ in 0..2 {
+        assert_eq!(pool.call(gated, OPEN), Ok(OPEN));
+    }
+    for outcome in pool.map(worker_thread, 0..2_000u64) {
+        outcome.expect("worker_thread succeeds");
+    }
+    let first = pool.submit(gated, FIRST);
+    wait_gate_started(FIRST);
+    let held = pool.submit(gated, HELD);
+    wait_gate_started(HELD);
+    let queued = [pool.submit(worker_thread, 1), pool.submit(worker_thread, 2)];
+    open_gate(FIRST);
+    assert_eq!(first.result(), Ok(FIRST));
+    let ran: Vec<String> = queued
+        .into_iter()
+        .map(|handle| match handle.result_timeout(WATCHDOG) {
+            Ok(outcome) => outcome.expect("worker_thread succeeds"),
+            Err(_) => panic!("a queued call stayed behind the held worker"),
+        })
+        .collect();
+    assert_eq!(ran[0], ran[1], "both queued calls ran on the free worker");
+    assert!(!held.done(), "the other worker is still held");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let pool = &pool;
+        scope.spawn(move || {
+            let threads: Result<Vec<String>, _> = pool.map(worker_thread, 0..1_000u64).collect();
+            let _ = done.send(threads);
+        });
+        let threads = finished.recv_timeout(WATCHDOG);
+        // Let the held worker go either way, so the map (and the scope) can end.
+        open_gate(HELD);
+        let threads = threads
+            .unwrap_or_else(|_| panic!("part of the map stayed behind the held worker"))
+            .expect("worker_thread succeeds");
+        assert_eq!(threads.len(), 1_000);
+        assert!(
+            threads.iter().all(|thread| *thread == ran[0]),
+            "the map ran on the free worker"
+        );
+    });
+    assert_eq!(held.result(), Ok(HELD));
+}

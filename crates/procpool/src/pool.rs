@@ -314,6 +314,18 @@ impl Pool {
         self.shared.frame_buffer_capacity()
     }
 
+    /// Reader threads registered with the helpers (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn attended_slots(&self) -> usize {
+        self.shared.attended_slots()
+    }
+
+    /// The `max_tasks_per_child` budget left of each worker not stopping (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn budgets_left(&self) -> Vec<u64> {
+        self.shared.budgets_left()
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()
@@ -493,6 +505,27 @@ impl PoolBuilder {
         self,
         launcher: Box<dyn crate::link::Launcher>,
     ) -> Result<Pool, Error> {
+        let config = self.config()?;
+        let shared = Shared::start(launcher, config)?;
+        Ok(Pool { shared })
+    }
+
+    /// [`build_with`](PoolBuilder::build_with), with test hooks that widen or reveal the
+    /// windows of the pool's blocking waits (`core::TestHooks`).
+    #[cfg(test)]
+    pub(crate) fn build_with_hooks(
+        self,
+        launcher: Box<dyn crate::link::Launcher>,
+        hooks: crate::core::TestHooks,
+    ) -> Result<Pool, Error> {
+        let mut config = self.config()?;
+        config.hooks = hooks;
+        let shared = Shared::start(launcher, config)?;
+        Ok(Pool { shared })
+    }
+
+    /// The settings the pool's core is built with.
+    fn config(self) -> Result<PoolConfig, Error> {
         let n_workers = match self.workers {
             Some(0) => {
                 return Err(Error::new(
@@ -525,9 +558,10 @@ impl PoolBuilder {
                 policy: self.chunk_policy,
                 ..SchedulerConfig::default()
             },
+            #[cfg(test)]
+            hooks: crate::core::TestHooks::default(),
         };
-        let shared = Shared::start(launcher, config)?;
-        Ok(Pool { shared })
+        Ok(config)
     }
 }
 

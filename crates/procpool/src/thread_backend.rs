@@ -38,6 +38,37 @@ pub(crate) struct ThreadLauncher;
 
 impl Launcher for ThreadLauncher {
     fn launch(&self) -> Result<Link, Error> {
+        launch_thread(false)
+    }
+
+    fn describe(&self) -> String {
+        "thread workers".into()
+    }
+}
+
+/// Thread workers controlled through their channel's mailbox like process workers: the pool
+/// sees the running item, asks for yields and takes queued chunks back through the claim
+/// word (so the scheduler prefetches, `SchedulerConfig::reclaim_queued`).
+#[derive(Debug, Default)]
+pub(crate) struct MailboxThreadLauncher;
+
+impl Launcher for MailboxThreadLauncher {
+    fn launch(&self) -> Result<Link, Error> {
+        launch_thread(true)
+    }
+
+    fn describe(&self) -> String {
+        "thread workers with mailboxes".into()
+    }
+
+    fn can_reclaim(&self) -> bool {
+        true
+    }
+}
+
+/// Starts one thread worker; `mailbox`: control it through the mailbox.
+fn launch_thread(mailbox: bool) -> Result<Link, Error> {
+    {
         let (endpoint, handoff) = Endpoint::create(
             &ChannelConfig::new()
                 .submission_capacity(64 * 1024)
@@ -52,6 +83,7 @@ impl Launcher for ThreadLauncher {
                 procpool_worker::run_worker(child, RunOptions::default()).is_ok()
             })
             .map_err(|err| Error::with_source(ErrorKind::Spawn, "thread", err))?;
+        let words = endpoint.mailbox();
         let (sender, receiver) = endpoint.split();
         // Relaxed: only uniqueness matters.
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
@@ -60,16 +92,17 @@ impl Launcher for ThreadLauncher {
             .unwrap_or_else(PoisonError::into_inner)
             .push((pid, closer.clone()));
         let thread = Arc::new(Mutex::new(Some(thread)));
+        let control: Arc<dyn WorkerControl> = if mailbox {
+            crate::backend::thread_control(pid, closer, words)
+        } else {
+            Arc::new(ThreadControl { pid, closer })
+        };
         Ok(Link {
             sender: Box::new(IpcSender::new(sender)),
             receiver: Box::new(IpcReceiver::new(receiver)),
-            control: Arc::new(ThreadControl { pid, closer }),
+            control,
             process: Box::new(ThreadProcess { thread }),
         })
-    }
-
-    fn describe(&self) -> String {
-        "thread workers".into()
     }
 }
 
