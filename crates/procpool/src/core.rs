@@ -201,6 +201,10 @@ struct Core {
     deaths: u64,
     /// Jobs with a timeout in flight; the watchdog runs while this is non-zero.
     timed_jobs: usize,
+    /// The watchdog sits out its idle tick (no chunk of a timed job in flight): dispatching
+    /// such a chunk wakes it, since its timeout is counted from when the watchdog first sees
+    /// the item run.
+    watchdog_idle: bool,
     watchdog: Option<JoinHandle<()>>,
     /// `shutdown` was asked for on a reader thread: close once no job is left.
     close_when_drained: bool,
@@ -455,6 +459,7 @@ impl Shared {
                 restarts: 0,
                 deaths: 0,
                 timed_jobs: 0,
+                watchdog_idle: false,
                 watchdog: None,
                 close_when_drained: false,
                 acceptors: Vec::new(),
@@ -1248,6 +1253,11 @@ impl Shared {
             if let Some(entry) = core.jobs.get_mut(&job_id) {
                 entry.chunks_in_flight += 1;
             }
+            if core.watchdog_idle && job.options().timeout.is_some() {
+                // The watchdog re-checks for timed chunks when woken (`watchdog_loop`).
+                core.watchdog_idle = false;
+                self.changed.notify_all();
+            }
             // Checked before this chunk is recorded: does the worker hold another one?
             let lazy = kick
                 && LAZY_KICK.with(std::cell::Cell::get)
@@ -1935,8 +1945,13 @@ impl Shared {
     /// but leave a liveness ping unanswered for the pool's liveness timeout.
     fn watchdog_loop(&self) {
         let liveness = self.config.liveness_timeout;
-        // Liveness alone needs no fine tick: an eighth of the timeout, within bounds.
-        let idle_tick = liveness.map_or(WATCHDOG_TICK, |limit| {
+        // The fine tick runs only while a chunk of a timed job is in flight. Otherwise liveness
+        // alone needs an eighth of its timeout, within bounds, and without liveness checks
+        // there is nothing to watch: the longest tick, a backstop only, since dispatching a
+        // timed chunk ends an idle tick at once (`watchdog_idle`). (Timed jobs used to keep
+        // the fine tick: a `submit` stream with a timeout lives as long as the pool, so one
+        // timed call meant 200 wake-ups a second for the pool's life.)
+        let idle_tick = liveness.map_or(LIVENESS_MAX_TICK, |limit| {
             (limit / 8).clamp(WATCHDOG_TICK, LIVENESS_MAX_TICK)
         });
         #[cfg(test)]
@@ -1949,9 +1964,10 @@ impl Shared {
             let deadline = Instant::now() + tick;
             let mut core = self.lock();
             while core.phase != Phase::Closed {
-                // The first timed job ends a liveness-only tick at once (`register_job`
-                // notifies): its timeouts need the fine tick from their first item on.
-                if tick > WATCHDOG_TICK && core.timed_jobs > 0 {
+                // A timed chunk dispatched meanwhile ends an idle tick at once (dispatch
+                // notifies while `watchdog_idle` is set): its timeout needs the fine tick from
+                // its first item on.
+                if tick > WATCHDOG_TICK && timed_chunks_in_flight(&core) {
                     break;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -1959,6 +1975,7 @@ impl Shared {
                     break;
                 }
                 if tick > WATCHDOG_TICK {
+                    core.watchdog_idle = true;
                     self.about_to_block("watchdog idle");
                 }
                 core = self
@@ -1967,10 +1984,11 @@ impl Shared {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+            core.watchdog_idle = false;
             if core.phase == Phase::Closed {
                 return;
             }
-            let timed = core.timed_jobs > 0;
+            let timed = timed_chunks_in_flight(&core);
             tick = if timed { WATCHDOG_TICK } else { idle_tick };
             if !timed && liveness.is_none() {
                 continue;
@@ -2503,6 +2521,13 @@ impl Helper for Shared {
             cell.kick();
         }
     }
+}
+
+/// Whether a chunk of a job with a timeout is in flight (the watchdog's fine tick).
+fn timed_chunks_in_flight(core: &Core) -> bool {
+    core.timed_jobs > 0
+        && (core.jobs.values())
+            .any(|entry| entry.chunks_in_flight > 0 && entry.job.options().timeout.is_some())
 }
 
 /// Cuts short every handshake in flight (the pool closes): the link is closed, so the

@@ -695,6 +695,35 @@ fn a_timed_call_submitted_while_the_watchdog_idles_is_timed_out() {
     }
 }
 
+/// A watchdog started by a timed call goes back to its long idle tick once no timed chunk is
+/// in flight, and still times out the next timed call from its first item on. It used to keep
+/// the fine tick while any timed job existed, and the `submit` stream of a timed call lives as
+/// long as the pool: without liveness checks it woke every 5 ms for the pool's life (the
+/// "watchdog idle" wait was never reached).
+#[test]
+fn without_liveness_checks_an_idle_watchdog_sleeps_and_still_enforces_timeouts() {
+    let (mut hooks, blocked) = report_blocking_at("watchdog idle");
+    hooks.watchdog_idle_tick = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .liveness_timeout(Duration::ZERO)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("thread workers start");
+    let quick = pool.task(square).timeout(Duration::from_secs(30)).submit(4);
+    assert_eq!(quick.result(), Ok(16));
+    blocked
+        .recv_timeout(WATCHDOG)
+        .expect("with no timed job left the watchdog waits out its idle tick");
+    let slow = pool
+        .task(builtin::sleep_for)
+        .timeout(Duration::from_millis(20))
+        .submit(1_500);
+    match slow.result() {
+        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}
+
 /// Starts its first worker, then fails every later start.
 struct FirstOnly(AtomicUsize);
 
