@@ -839,15 +839,19 @@ impl Shared {
     /// gives back its idle pads, and the core its frame buffer if it grew above `FRAME_KEEP`
     /// and no frame needed that much for a `BUFFER_IDLE`.
     fn release_idle_buffers(&self, id: WorkerId, now: Instant) {
-        let mut core = self.lock();
-        if let Some(entry) = core.workers.get_mut(&id) {
-            entry.sender.release_idle_buffers();
-        }
-        if core.frame.capacity() > FRAME_KEEP
-            && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE
-        {
-            core.frame = AlignedVec::new();
-        }
+        let (pads, frame) = {
+            let mut core = self.lock();
+            let pads =
+                (core.workers.get_mut(&id)).and_then(|entry| entry.sender.release_idle_buffers());
+            let frame = (core.frame.capacity() > FRAME_KEEP
+                && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE)
+                .then(|| std::mem::replace(&mut core.frame, AlignedVec::new()));
+            (pads, frame)
+        };
+        // Outside the core lock: punching and unmapping a 64 MiB pad takes ~8 ms here (a
+        // 256 MiB one ~60 ms), which would hold up every submit and outcome meanwhile.
+        drop(pads);
+        drop(frame);
     }
 
     /// The capacity of the core's frame buffer (tests).
