@@ -233,6 +233,50 @@ fn an_idle_parent_gives_its_pads_and_copy_buffer_back() {
 }
 
 #[test]
+fn a_worker_busy_with_a_long_call_keeps_its_links_buffers() {
+    let _watchdog = watchdog("a_worker_busy_with_a_long_call_keeps_its_links_buffers");
+    if !measuring_alone(
+        "payload::a_worker_busy_with_a_long_call_keeps_its_links_buffers",
+        "PROCPOOL_TEST_BUSY_BUFFERS_CHILD",
+    ) {
+        return;
+    }
+    const LEN: usize = 64 << 20;
+    let pool = pool(1);
+    // A large call leaves a pad and a copy buffer (repeated: see the test above); its own
+    // vectors are dropped before the look, the copy buffer is then the one mapping that large.
+    let kept = (0..5).any(|round| {
+        {
+            let data = pattern(LEN, 3 + round);
+            let back = pool.call(builtin::echo_bytes, data.clone()).unwrap();
+            assert!(back == data, "{LEN} bytes came back changed");
+        }
+        pads_here().0 >= 1 && anonymous_mappings_above(LEN) == 1
+    });
+    assert!(
+        kept,
+        "the parent keeps a pad and a copy buffer after a large call"
+    );
+    // The worker then runs a call for three seconds, three of the reader's offers: a worker
+    // running a chunk is not idle, so the link keeps both for the next large call (it used to
+    // give them back during the call, and every slow large call faulted in fresh ones).
+    pool.call(builtin::sleep_for, 3_000).unwrap();
+    assert!(
+        pads_here().0 >= 1,
+        "the pad was given back while the worker was busy"
+    );
+    assert_eq!(
+        anonymous_mappings_above(LEN),
+        1,
+        "the copy buffer was given back while the worker was busy"
+    );
+    // Idle at last: both go.
+    eventually("the idle parent released its pads and copy buffer", || {
+        pads_here() == (0, 0) && anonymous_mappings_above(LEN) == 0
+    });
+}
+
+#[test]
 fn a_pad_the_worker_still_reads_is_not_released() {
     let _watchdog = watchdog("a_pad_the_worker_still_reads_is_not_released");
     let pool = pool(1);

@@ -58,7 +58,8 @@ mod segment;
 #[cfg(not(procpool_loom))]
 pub use crate::{
     channel::{
-        ChannelConfig, Closer, DEFAULT_PAD_LIMIT, Endpoint, Frame, Grant, Handoff, Receiver, Sender,
+        ChannelConfig, Closer, DEFAULT_PAD_LIMIT, Endpoint, Frame, Grant, Handoff, IdlePads,
+        Receiver, Sender,
     },
     copy::{PARALLEL_COPY_MIN, copy_bytes},
     error::{CreateError, HandoffError, OpenError, RecvError, SendError},

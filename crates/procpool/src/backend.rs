@@ -212,12 +212,14 @@ impl FrameSender for IpcSender {
         }
     }
 
-    fn release_idle_buffers(&mut self) {
-        // A pad holding a frame the worker has not dropped yet is kept (`release_pads` takes
+    fn release_idle_buffers(&mut self) -> crate::link::Released {
+        // A pad holding a frame the worker has not dropped yet is kept (`take_idle_pads` takes
         // only pads whose word says FREE).
-        if !std::mem::take(&mut self.large_since_check) {
-            self.sender.release_pads();
+        if std::mem::take(&mut self.large_since_check) {
+            return None;
         }
+        let idle = self.sender.take_idle_pads();
+        (!idle.is_empty()).then(|| Box::new(idle) as Box<dyn Send>)
     }
 }
 

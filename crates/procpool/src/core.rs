@@ -771,12 +771,13 @@ impl Shared {
             }
             // Before the helper check, so a stream of helped calls does not skip it. Holding
             // the receiver, no frame is being read; the core lock is taken after it, as when a
-            // frame is settled.
+            // frame is settled, and released before the receiver gives its buffer back.
             let now = Instant::now();
             if now.saturating_duration_since(buffers_offered) >= BUFFER_IDLE {
                 buffers_offered = now;
-                rx.receiver.release_idle_buffers();
-                self.release_idle_buffers(id, now);
+                if self.release_idle_buffers(id, now) {
+                    rx.receiver.release_idle_buffers();
+                }
             }
             // Checked with the receiver held: a helper that copied a frame out settles it
             // before it leaves, so frames stay in order.
@@ -835,19 +836,32 @@ impl Shared {
         }
     }
 
-    /// A reader thread's offer of large-frame memory (`BUFFER_IDLE`): its worker's sender
-    /// gives back its idle pads, and the core its frame buffer if it grew above `FRAME_KEEP`
-    /// and no frame needed that much for a `BUFFER_IDLE`.
-    fn release_idle_buffers(&self, id: WorkerId, now: Instant) {
-        let mut core = self.lock();
-        if let Some(entry) = core.workers.get_mut(&id) {
-            entry.sender.release_idle_buffers();
-        }
-        if core.frame.capacity() > FRAME_KEEP
-            && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE
-        {
-            core.frame = AlignedVec::new();
-        }
+    /// A reader thread's offer of large-frame memory (`BUFFER_IDLE`): the core gives back its
+    /// frame buffer if it grew above `FRAME_KEEP` and no frame needed that much for a
+    /// `BUFFER_IDLE`, and, if the worker holds no chunk, its sender gives back its idle pads.
+    /// Returns whether the worker holds no chunk (then its receiver's buffer may go too).
+    ///
+    /// A worker running a chunk is not idle, however long the chunk takes: a call with a large
+    /// argument that runs for seconds keeps the pads its argument came in and the buffer its
+    /// result will need, so a stream of such calls reuses them instead of faulting in fresh
+    /// memory for every call.
+    fn release_idle_buffers(&self, id: WorkerId, now: Instant) -> bool {
+        let (idle, pads, frame) = {
+            let mut core = self.lock();
+            let idle = !core.chunks.values().any(|info| info.worker == id);
+            let pads = (core.workers.get_mut(&id))
+                .filter(|_| idle)
+                .and_then(|entry| entry.sender.release_idle_buffers());
+            let frame = (core.frame.capacity() > FRAME_KEEP
+                && now.saturating_duration_since(core.frame_large_at) >= BUFFER_IDLE)
+                .then(|| std::mem::replace(&mut core.frame, AlignedVec::new()));
+            (idle, pads, frame)
+        };
+        // Outside the core lock: punching and unmapping a 64 MiB pad takes ~8 ms here (a
+        // 256 MiB one ~60 ms), which would hold up every submit and outcome meanwhile.
+        drop(pads);
+        drop(frame);
+        idle
     }
 
     /// The capacity of the core's frame buffer (tests).

@@ -102,8 +102,16 @@ pub(crate) trait FrameSender: Send {
     /// so the memory goes one to two of those after the last large frame. Memory the worker
     /// still reads (a pad whose frame it has not dropped) is kept; the next large frame gets
     /// fresh memory.
-    fn release_idle_buffers(&mut self) {}
+    ///
+    /// Returns what it took, which gives the memory back when dropped: the caller drops it
+    /// outside the core lock, since unmapping hundreds of MiB takes milliseconds.
+    fn release_idle_buffers(&mut self) -> Released {
+        None
+    }
 }
+
+/// Memory a link gave back (see [`FrameSender::release_idle_buffers`]), freed when dropped.
+pub(crate) type Released = Option<Box<dyn Send>>;
 
 /// Receives frames from one worker.
 pub(crate) trait FrameReceiver: Send {

@@ -838,3 +838,27 @@ fn released_pads_are_made_again_and_busy_ones_are_kept() {
     drop(frame);
     assert_eq!(sender.release_pads(), 1);
 }
+
+#[test]
+fn idle_pads_taken_out_are_no_longer_used_and_go_when_dropped() {
+    let (parent, child) = pair(&quick().large_threshold(64));
+    let (mut sender, _keep) = parent.split();
+    let (_keep2, mut receiver) = child.split();
+    let one = pattern(5000, 1);
+    sender.send(&one).expect("send");
+    let held = receiver.recv().expect("recv");
+    // The pad the receiver still reads stays; nothing else is there to take.
+    assert!(sender.take_idle_pads().is_empty());
+    drop(held);
+    let idle = sender.take_idle_pads();
+    assert_eq!(idle.len(), 1);
+    assert!(!sender.holds_pads(), "taken out at once, before the drop");
+    // The next large frame gets a fresh pad while the taken one still waits for its drop.
+    let two = pattern(6000, 2);
+    sender.send(&two).expect("send");
+    assert_eq!(&*receiver.recv().expect("recv"), &two[..]);
+    drop(idle);
+    let three = pattern(7000, 3);
+    sender.send(&three).expect("send");
+    assert_eq!(&*receiver.recv().expect("recv"), &three[..]);
+}
