@@ -22,7 +22,7 @@
 //! `CLONE_SIGHAND`). Hence the child:
 //!
 //! - makes only system calls, through libc's thin wrappers (`sigaction`, `prctl`, `getppid`,
-//!   `dup2`, `fcntl`, `setrlimit`, `sigprocmask`, `execve`, `_exit`): it allocates nothing, takes
+//!   `dup2`, `fcntl`, `setrlimit`, `rt_sigprocmask`, `execve`, `_exit`): it allocates nothing, takes
 //!   no lock (another thread may hold the allocator's), and reads no global state such as
 //!   `environ` (another thread may change it). Everything it needs is prepared by the parent in a
 //!   [`ChildArgs`] of plain values and pointers to C strings that outlive the clone;
@@ -31,9 +31,14 @@
 //! - cannot panic or unwind (no indexing, formatting or allocation): unwinding in the child would
 //!   run the parent's code on the parent's data; `child_main` is `extern "C"`, so a panic would
 //!   abort the child alone, but none can happen;
-//! - starts with every signal blocked (the parent blocks them all around the clone) and resets
-//!   each signal that has a handler to its default before it unblocks any, because a handler of
-//!   the parent running in the child would run the parent's code on the parent's memory;
+//! - starts with every signal blocked (the parent blocks them all around the clone, with the raw
+//!   `rt_sigprocmask`, so glibc's two internal signals too, as glibc's own `posix_spawn` does) and
+//!   resets each signal that has a handler to its default before it unblocks any, because a
+//!   handler of the parent running in the child would run the parent's code on the parent's
+//!   memory. glibc refuses to change the handlers of its internal signals (SIGCANCEL, SIGSETXID),
+//!   so they get unblocked right before the `execve` with glibc's handlers still in place: only a
+//!   signal sent on purpose to the new pid in that instant could run one, and both handlers
+//!   return at once for a signal not sent by their own process;
 //! - reports how it ended in [`Report`], a word in the parent's memory: the stage it reached and
 //!   an errno. Exec replaces the child's memory, so once the exec succeeded it cannot write there
 //!   any more, and the parent, woken only then, reads a consistent word;
@@ -78,8 +83,9 @@ pub(super) struct ChildArgs<'a> {
     pub(super) parent_pid: libc::pid_t,
     /// Set SIGINT to `SIG_IGN` (it stays ignored in the executed program).
     pub(super) ignore_sigint: bool,
-    /// The signal mask the program starts with.
-    pub(super) exec_mask: libc::sigset_t,
+    /// The signal mask the program starts with, as the kernel's signal set (bit `n - 1` for
+    /// signal `n`); see [`exec_mask`].
+    pub(super) exec_mask: u64,
     /// `RLIMIT_AS` (soft and hard) for the child, if any.
     pub(super) memory_limit: Option<libc::rlimit>,
 }
@@ -291,10 +297,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             return fail(Stage::MemoryLimit, errno());
         }
     }
-    // SAFETY: sigprocmask reads the set we pass by pointer; a null old-set pointer is allowed.
-    // Every signal with a handler is at its default by now, so whatever gets unblocked runs no
-    // code of the parent's.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &args.exec_mask, ptr::null_mut()) };
+    // Every signal with a handler is at its default by now (but glibc's two, see the module
+    // docs), so whatever gets unblocked runs no code of the parent's.
+    set_signal_mask(&args.exec_mask, None);
     // Release: pairs with the Acquire loads in `spawn`. If the exec succeeds this is the
     // report; the parent is woken by the exec, after this store.
     shared
@@ -437,23 +442,16 @@ impl Drop for ChildStack {
 /// Blocks every signal on this thread until dropped, so the clone's child starts with all of
 /// them blocked (it inherits the calling thread's mask).
 struct BlockAllSignals {
-    old: libc::sigset_t,
+    old: u64,
 }
 
 impl BlockAllSignals {
     fn new() -> io::Result<BlockAllSignals> {
-        // SAFETY: an all-zero sigset_t is a valid value, filled in by the calls below.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sigfillset writes our local set; pthread_sigmask reads `all` and writes `old`,
-        // and changes only this thread's mask (glibc keeps its internal signals unblocked).
-        let res = unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old)
-        };
-        if res != 0 {
-            return Err(io::Error::from_raw_os_error(res));
+        let mut old = 0;
+        // Every bit: the kernel ignores SIGKILL and SIGSTOP; glibc's internal signals are
+        // blocked too (glibc's `sigfillset` would leave them out).
+        if set_signal_mask(&u64::MAX, Some(&mut old)) < 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(BlockAllSignals { old })
     }
@@ -461,21 +459,34 @@ impl BlockAllSignals {
 
 impl Drop for BlockAllSignals {
     fn drop(&mut self) {
-        // SAFETY: restores the mask `new` saved; pthread_sigmask only reads it.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, ptr::null_mut()) };
+        // Restores exactly the mask `new` saved.
+        set_signal_mask(&self.old, None);
+    }
+}
+
+/// The raw `rt_sigprocmask(SIG_SETMASK, mask, old)` on the kernel's 64-signal set, bypassing
+/// glibc's wrapper (which keeps its internal signals unblocked). Returns the syscall's result.
+fn set_signal_mask(mask: &u64, old: Option<&mut u64>) -> libc::c_long {
+    let old = old.map_or(ptr::null_mut(), ptr::from_mut);
+    // SAFETY: rt_sigprocmask reads 8 bytes at `mask` and, if `old` is not null, writes 8 bytes
+    // at `old`: both point at u64s we borrow for the call; 8 is the kernel's sigset size on
+    // Linux (64 signals). It changes only the calling thread's mask.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            ptr::from_ref(mask),
+            old,
+            std::mem::size_of::<u64>(),
+        )
     }
 }
 
 /// The signal mask for the executed program: empty, plus SIGINT if `block_sigint`.
-pub(super) fn exec_mask(block_sigint: bool) -> libc::sigset_t {
-    // SAFETY: an all-zero sigset_t is a valid value; sigemptyset and sigaddset write only our
-    // local set (SIGINT is a valid signal number).
-    unsafe {
-        let mut mask: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut mask);
-        if block_sigint {
-            libc::sigaddset(&mut mask, libc::SIGINT);
-        }
-        mask
+pub(super) fn exec_mask(block_sigint: bool) -> u64 {
+    if block_sigint {
+        1 << (libc::SIGINT - 1)
+    } else {
+        0
     }
 }
