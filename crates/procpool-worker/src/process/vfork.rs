@@ -243,8 +243,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let shared = unsafe { &*arg.cast_const().cast::<Shared<'_, '_>>() };
     let args = shared.args;
     let fail = |stage: Stage, errno: c_int| -> c_int {
+        // Release (both): pairs with the Acquire loads in `spawn`, which run after the vfork
+        // wait, the ordering that actually matters.
         shared.report.errno.store(errno, Ordering::Release);
-        // Release: pairs with the Acquire loads in `spawn` (after the vfork wait).
         shared.report.stage.store(stage as u32, Ordering::Release);
         let code = if stage == Stage::ParentGone {
             crate::entry::EXIT_PARENT_GONE
