@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release -p procpool-benches --example latency_probe -- MODE [N] [MIB]`, MODE one
 //! of `startup` (N pools: build, `call(add_one, 1)`, shutdown), `startup-big` (the same from a
-//! parent holding MIB MiB, posix_spawn against fork+exec), `warm` (N calls), `submit` (N
+//! parent holding MIB MiB, without and with a memory limit: a limit used to mean fork+exec, now
+//! both take the same vfork-style start), `warm` (N calls), `submit` (N
 //! `submit(..).result()`; both pinned with `PROBE_PIN=split` or `same`, see `pin`), `idle` (N calls
 //! and N of each ping-pong, each after 100 ms of sleep).
 use std::io::{Read, Write};
@@ -122,9 +123,9 @@ fn main() {
                     println!(
                         "round {round} parent heap {mb} MiB, {}: start to first result and shutdown p50 {:.2} ms (min {:.2})",
                         if fork {
-                            "fork+exec (memory_limit set)"
+                            "memory_limit set"
                         } else {
-                            "posix_spawn"
+                            "no memory limit"
                         },
                         pct(&mut t, 0.5),
                         pct(&mut t, 0.0)

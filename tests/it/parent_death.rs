@@ -7,6 +7,10 @@
 //! same time). The monitor re-runs the binary once more as the pool-owning *parent*, in a
 //! process group of its own, records every descendant of it from `/proc`, ends it, and checks
 //! that all of them are gone. Orphans are reparented to the monitor, which reaps them.
+//!
+//! The same monitor runs a parent whose worker program never reaches procpool's entry
+//! (`sleeper-worker` never calls `procpool::init()`), to check that the parent-death signal is
+//! armed by the spawner before the exec, not only by the worker's own `main`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -80,6 +84,22 @@ fn role_pool_parent() {
     drop(out);
     // Wait to be killed; if the monitor never does, end after a minute (the pools go with us).
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A pool owner whose worker program (`sleeper-worker`) never calls `procpool::init()`: `build`
+/// waits for a handshake that never comes (the start timeout is far away) until it is killed.
+#[test]
+fn role_no_init_parent() {
+    if std::env::var(ROLE_VAR).as_deref() != Ok("no-init-parent") {
+        return;
+    }
+    let res = procpool::Pool::builder()
+        .workers(1)
+        .program(env!("CARGO_BIN_EXE_sleeper-worker"))
+        .start_timeout(Duration::from_secs(60))
+        .build();
+    // Only reached if the monitor never kills us.
+    panic!("build returned: {:?}", res.map(drop));
 }
 
 /// Parent pid and state of every process, from `/proc/<pid>/stat`.
@@ -235,10 +255,79 @@ fn role_monitor() {
     std::process::exit(0);
 }
 
+/// The monitor for [`role_no_init_parent`]: once its worker runs (it prints its pid from its
+/// own `main`), SIGKILLs the parent and checks that the worker is gone within [`DEADLINE`].
+#[test]
+fn role_no_init_monitor() {
+    if std::env::var(ROLE_VAR).as_deref() != Ok("no-init-kill") {
+        return;
+    }
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes how this process's orphaned
+    // descendants are reparented.
+    let res = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    assert_eq!(res, 0, "PR_SET_CHILD_SUBREAPER");
+    let mut parent = ChildGuard(
+        rerun("parent_death::role_no_init_parent", "no-init-parent")
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the parent"),
+    );
+    let parent_pid = parent.0.id();
+    let stdout = parent.0.stdout.take().expect("piped stdout");
+    let mut worker = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("the parent's output");
+        if let Some((_, pid)) = line.split_once("@@sleeper ") {
+            worker = Some(pid.trim().parse::<u32>().expect("a pid"));
+            break;
+        }
+    }
+    let worker = worker.expect("the worker printed its pid");
+    let tree = descendants(parent_pid);
+    assert_eq!(
+        tree,
+        HashSet::from([worker]),
+        "the parent's only descendant is its worker"
+    );
+    // SAFETY: kill(2) with SIGKILL on the parent, our child, not yet reaped.
+    let res = unsafe { libc::kill(parent_pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(res, 0, "kill the parent");
+    let since = Instant::now();
+    let status = parent.0.wait().expect("reap the parent");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "how the parent died");
+    while running(worker) {
+        if since.elapsed() >= DEADLINE {
+            // The orphan is our child now (we are its subreaper): end it before failing, so
+            // the failing test leaves nothing behind.
+            // SAFETY: kill(2) with SIGKILL on one pid that `running` just saw alive.
+            unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) };
+            while running(worker) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            panic!(
+                "worker {worker}, which never called procpool::init(), still ran {DEADLINE:?} \
+                 after its parent was SIGKILLed: an orphan"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!(
+        "no-init: the worker was gone {:?} after the parent died",
+        since.elapsed()
+    );
+    std::process::exit(0);
+}
+
 /// Runs the monitor with `ending` and checks that it passed.
 fn parent_death(ending: &str) {
+    let monitor_test = if ending.starts_with("no-init") {
+        "parent_death::role_no_init_monitor"
+    } else {
+        "parent_death::role_monitor"
+    };
     let mut monitor = ChildGuard(
-        rerun("parent_death::role_monitor", ending)
+        rerun(monitor_test, ending)
             .spawn()
             .expect("start the monitor"),
     );
@@ -259,4 +348,10 @@ fn sigkilled_pool_owner_takes_every_worker_and_the_fork_server_with_it() {
 fn ctrl_c_to_the_group_ends_the_pool_owner_and_every_worker() {
     let _watchdog = watchdog("ctrl_c_to_the_group_ends_the_pool_owner_and_every_worker");
     parent_death("sigint");
+}
+
+#[test]
+fn sigkilled_pool_owner_takes_a_worker_that_never_called_init_with_it() {
+    let _watchdog = watchdog("sigkilled_pool_owner_takes_a_worker_that_never_called_init_with_it");
+    parent_death("no-init-kill");
 }

@@ -55,10 +55,12 @@ pub fn enter_worker_mode_if_requested() {
         std::env::remove_var(ENV_FORK_SERVER);
         std::env::remove_var(ENV_PARENT_PID);
     }
-    // A worker started with `posix_spawn` ran no code between clone and exec: the parent-death
-    // signal is armed here (the kernel ties it to the thread that started us, the spawner
-    // thread, whenever it is set), before the race check below. For a `fork`ed start it was
-    // armed already; arming it again changes nothing.
+    // The spawner armed the parent-death signal between clone and exec already (`process`), so
+    // arming it again usually changes nothing. It is kept for the case the exec dropped it: the
+    // kernel clears it on an exec of a set-uid or set-gid program (or one with file
+    // capabilities). It is armed before the race check below, which then also catches a parent
+    // that died between that exec and this point. (The kernel ties the signal to the thread that
+    // started us, the spawner thread, whenever it is set.)
     arm_parent_death_signal();
     if !parent_is(parent_pid.as_deref()) {
         // The parent died before PR_SET_PDEATHSIG was armed, or these variables were inherited

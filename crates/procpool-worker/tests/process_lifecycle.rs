@@ -258,3 +258,47 @@ fn handles_can_move_between_threads() {
     assert_send_sync::<procpool_worker::WorkerKiller>();
     assert_send_sync::<procpool_worker::Listener>();
 }
+
+/// A `/proc/<pid>/status` signal-set field (`SigBlk`, `SigIgn`, ...) as a bit mask.
+fn signal_set(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in the status of {pid}"));
+    u64::from_str_radix(line.trim(), 16).expect("a hex mask")
+}
+
+#[test]
+fn a_started_program_gets_the_signal_mask_and_dispositions_it_is_promised() {
+    // `sleep` leaves its signal state alone (a shell would clear its mask), so /proc shows what
+    // the spawner set up between clone and exec, where it blocked every signal itself.
+    let sigint = 1u64 << (libc::SIGINT - 1);
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    let mut any_program = WorkerProcess::spawn(Path::new("/bin/sleep"), ["60"], handoff(), &[])
+        .expect("spawn /bin/sleep");
+    let pid = any_program.pid();
+    assert_eq!(signal_set(pid, "SigBlk"), 0, "no signal is blocked");
+    assert_eq!(
+        signal_set(pid, "SigIgn") & (sigint | sigpipe),
+        sigint,
+        "SIGINT is ignored, SIGPIPE (ignored by Rust programs) is not"
+    );
+    any_program.kill(libc::SIGKILL).expect("kill");
+    wait(&mut any_program);
+
+    // A WorkerSpawner's program runs the entry, which unblocks SIGINT once it has ignored it.
+    let spawner = WorkerSpawner::new(StartMethod::Spawn)
+        .program("/bin/sleep")
+        .arg("60");
+    let mut entry_program = spawner.spawn(handoff()).expect("spawn");
+    let pid = entry_program.pid();
+    assert_eq!(signal_set(pid, "SigBlk"), sigint, "only SIGINT is blocked");
+    assert_eq!(
+        signal_set(pid, "SigIgn") & sigint,
+        sigint,
+        "SIGINT is ignored"
+    );
+    entry_program.kill(libc::SIGKILL).expect("kill");
+    wait(&mut entry_program);
+}
