@@ -172,6 +172,23 @@ fn times_better(
     Some((factor, format!("{factor:.1}× ({})", peer.system)))
 }
 
+/// procpool's figure on `workload` divided by `peer`'s, with `describe(ours, peer)` and the
+/// ratio as its text.
+fn ratio_to(
+    rows: &[Row],
+    workload: &str,
+    peer: &str,
+    describe: impl Fn(f64, f64) -> String,
+) -> Option<(f64, String)> {
+    let ours = find(rows, workload, "procpool")?;
+    let peer = find(rows, workload, peer)?;
+    let ratio = ours.value / peer.value;
+    Some((
+        ratio,
+        format!("{} ({ratio:.2}×)", describe(ours.value, peer.value)),
+    ))
+}
+
 /// Every issue-7 target this run has figures for.
 pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
     let procpool = |workload: &str| find(rows, workload, "procpool");
@@ -191,18 +208,9 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
     out.push(check(
         "latency_idle",
         "≤ 1.2× the machine's futex wake-up round trip after the same idle time (issue 5)",
-        procpool("latency_idle")
-            .zip(find(rows, "latency_idle", "futex pair"))
-            .map(|(ours, futex)| {
-                let ratio = ours.value / futex.value;
-                (
-                    ratio,
-                    format!(
-                        "{:.1} µs vs futex pair {:.1} µs ({ratio:.2}×)",
-                        ours.value, futex.value
-                    ),
-                )
-            }),
+        ratio_to(rows, "latency_idle", "futex pair", |ours, peer| {
+            format!("{ours:.1} µs vs futex pair {peer:.1} µs")
+        }),
         1.2,
         false,
     ));
@@ -234,18 +242,9 @@ pub fn checks(rows: &[Row]) -> Vec<TargetCheck> {
         check(
             "map_1us",
             "efficiency within 5% of rayon",
-            procpool("map_1us")
-                .zip(find(rows, "map_1us", "rayon"))
-                .map(|(ours, rayon)| {
-                    let ratio = ours.value / rayon.value;
-                    (
-                        ratio,
-                        format!(
-                            "{:.3} vs rayon {:.3} ({ratio:.2}×)",
-                            ours.value, rayon.value
-                        ),
-                    )
-                }),
+            ratio_to(rows, "map_1us", "rayon", |ours, peer| {
+                format!("{ours:.3} vs rayon {peer:.3}")
+            }),
             0.95,
             true,
         ),

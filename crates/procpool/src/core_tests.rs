@@ -670,6 +670,18 @@ fn report_blocking_at(
     (hooks, blocked)
 }
 
+/// A 1.5 s call with a 20 ms timeout ends `TimedOut`.
+fn assert_a_slow_timed_call_times_out(pool: &Pool) {
+    let slow = pool
+        .task(builtin::sleep_for)
+        .timeout(Duration::from_millis(20))
+        .submit(1_500);
+    match slow.result() {
+        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+}
+
 /// A timed call submitted while the watchdog sits out its liveness-only tick is watched from
 /// its first item on. The tick is widened to ten minutes and the call submitted once the
 /// watchdog blocks in it: before the fix (the watchdog woke only at the end of its tick), the
@@ -685,14 +697,7 @@ fn a_timed_call_submitted_while_the_watchdog_idles_is_timed_out() {
     blocked
         .recv_timeout(WATCHDOG)
         .expect("the watchdog waits out its idle tick");
-    let slow = pool
-        .task(builtin::sleep_for)
-        .timeout(Duration::from_millis(20))
-        .submit(1_500);
-    match slow.result() {
-        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
-        other => panic!("expected TimedOut, got {other:?}"),
-    }
+    assert_a_slow_timed_call_times_out(&pool);
 }
 
 /// A watchdog started by a timed call goes back to its long idle tick once no timed chunk is
@@ -714,14 +719,7 @@ fn without_liveness_checks_an_idle_watchdog_sleeps_and_still_enforces_timeouts()
     blocked
         .recv_timeout(WATCHDOG)
         .expect("with no timed job left the watchdog waits out its idle tick");
-    let slow = pool
-        .task(builtin::sleep_for)
-        .timeout(Duration::from_millis(20))
-        .submit(1_500);
-    match slow.result() {
-        Err(TaskError::TimedOut { limit }) => assert_eq!(limit, Duration::from_millis(20)),
-        other => panic!("expected TimedOut, got {other:?}"),
-    }
+    assert_a_slow_timed_call_times_out(&pool);
 }
 
 /// Starts its first worker, then fails every later start.
