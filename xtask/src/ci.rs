@@ -31,6 +31,18 @@ pub(crate) fn run(args: &[String]) -> Result {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // The internals' docs too (module docs, invariants, `# Safety` sections link to private
+    // items): a broken link there went unnoticed for two sessions.
+    util::run(
+        cargo()
+            .args([
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }

@@ -505,7 +505,7 @@ impl SealedWriter {
         })
     }
 
-    /// Bytes written so far by [`Write`](io::Write) (writes at an offset may extend it).
+    /// Bytes written so far by [`io::Write`] (writes at an offset may extend it).
     pub fn len(&self) -> u64 {
         self.len
     }

@@ -1,7 +1,7 @@
 //! Joining a running pool over a Unix socket: the pool listens, a worker started elsewhere attaches.
 //!
 //! The socket only carries the hand-over: the pool creates a fresh channel per accepted peer and
-//! sends its [`Handoff`] (region and socket fds) over `SCM_RIGHTS`; after that the two sides talk
+//! sends its [`Handoff`](procpool_ipc::Handoff) (region and socket fds) over `SCM_RIGHTS`; after that the two sides talk
 //! over the channel exactly like a spawned worker and its parent, starting with worker-core's
 //! handshake (`protocol.rs`).
 //!

@@ -787,7 +787,7 @@ fn spawn_here(
     }
 }
 
-/// The program to execute, and argv[0].
+/// The program to execute, and `argv[0]`.
 fn program_and_arg0(command: &WorkerCommand) -> (PathBuf, OsString) {
     match &command.program {
         Some(program) => (program.clone(), program.clone().into_os_string()),
