@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 
-use procpool::{TaskError, builtin};
+use procpool::{Pool, TaskError, builtin};
 use procpool_tests::shared::{abort_holding, sleep_then_sum};
 use procpool_tests::worker_pid;
 
@@ -189,6 +189,23 @@ fn anonymous_mappings_above(min: usize) -> usize {
         .count()
 }
 
+/// Whether a `len`-byte echo call leaves the parent a pad (its descriptor and read-write
+/// mapping) and a copy buffer (the one anonymous mapping above `len`), checking the bytes that
+/// came back. The argument goes through the parent's pad and the result through its copy
+/// buffer, and every vector of the call is dropped before the look. Tried up to five times: a
+/// parent idle for a second between a call and the look would already have released them.
+fn large_call_leaves_buffers(pool: &Pool, len: usize, seed: u8) -> bool {
+    (0..5).any(|round| {
+        {
+            let data = pattern(len, seed.wrapping_add(round));
+            let back = pool.call(builtin::echo_bytes, data.clone()).unwrap();
+            assert!(back == data, "{len} bytes came back changed");
+        }
+        let (fds, maps) = pads_here();
+        fds >= 1 && maps >= 1 && anonymous_mappings_above(len) == 1
+    })
+}
+
 #[test]
 fn an_idle_parent_gives_its_pads_and_copy_buffer_back() {
     let _watchdog = watchdog("an_idle_parent_gives_its_pads_and_copy_buffer_back");
@@ -203,22 +220,8 @@ fn an_idle_parent_gives_its_pads_and_copy_buffer_back() {
     let pool = pool(1);
     assert_eq!(pads_here(), (0, 0), "no pad before a large frame");
     assert_eq!(anonymous_mappings_above(LEN), 0, "nothing that large yet");
-    // The argument goes through the parent's pad and the result through its copy buffer,
-    // and every vector of the call is dropped before the look. (Repeated: a parent idle for a
-    // second between the call and the look would already have released them.)
-    let large_call_leaves_buffers = |seed: u8| {
-        (0..5).any(|round| {
-            {
-                let data = pattern(LEN, seed.wrapping_add(round));
-                let back = pool.call(builtin::echo_bytes, data.clone()).unwrap();
-                assert!(back == data, "{LEN} bytes came back changed");
-            }
-            let (fds, maps) = pads_here();
-            fds >= 1 && maps >= 1 && anonymous_mappings_above(LEN) == 1
-        })
-    };
     assert!(
-        large_call_leaves_buffers(1),
+        large_call_leaves_buffers(&pool, LEN, 1),
         "the parent keeps a pad and a copy buffer after a large call"
     );
     // About a second or two without large frames, with nothing else arriving: both go.
@@ -227,7 +230,7 @@ fn an_idle_parent_gives_its_pads_and_copy_buffer_back() {
     });
     // The next large call gets fresh ones and every byte right.
     assert!(
-        large_call_leaves_buffers(10),
+        large_call_leaves_buffers(&pool, LEN, 10),
         "a new pad and copy buffer for the next large call"
     );
 }
@@ -243,18 +246,8 @@ fn a_worker_busy_with_a_long_call_keeps_its_links_buffers() {
     }
     const LEN: usize = 64 << 20;
     let pool = pool(1);
-    // A large call leaves a pad and a copy buffer (repeated: see the test above); its own
-    // vectors are dropped before the look, the copy buffer is then the one mapping that large.
-    let kept = (0..5).any(|round| {
-        {
-            let data = pattern(LEN, 3 + round);
-            let back = pool.call(builtin::echo_bytes, data.clone()).unwrap();
-            assert!(back == data, "{LEN} bytes came back changed");
-        }
-        pads_here().0 >= 1 && anonymous_mappings_above(LEN) == 1
-    });
     assert!(
-        kept,
+        large_call_leaves_buffers(&pool, LEN, 3),
         "the parent keeps a pad and a copy buffer after a large call"
     );
     // The worker then runs a call for three seconds, three of the reader's offers: a worker
