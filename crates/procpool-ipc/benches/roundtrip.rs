@@ -15,6 +15,12 @@
 //! issue's measurements); `PROCPOOL_IPC_BENCH_NO_PIN=1` turns that off.
 //!
 //! Run: `cargo bench -p procpool-ipc --bench roundtrip` (add `-- --quick` for a fast look).
+//!
+//! `PROCPOOL_IPC_BENCH_IDLE=N` runs only the *idle trips* instead: N round trips of each of
+//! a raw process futex pair, a default-strategy channel and a channel that never spins, each
+//! trip after 100 ms of sleep, nothing pinned (the kernel places both sides, as for the
+//! facade's `latency_idle` row). This is the transport's floor under the facade's idle round
+//! trip (docs/bench/startup-and-latency.md, "Session 6").
 
 mod peer;
 
@@ -36,6 +42,7 @@ fn peer_main(role: &str) {
         "ipc_default_20us" => peer::ipc_echo(WaitStrategy::DEFAULT_SPIN, Duration::from_micros(20)),
         "ipc_spinning_20us" => peer::ipc_echo(SPIN_FOREVER, Duration::from_micros(20)),
         "ipc_parked" => peer::ipc_echo(Duration::ZERO, Duration::ZERO),
+        "ipc_default" => peer::ipc_echo(WaitStrategy::DEFAULT_SPIN, Duration::ZERO),
         "futex" => peer::futex_echo(),
         "stream" => {
             let mut stream = UnixStream::from(peer::inherited(3));
@@ -196,6 +203,74 @@ fn idle_cpu() {
     );
 }
 
+/// Not a criterion benchmark: `n` round trips of each kind, interleaved, each after 100 ms
+/// of sleep; prints the median and the minimum of each kind.
+fn idle_trips(n: usize) {
+    let (page, fd) = peer::SharedPage::create();
+    let _futex_peer = peer::spawn("futex", vec![fd]);
+    let (ping, pong) = (page.word(0), page.word(32));
+    let mut counter = 0u32;
+    let mut futex_trip = || {
+        counter = counter.wrapping_add(1).max(1) % (u32::MAX - 1);
+        ping.store(counter, Ordering::Release);
+        peer::futex_wake(ping);
+        loop {
+            let value = pong.load(Ordering::Acquire);
+            if value == counter {
+                break;
+            }
+            peer::futex_wait(pong, value);
+        }
+    };
+    let channel = |role: &str, spin: Duration| {
+        let (endpoint, handoff) =
+            Endpoint::create(&ChannelConfig::new().spin(spin)).expect("create");
+        let (region, socket) = handoff.into_fds();
+        let peer = peer::spawn(role, vec![region, socket]);
+        let (sender, receiver) = endpoint.split();
+        (peer, sender, receiver)
+    };
+    let (_default_peer, mut default_tx, mut default_rx) =
+        channel("ipc_default", WaitStrategy::DEFAULT_SPIN);
+    let (_parked_peer, mut parked_tx, mut parked_rx) = channel("ipc_parked", Duration::ZERO);
+    let echo = |tx: &mut procpool_ipc::Sender, rx: &mut procpool_ipc::Receiver| {
+        tx.send(&MSG).expect("send");
+        assert_eq!(rx.recv().expect("recv").len(), MSG.len());
+    };
+    let mut kinds: [(&str, Vec<f64>); 3] = [
+        ("process futex pair", Vec::with_capacity(n)),
+        ("channel, default spin", Vec::with_capacity(n)),
+        ("channel, no spin", Vec::with_capacity(n)),
+    ];
+    for round in 0..=n {
+        for (kind, (_, trips)) in kinds.iter_mut().enumerate() {
+            // Round 0 warms every path up; it is not recorded.
+            if round > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let start = Instant::now();
+            match kind {
+                0 => futex_trip(),
+                1 => echo(&mut default_tx, &mut default_rx),
+                _ => echo(&mut parked_tx, &mut parked_rx),
+            }
+            if round > 0 {
+                trips.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    for (name, mut trips) in kinds {
+        trips.sort_by(f64::total_cmp);
+        println!(
+            "idle_trips/{name}: median {:.1} µs, min {:.1} µs ({n} trips after 100 ms)",
+            trips[n / 2],
+            trips[0]
+        );
+    }
+    ping.store(u32::MAX, Ordering::Release);
+    peer::futex_wake(ping);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
@@ -203,9 +278,21 @@ criterion_group! {
 }
 
 fn main() {
+    let idle = std::env::var("PROCPOOL_IPC_BENCH_IDLE").ok();
     if let Ok(role) = std::env::var(peer::ROLE_ENV) {
-        peer::pin_to(1);
+        // Peers of the idle trips inherit the variable and stay where the kernel puts them.
+        if idle.is_none() {
+            peer::pin_to(1);
+        }
         peer_main(&role);
+        return;
+    }
+    if let Some(n) = idle {
+        let n = n
+            .parse()
+            .expect("PROCPOOL_IPC_BENCH_IDLE: a number of trips");
+        assert!(n > 0, "PROCPOOL_IPC_BENCH_IDLE: at least one trip");
+        idle_trips(n);
         return;
     }
     peer::pin_to(0);
