@@ -263,6 +263,25 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
         }
         let _ = writeln!(md);
     }
+    let placement = placement_table(&outcome.rows);
+    if !placement.is_empty() {
+        let _ = writeln!(md, "## Where the round trips ran\n");
+        let _ = writeln!(
+            md,
+            "After every {} warm trips (after every idle one) one more, untimed trip asks the \
+             task for its CPU (`sched_getcpu`), and the trips before it are filed under the \
+             answer. On the caller's CPU the two take turns on one core, so a trip is two \
+             context switches; that happens when another runnable thread holds the other vCPU. \
+             Medians over the rounds (a side without trips in a round does not count there).\n",
+            crate::systems::PLACEMENT_EVERY
+        );
+        let _ = writeln!(md, "| {} |", PLACEMENT_HEADER.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(PLACEMENT_HEADER.len()));
+        for line in placement {
+            let _ = writeln!(md, "| {} |", line.join(" | "));
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "## Sizes\n");
     for (workload, text) in outcome.params.describe() {
         if cfg.workloads.contains(&workload) {
@@ -472,6 +491,36 @@ pub fn inside_table(rows: &[Row]) -> Vec<[String; 6]> {
         .collect()
 }
 
+/// Columns of [`placement_table`].
+const PLACEMENT_HEADER: [&str; 5] = [
+    "workload",
+    "system",
+    "share on the caller's CPU (median round)",
+    "median there (µs)",
+    "median on another CPU (µs)",
+];
+
+/// Rows with a placement split (the latency rows of systems that can say), as table cells.
+pub fn placement_table(rows: &[Row]) -> Vec<[String; 5]> {
+    rows.iter()
+        .filter_map(|r| {
+            let shared = *r.extra.get("shared_cpu")?;
+            let side = |key: &str| {
+                r.extra
+                    .get(key)
+                    .map_or_else(|| "—".to_owned(), |v| fmt_value(*v))
+            };
+            Some([
+                r.workload.clone(),
+                r.system.clone(),
+                format!("{:.0}%", shared * 100.0),
+                side("us_shared_cpu"),
+                side("us_own_cpu"),
+            ])
+        })
+        .collect()
+}
+
 /// The headline unit of a workload name (for charts), if it is one of ours.
 pub fn headline_unit(workload: &str) -> Option<&'static str> {
     Workload::from_name(workload).map(Workload::unit)
@@ -503,6 +552,24 @@ mod tests {
         assert_eq!((map.raw, map.better), (0.5, 0.5));
         assert_eq!(ratio(&rows, &rows[0]), None, "no ratio against itself");
         assert_eq!(ratio(&rows, &rows[4]), None, "no ratio across units");
+    }
+
+    #[test]
+    fn the_placement_table_lists_rows_with_a_split() {
+        let mut split = row("latency", "procpool", 4.0, "us");
+        split.extra.insert("shared_cpu".into(), 0.25);
+        split.extra.insert("us_own_cpu".into(), 2.0);
+        let rows = vec![split, row("latency", "futex pair", 1.0, "us")];
+        assert_eq!(
+            placement_table(&rows),
+            vec![[
+                "latency".to_owned(),
+                "procpool".to_owned(),
+                "25%".to_owned(),
+                "—".to_owned(),
+                "2.00".to_owned(),
+            ]]
+        );
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub fn busy_loops_timed(iters: u64) -> (u64, u64) {
     crate::busy::spin_timed(iters)
 }
 
+/// The CPU the worker runs this on (`sched_getcpu`), `None` if the kernel cannot say: the
+/// latency rows' placement probe (`crate::systems::Backend::task_cpu`), never timed.
+#[procpool::task]
+pub fn task_cpu(unused: u64) -> Option<u32> {
+    let _ = unused;
+    crate::systems::current_cpu()
+}
+
 /// SHA-512 of the whole file at `path`, read at once (as the serial, rayon and Python sides do).
 #[procpool::task]
 pub fn sha512_path(path: &str) -> Result<[u8; 64], String> {

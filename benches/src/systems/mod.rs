@@ -57,6 +57,12 @@ pub trait Backend {
     fn identity(&mut self, data: Vec<u8>) -> Result<Vec<u8>, BenchError>;
     /// SHA-512 of every file, in any order.
     fn digest(&mut self, files: &[PathBuf]) -> Result<Vec<Sha512>, BenchError>;
+    /// The CPU a trivial task of this system runs on now: one more round trip, never timed
+    /// (the latency rows' placement probe). `None` if the system runs no task off the
+    /// caller's thread or cannot say.
+    fn task_cpu(&mut self) -> Result<Option<u32>, BenchError> {
+        Ok(None)
+    }
     /// One round of `shared_table` (procpool only; see `crate::shared_table`).
     fn shared_table(&mut self, params: &Params) -> Result<Sample, BenchError> {
         let _ = params;
@@ -125,6 +131,77 @@ pub fn xor_digests(digests: &[Sha512]) -> Sha512 {
     acc
 }
 
+/// How many warm round trips share one placement probe (an extra, untimed trip).
+pub const PLACEMENT_EVERY: usize = 16;
+
+/// The CPU the calling thread runs on, if the kernel can say.
+pub fn current_cpu() -> Option<u32> {
+    nix::sched::sched_getcpu()
+        .ok()
+        .and_then(|cpu| u32::try_from(cpu).ok())
+}
+
+/// The latency rows' round trips sorted by where the task ran: on the caller's CPU (the two
+/// take turns on one core: every trip is two context switches) or on another one. Trips are
+/// held until the next probe, which comes right after them, and filed under what it found
+/// (on this machine a placement lasts for thousands of trips; `docs/bench/startup-and-latency.md`).
+#[derive(Debug, Default)]
+struct Placement {
+    /// Trips since the last probe.
+    pending: Vec<f64>,
+    /// Probes that could tell, and how many of them found the task on the caller's CPU.
+    probes: usize,
+    shared: usize,
+    on_shared: Vec<f64>,
+    on_own: Vec<f64>,
+}
+
+impl Placement {
+    /// Records one timed trip.
+    fn trip(&mut self, micros: f64) {
+        self.pending.push(micros);
+    }
+
+    /// Asks `system` where its task runs now and files the pending trips under the answer
+    /// (dropped from the split if the system cannot say).
+    fn probe(&mut self, system: &mut dyn Backend) -> Result<(), BenchError> {
+        let task = system.task_cpu()?;
+        self.file(task, current_cpu());
+        Ok(())
+    }
+
+    /// Files the pending trips: the task ran on `task`, the caller on `caller`.
+    fn file(&mut self, task: Option<u32>, caller: Option<u32>) {
+        let trips = std::mem::take(&mut self.pending);
+        let (Some(task), Some(caller)) = (task, caller) else {
+            return;
+        };
+        self.probes += 1;
+        if task == caller {
+            self.shared += 1;
+            self.on_shared.extend(trips);
+        } else {
+            self.on_own.extend(trips);
+        }
+    }
+
+    /// `sample` with the split: `shared_cpu` (share of probes that found the task on the
+    /// caller's CPU) and the median trip of each side, where it has trips.
+    fn annotate(self, mut sample: Sample) -> Sample {
+        if self.probes == 0 {
+            return sample;
+        }
+        sample = sample.with("shared_cpu", self.shared as f64 / self.probes as f64);
+        if !self.on_shared.is_empty() {
+            sample = sample.with("us_shared_cpu", median(&self.on_shared));
+        }
+        if !self.on_own.is_empty() {
+            sample = sample.with("us_own_cpu", median(&self.on_own));
+        }
+        sample
+    }
+}
+
 fn wrong(system: &dyn Backend, workload: Workload, detail: String) -> BenchError {
     BenchError::WrongResult {
         system: system.name().to_owned(),
@@ -163,31 +240,44 @@ pub fn measure(
                 system.round_trip(i)?;
             }
             let mut trips = Vec::with_capacity(p.latency_trips);
+            let mut placement = Placement::default();
             for i in 0..p.latency_trips as u64 {
                 let start = Instant::now();
                 let got = system.round_trip(black_box(i))?;
-                trips.push(start.elapsed().as_nanos() as f64 / 1e3);
+                let micros = start.elapsed().as_nanos() as f64 / 1e3;
+                trips.push(micros);
+                placement.trip(micros);
                 if got != i + 1 {
                     return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
                 }
+                if (i as usize + 1).is_multiple_of(PLACEMENT_EVERY) {
+                    placement.probe(system)?;
+                }
             }
-            Ok(Sample::new(median(&trips), "us"))
+            Ok(placement.annotate(Sample::new(median(&trips), "us")))
         }
         Workload::LatencyIdle => {
             for i in 0..50 {
                 system.round_trip(i)?;
             }
             let mut trips = Vec::with_capacity(p.idle_trips);
+            let mut placement = Placement::default();
             for i in 0..p.idle_trips as u64 {
                 std::thread::sleep(p.idle_for);
                 let start = Instant::now();
                 let got = system.round_trip(black_box(i))?;
-                trips.push(start.elapsed().as_nanos() as f64 / 1e3);
+                let micros = start.elapsed().as_nanos() as f64 / 1e3;
+                trips.push(micros);
+                placement.trip(micros);
                 if got != i + 1 {
                     return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
                 }
+                // Right after the trip, before the next sleep: where the wake-up put the task.
+                placement.probe(system)?;
             }
-            Ok(Sample::new(median(&trips), "us").with("idle_ms", p.idle_for.as_millis() as f64))
+            let sample =
+                Sample::new(median(&trips), "us").with("idle_ms", p.idle_for.as_millis() as f64);
+            Ok(placement.annotate(sample))
         }
         Workload::Submit => {
             let n = p.submit_n as u64;
@@ -351,4 +441,54 @@ pub fn probe_serial(
 /// The error of a primitive a system does not offer.
 fn unsupported(system: &str, what: &str) -> BenchError {
     BenchError::Procpool(format!("{system} does not run `{what}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trips_are_filed_under_the_probe_that_follows_them() {
+        let mut placement = Placement::default();
+        for micros in [5.0, 6.0, 7.0] {
+            placement.trip(micros);
+        }
+        placement.file(Some(0), Some(0));
+        placement.trip(2.0);
+        placement.file(Some(1), Some(0));
+        placement.trip(100.0);
+        placement.file(None, Some(0)); // cannot say: the trip is in neither side
+        let sample = placement.annotate(Sample::new(4.0, "us"));
+        let extra: HashMap<_, _> = sample.extra.into_iter().collect();
+        assert_eq!(extra["shared_cpu"], 0.5);
+        assert_eq!(extra["us_shared_cpu"], 6.0);
+        assert_eq!(extra["us_own_cpu"], 2.0);
+    }
+
+    #[test]
+    fn a_system_that_cannot_say_adds_no_split() {
+        let mut placement = Placement::default();
+        placement.trip(5.0);
+        placement.file(None, None);
+        assert!(placement.annotate(Sample::new(5.0, "us")).extra.is_empty());
+    }
+
+    #[test]
+    fn the_rayon_probe_names_a_cpu_this_machine_has() {
+        let mut rayon = RayonSystem::default();
+        rayon.warm_up(2).unwrap();
+        let cpu = rayon
+            .task_cpu()
+            .unwrap()
+            .expect("sched_getcpu works on Linux");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The affinity mask may allow fewer CPUs than exist, never more.
+        assert!(
+            nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+                .unwrap()
+                .is_set(cpu as usize)
+                .unwrap(),
+            "cpu {cpu} of {cpus}"
+        );
+    }
 }

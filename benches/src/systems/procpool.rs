@@ -7,7 +7,7 @@ use procpool::{Pool, builtin};
 use super::{Backend, Sha512};
 use crate::BenchError;
 use crate::collect::Sample;
-use crate::tasks::{busy_loops, busy_loops_timed, sha512_path};
+use crate::tasks::{busy_loops, busy_loops_timed, sha512_path, task_cpu};
 use crate::workload::{Params, Workload};
 
 /// A `procpool::Pool` with default settings and `workers` worker processes, started once
@@ -74,6 +74,12 @@ impl Backend for ProcpoolSystem {
         self.pool()
             .call(builtin::add_one, x)
             .map_err(|err| failed("call", err))
+    }
+
+    fn task_cpu(&mut self) -> Result<Option<u32>, BenchError> {
+        self.pool()
+            .call(task_cpu, 0)
+            .map_err(|err| failed("placement probe", err))
     }
 
     fn submit_many(&mut self, n: u64) -> Result<u64, BenchError> {

@@ -73,6 +73,10 @@ impl Backend for RayonSystem {
         Ok(self.pool().install(|| add_one(x)))
     }
 
+    fn task_cpu(&mut self) -> Result<Option<u32>, BenchError> {
+        Ok(self.pool().install(super::current_cpu))
+    }
+
     fn submit_many(&mut self, n: u64) -> Result<u64, BenchError> {
         let (tx, rx) = mpsc::channel();
         for i in 0..n {
