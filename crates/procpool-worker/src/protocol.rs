@@ -1428,6 +1428,51 @@ pub fn decode_values<T: Task>(bytes: &[u8], count: usize) -> Result<Vec<T::Outpu
     deserialize::<Vec<T::Output>>(archived)
 }
 
+/// [`decode_values`] for a run of one value (the outcome of a lone call): the value itself,
+/// without the `Vec` around it.
+///
+/// # Errors
+///
+/// As [`decode_values`]; a run of more or fewer than one value is a
+/// [`ProtocolError::CountMismatch`].
+///
+/// # Examples
+///
+/// ```
+/// use procpool_worker::protocol::{self, FromWorker};
+/// use procpool_worker::{builtin, AlignedVec, LocalRunner};
+///
+/// let mut calls = AlignedVec::new();
+/// protocol::encode_call_batch::<builtin::add_one>(1, 10, &[41], &mut calls)?;
+/// let mut got = None;
+/// LocalRunner::new().run(&calls, |frame| {
+///     if let Ok(FromWorker::Outcomes(batch)) = protocol::parse_from_worker(frame) {
+///         let (_, bytes) = batch.values_run().expect("one run of successes");
+///         got = Some(protocol::decode_value::<builtin::add_one>(bytes));
+///     }
+/// })?;
+/// assert_eq!(got.unwrap()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_value<T: Task>(bytes: &[u8]) -> Result<T::Output, ProtocolError> {
+    let archived = access::<ArchivedVec<Archived<T::Output>>>(bytes)?;
+    let [value] = archived.as_slice() else {
+        return Err(ProtocolError::CountMismatch {
+            header: 1,
+            body: archived.len(),
+        });
+    };
+    // A byte buffer goes into fresh memory advised as huge pages, as in `decode_values`.
+    let any: &dyn Any = value;
+    if let Some(bytes) = any.downcast_ref::<ArchivedVec<u8>>() {
+        let buffer: Box<dyn Any> = Box::new(procpool_ipc::copy_to_new_vec(bytes.as_slice()));
+        if let Ok(buffer) = buffer.downcast::<T::Output>() {
+            return Ok(*buffer);
+        }
+    }
+    deserialize::<T::Output>(value)
+}
+
 /// Decodes every outcome of `batch` as task `T`'s, item by item: `(item index, outcome)`,
 /// where a malformed run is a [`ProtocolError`] for each of its items. Each run is validated
 /// and decoded once.

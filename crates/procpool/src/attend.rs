@@ -183,9 +183,11 @@ impl Attend {
         });
     }
 
-    /// The worker's control, if one is installed (without waiting for the receiver's lock).
-    pub(crate) fn control(&self) -> Option<Arc<dyn WorkerControl>> {
-        lock(&self.control).clone()
+    /// Runs `f` on the worker's control, if one is installed (without waiting for the
+    /// receiver's lock, and without a clone of it: a helper looks at every slot's control on
+    /// its co-location checks).
+    pub(crate) fn with_control<R>(&self, f: impl FnOnce(&dyn WorkerControl) -> R) -> Option<R> {
+        lock(&self.control).as_deref().map(f)
     }
 
     /// Takes the receiver out (the worker is gone); waits for a helper that holds it.

@@ -2461,20 +2461,23 @@ impl Helper for Shared {
         // each, which a warm round trip between two cores cannot spare), then offer the core
         // on every look; tell the workers where this thread spins, so one on the same CPU
         // yields right after publishing (see the `procpool_worker` runtime).
-        // Gathered at the first check only: a warm round trip usually ends before it.
-        let controls: std::cell::OnceCell<Vec<Arc<dyn WorkerControl>>> = std::cell::OnceCell::new();
+        // Each check visits the slots' controls in place (a lock each, no allocation).
         let look_cpu = || {
-            let controls =
-                controls.get_or_init(|| cells.iter().filter_map(|cell| cell.control()).collect());
-            let cpu = nix::sched::sched_getcpu().ok();
-            if let Some(cpu) = cpu
-                && !nested
-            {
-                for control in controls {
-                    control.set_waiter_cpu(cpu);
-                }
+            let Ok(cpu) = nix::sched::sched_getcpu() else {
+                return false;
+            };
+            let mut here = false;
+            for cell in cells.iter() {
+                here |= cell
+                    .with_control(|control| {
+                        if !nested {
+                            control.set_waiter_cpu(cpu);
+                        }
+                        control.cpu() == Some(cpu)
+                    })
+                    .unwrap_or(false);
             }
-            cpu.is_some_and(|cpu| controls.iter().any(|control| control.cpu() == Some(cpu)))
+            here
         };
         // After a round trip that found the two on one CPU (or needed yields), check at once.
         let mut co_located = self.helping.co_located_hint() && look_cpu();

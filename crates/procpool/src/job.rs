@@ -105,6 +105,14 @@ fn decode<T: Task>(
         ))
     };
     if let Some((first, bytes)) = batch.values_run() {
+        if batch.len() == 1 {
+            // A lone call: no `Vec` for its one value.
+            sink(
+                first,
+                protocol::decode_value::<T>(bytes).map_err(|err| unreadable(&err)),
+            );
+            return;
+        }
         match protocol::decode_values::<T>(bytes, batch.len()) {
             Ok(values) => (first..)
                 .zip(values)
@@ -504,20 +512,23 @@ impl<T: Task> Job for SubmitStream<T> {
         out: FrameBuf<'_>,
     ) -> Result<usize, TaskError> {
         let window = lock(&self.items);
-        let args: Option<Vec<&T::Args>> = items
-            .clone()
-            .map(|index| window.get(index).map(|item| &item.args))
-            .collect();
-        let args = args.ok_or_else(|| {
-            TaskError::Protocol("internal: the arguments of a finished call were asked for".into())
-        })?;
-        protocol::encode_call_batch_iter_to::<T, _>(
-            chunk_id,
-            items.start,
-            args.iter().copied(),
-            out,
-        )
-        .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
+        if !items.clone().all(|index| window.get(index).is_some()) {
+            return Err(TaskError::Protocol(
+                "internal: the arguments of a finished call were asked for".into(),
+            ));
+        }
+        // Straight from the window (a dispatch measures, then writes, each chunk: no list of
+        // references is collected for it). Every item is there: checked above, under the same
+        // lock.
+        let len = usize::try_from(items.end - items.start).unwrap_or(usize::MAX);
+        let args = (0..len).map(|offset| {
+            &window
+                .get(items.start + offset as u64)
+                .expect("checked above under the same lock")
+                .args
+        });
+        protocol::encode_call_batch_iter_to::<T, _>(chunk_id, items.start, args, out)
+            .map_err(|err| TaskError::BadArguments(format!("cannot encode the arguments: {err}")))
     }
 
     fn deliver(&self, batch: &OutcomeBatch<'_>) {
