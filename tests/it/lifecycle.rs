@@ -253,6 +253,29 @@ fn worker_attached_through_listen_receives_work() {
     shutdown_and_expect_clean_exit(pool, attached);
 }
 
+/// Closing a pool whose `listen` is waiting for a peer wakes the acceptor at once: it waits for
+/// a peer up to an hour between looks at the pool's phase, so a close that had to wait for that
+/// look would miss the deadline. The socket file is gone afterwards.
+#[test]
+fn closing_a_listening_pool_wakes_its_acceptor_and_removes_the_socket() {
+    let _watchdog = watchdog("closing_a_listening_pool_wakes_its_acceptor_and_removes_the_socket");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(1);
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    assert!(socket.exists());
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        pool.shutdown();
+        drop(pool);
+        let _ = closed_tx.send(());
+    });
+    closed_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("closing a listening pool ends without waiting for its acceptor's next look");
+    closer.join().unwrap();
+    assert!(!socket.exists(), "the socket file is removed on close");
+}
+
 #[test]
 fn map_async_handle_is_waited_on_later() {
     let _watchdog = watchdog("map_async_handle_is_waited_on_later");

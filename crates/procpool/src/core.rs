@@ -82,6 +82,10 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(5);
 const LIVENESS_MAX_TICK: Duration = Duration::from_millis(250);
 /// Handshakes with attaching workers that may run at once; more peers wait in the backlog.
 const MAX_PENDING_ATTACHES: usize = 16;
+/// How long the accept loop waits for a peer before it looks at the pool's phase again. Only a
+/// re-check: `close` stops the listener (`ListenerStop`), which ends the wait at once, so this
+/// can be long (a test relies on it: a close that did not wake the acceptor would hang).
+const ACCEPT_RECHECK: Duration = Duration::from_secs(3600);
 /// The default of `PoolBuilder::liveness_timeout`.
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the release thread retries outboxes (see `release_loop`).
@@ -208,8 +212,9 @@ struct Core {
     watchdog: Option<JoinHandle<()>>,
     /// `shutdown` was asked for on a reader thread: close once no job is left.
     close_when_drained: bool,
-    /// Threads accepting attaching workers (`Pool::listen`).
-    acceptors: Vec<JoinHandle<()>>,
+    /// Threads accepting attaching workers (`Pool::listen`), each with the handle that stops
+    /// its listener's wait (`close` uses it, so an acceptor ends at once).
+    acceptors: Vec<(JoinHandle<()>, procpool_worker::ListenerStop)>,
     /// Attaching workers refused (failed handshake, foreign user, …), and the last reason.
     attach_refusals: u64,
     last_attach_refusal: Option<String>,
@@ -1920,6 +1925,10 @@ impl Shared {
         let readers = std::mem::take(&mut core.readers);
         let watchdog = core.watchdog.take();
         let acceptors = std::mem::take(&mut core.acceptors);
+        // After `Closed`: a stopped acceptor wakes, finds the phase and ends.
+        for (_, stop) in &acceptors {
+            stop.stop();
+        }
         self.changed.notify_all();
         drop(core);
         if ON_READER.with(|flag| flag.get()) {
@@ -1942,7 +1951,7 @@ impl Shared {
                 worker.control.kill();
             }
         }
-        for acceptor in acceptors {
+        for (acceptor, _) in acceptors {
             let _ = acceptor.join();
         }
         // Workers attached while the acceptors were stopping.
@@ -2093,6 +2102,7 @@ impl Shared {
             )
         })?;
         let bound = listener.path().to_path_buf();
+        let stop = listener.stopper();
         let shared = Arc::clone(self);
         let mut core = self.lock();
         if core.phase == Phase::Closed {
@@ -2104,7 +2114,7 @@ impl Shared {
             .map_err(|err| {
                 Error::with_source(ErrorKind::Io, "cannot start the listening thread", err)
             })?;
-        core.acceptors.push(thread);
+        core.acceptors.push((thread, stop));
         Ok(bound)
     }
 
@@ -2122,10 +2132,12 @@ impl Shared {
                 break;
             }
             if pending.len() >= MAX_PENDING_ATTACHES {
-                std::thread::sleep(Duration::from_millis(10));
+                // Polls for a handshake thread to finish (only under a flood of attaching
+                // peers); `close` still ends the pause at once (`Stopped`).
+                let _ = listener.pause(Duration::from_millis(10));
                 continue;
             }
-            match listener.accept_worker(&channel, Duration::from_millis(50)) {
+            match listener.accept_worker(&channel, ACCEPT_RECHECK) {
                 Ok((endpoint, pid)) => {
                     let link = crate::backend::attached_link(endpoint, pid);
                     let control = Arc::clone(&link.control);
@@ -2143,13 +2155,16 @@ impl Shared {
                         }
                     }
                 }
-                Err(procpool_worker::AcceptError::TimedOut(_)) => {}
+                Err(
+                    procpool_worker::AcceptError::TimedOut(_)
+                    | procpool_worker::AcceptError::Stopped,
+                ) => {}
                 Err(err @ procpool_worker::AcceptError::ForeignUser { pid, .. }) => {
                     self.note_refusal(pid, &err.to_string());
                 }
                 Err(err) => {
                     tracing::warn!("accepting a worker failed: {err}");
-                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = listener.pause(Duration::from_millis(50));
                 }
             }
         }
