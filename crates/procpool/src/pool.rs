@@ -366,7 +366,9 @@ impl PoolBuilder {
 
     /// The worker program (default: this program). It must call `procpool::init()` first
     /// in `main` and have every task of this program: the same tasks, or more (a superset); the
-    /// handshake refuses a program that lacks any, naming what it lacks.
+    /// handshake refuses a program that lacks any, naming what it lacks. A name without a `/`
+    /// is looked up in `PATH` as `std::process::Command` does (the `PATH` set with
+    /// [`env`](Self::env), else this process's).
     pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
         self.program = Some(path.into());
         self
