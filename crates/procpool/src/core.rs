@@ -133,8 +133,9 @@ pub(crate) struct TestHooks {
     /// Replaces `attend::DORMANT_SLICE` (how often a dormant reader looks at its ring).
     pub(crate) dormant_slice: Option<Duration>,
     /// Called with the site's name right before a thread blocks at that site: on `changed`
-    /// under the core lock ("watchdog idle", "replacement pause"), or a reader thread, declared
-    /// dormant, on its slot's condvar ("reader dormant").
+    /// under the core lock ("watchdog idle", "replacement pause"), a reader thread, declared
+    /// dormant, on its slot's condvar ("reader dormant"), or a caller that took the helper's
+    /// seat and its snapshot of the slots, before it reads the rings ("helping").
     pub(crate) blocking: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
 }
 
@@ -2450,12 +2451,20 @@ impl Helper for Shared {
             // Another thread helps; it reads this task's outcome too, or kicks its reader.
             return;
         }
-        let cells = self.helping.cells();
+        let (mut generation, first_cells) = self.helping.snapshot();
         if !nested {
-            // Reader threads parked on their rings let go of the receivers.
-            for cell in cells.iter() {
+            // Reader threads parked on their rings let go of the receivers. A reader
+            // registered after the snapshot needs no interrupt: it registered after `enter`
+            // (the cells mutex orders the two), so its stop check, SeqCst, sees the seat taken
+            // before it parks, and it steps aside.
+            for cell in first_cells.iter() {
                 cell.interrupt();
             }
+        }
+        // The slots this helper reads: renewed when one came or went (see `Helping::generation`).
+        let mut cells = Arc::clone(&first_cells);
+        if !nested {
+            self.about_to_block("helping");
         }
         let was_reader = ON_READER.with(|flag| flag.replace(true));
         HELPING.with(|flag| flag.set(true));
@@ -2479,8 +2488,13 @@ impl Helper for Shared {
         // Gathered at the first check only: a warm round trip usually ends before it.
         let controls: std::cell::OnceCell<Vec<Arc<dyn WorkerControl>>> = std::cell::OnceCell::new();
         let look_cpu = || {
-            let controls =
-                controls.get_or_init(|| cells.iter().filter_map(|cell| cell.control()).collect());
+            // The first snapshot's workers: enough for a hint about where they run.
+            let controls = controls.get_or_init(|| {
+                first_cells
+                    .iter()
+                    .filter_map(|cell| cell.control())
+                    .collect()
+            });
             let cpu = nix::sched::sched_getcpu().ok();
             if let Some(cpu) = cpu
                 && !nested
@@ -2499,6 +2513,10 @@ impl Helper for Shared {
                 progressed |= self.help_once(cell, &mut buf);
             }
             if progressed {
+                continue;
+            }
+            if self.helping.generation() != generation {
+                (generation, cells) = self.helping.snapshot();
                 continue;
             }
             idle_spins = idle_spins.wrapping_add(1);

@@ -742,6 +742,61 @@ impl crate::link::Launcher for FirstOnly {
     }
 }
 
+/// Thread workers; every start after the first waits until the gate `.0` opens.
+struct LaterStartsGated(u64, AtomicUsize);
+
+impl crate::link::Launcher for LaterStartsGated {
+    fn launch(&self) -> Result<crate::link::Link, crate::Error> {
+        if self.1.fetch_add(1, Ordering::Relaxed) > 0 {
+            pass_gate(self.0);
+        }
+        crate::link::Launcher::launch(&ThreadLauncher)
+    }
+
+    fn describe(&self) -> String {
+        "thread workers, later starts gated".into()
+    }
+}
+
+/// A caller that is helping when a new worker's reader thread registers its slot reads that
+/// worker's ring too. The new reader finds the helper's seat taken and steps aside (dormant),
+/// like every reader; a helper that kept the slots of its start left the new worker's outcome
+/// unread for its whole window (100 µs; ten minutes here, as is the dormant reader's slice),
+/// and the call it waits for ran on that worker. Now the helper takes a new snapshot when the
+/// slots' generation moved. The second worker is held at its start until the helper reports
+/// that it took the seat and its snapshot, and the call is queued (not prefetched behind the
+/// first worker's gated call, whose cost is unknown), so it goes to the second worker.
+#[test]
+fn a_helping_caller_reads_the_ring_of_a_worker_that_arrived_after_it_started() {
+    const BUSY: u64 = 40;
+    const LATER_START: u64 = 41;
+    let (mut hooks, helping) = report_blocking_at("helping");
+    hooks.help_window = Some(Duration::from_secs(600));
+    hooks.dormant_slice = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(2)
+        .build_with_hooks(
+            Box::new(LaterStartsGated(LATER_START, AtomicUsize::new(0))),
+            hooks,
+        )
+        .expect("the first worker starts");
+    wait_gate_started(LATER_START);
+    let busy = pool.submit(gated, BUSY);
+    wait_gate_started(BUSY);
+    let queued = pool.submit(square, 3);
+    let waiter = std::thread::spawn(move || queued.result());
+    helping
+        .recv_timeout(WATCHDOG)
+        .expect("the waiting caller helps");
+    open_gate(LATER_START);
+    within_watchdog(move || {
+        assert_eq!(waiter.join().expect("waiter"), Ok(9));
+        open_gate(BUSY);
+        assert_eq!(busy.result(), Ok(BUSY));
+        drop(pool);
+    });
+}
+
 /// `terminate` does not wait for a reader thread sitting out its pause between two failed
 /// worker starts: it wakes it. The only worker is lost and its replacement cannot start; the
 /// pause and the grace are widened to ten minutes and `terminate` called once the reader
