@@ -8,8 +8,10 @@
 //! consumer pulling input, a reader thread reporting outcomes) dispatches under that lock:
 //! it asks the scheduler for assignments, encodes each chunk as one frame and sends it.
 //! Sends never block: a full link leaves the frame in the worker's outbox, flushed after
-//! that worker's next outcome frame (a full link means the worker has work, so that frame
-//! will come).
+//! that worker's next outcome frame, or when the worker, told through its mailbox that frames
+//! wait (`WorkerControl::outbox_waits`), has read every frame it had and says so (`Drained`):
+//! frames that produce no outcome (shared objects, `Release`, a chunk taken back) free room
+//! that no outcome announces.
 //!
 //! Each worker has one reader thread, which blocks in the link's `recv`. For an outcome
 //! frame it updates the core under the lock, then decodes and delivers the outcomes with
@@ -88,8 +90,6 @@ const MAX_PENDING_ATTACHES: usize = 16;
 const ACCEPT_RECHECK: Duration = Duration::from_secs(3600);
 /// The default of `PoolBuilder::liveness_timeout`.
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the release thread retries outboxes (see `release_loop`).
-const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
 /// How often a reader thread offers its link's large-frame memory back (the pads of the
 /// parent's sender, the receiver's copy buffer): what was not used since the previous offer
 /// is released, so it goes one to two of these after the link's last large frame (a worker
@@ -1039,6 +1039,14 @@ impl Shared {
                 Ok(())
             }
             FromWorker::Pong { .. } => Ok(()),
+            FromWorker::Drained => {
+                // It read everything it was sent: what waits now fits (`outbox_waits`).
+                let mut core = self.lock();
+                if let Some(worker) = core.workers.get_mut(&id) {
+                    flush(worker);
+                }
+                Ok(())
+            }
             FromWorker::Hello(_) | FromWorker::Ready | FromWorker::InitFailed(_) => {
                 Err("a handshake message after the handshake".to_owned())
             }
@@ -2265,18 +2273,18 @@ impl Shared {
         }
     }
 
-    /// Retries what waits in every outbox.
-    fn flush_outboxes(&self) {
-        let mut core = self.lock();
-        for worker in core.workers.values_mut() {
-            flush(worker);
-        }
-    }
-
     /// How many dormant readers a `submit` left asleep (tests).
     #[cfg(test)]
     pub(crate) fn owed_readers(&self) -> usize {
         self.lock().owed.len()
+    }
+
+    /// How many frames and objects wait in the outboxes of all workers (tests).
+    #[cfg(test)]
+    pub(crate) fn outbox_len(&self) -> usize {
+        (self.lock().workers.values())
+            .map(|worker| worker.outbox.len())
+            .sum()
     }
 
     /// How many reader threads have registered their slot for helpers (tests).
@@ -2421,17 +2429,12 @@ fn check_liveness(
 /// The release thread: forwards the ids of dropped shared objects to the pool. It holds the
 /// pool weakly and ends when the pool and every object are gone.
 ///
-/// It also flushes outboxes now and then: an object can wait in an outbox when the worker's
-/// socket is full of earlier objects, and an idle worker sends no outcome to trigger a flush.
+/// An object (or its `Release`) that finds no room in a worker's socket or ring waits in that
+/// worker's outbox like any frame, until the worker says it read everything (`Drained`).
 fn release_loop(pool: &Weak<Shared>, released: &std::sync::mpsc::Receiver<u64>) {
-    loop {
-        let next = released.recv_timeout(OBJECT_FLUSH_TICK);
+    while let Ok(id) = released.recv() {
         let Some(pool) = pool.upgrade() else { return };
-        match next {
-            Ok(id) => pool.release_object(id),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => pool.flush_outboxes(),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        }
+        pool.release_object(id);
     }
 }
 
@@ -2556,8 +2559,11 @@ impl Helper for Shared {
             self.owes.store(false, Ordering::Relaxed);
             let holding = (core.chunks.values()).filter_map(|info| core.workers.get(&info.worker));
             let stopping = core.workers.values().filter(|worker| worker.stopping);
+            // Their `Drained` must be read (`outbox_waits`).
+            let outbox_waits = (core.workers.values()).filter(|worker| !worker.outbox.is_empty());
             holding
                 .chain(stopping)
+                .chain(outbox_waits)
                 .map(|worker| Arc::clone(&worker.attend))
                 .collect()
         };
@@ -2664,6 +2670,7 @@ fn send(worker: &mut WorkerEntry, frame: &AlignedVec) {
     let mut copy = AlignedVec::with_capacity(frame.len());
     copy.extend_from_slice(frame);
     worker.outbox.push_back(Outgoing::Frame(copy));
+    outbox_waits(worker);
 }
 
 /// Hands a shared object to a worker now, or queues it behind what is still waiting.
@@ -2679,10 +2686,32 @@ fn send_object(worker: &mut WorkerEntry, object: &Arc<SharedObject>) {
     worker
         .outbox
         .push_back(Outgoing::Object(Arc::clone(object)));
+    outbox_waits(worker);
+}
+
+/// Sends queued frames while the link has room; if some must still wait, tells the worker
+/// (`outbox_waits`).
+fn flush(worker: &mut WorkerEntry) {
+    flush_while_room(worker);
+    if !worker.outbox.is_empty() {
+        outbox_waits(worker);
+    }
+}
+
+/// Frames wait in `worker`'s outbox: asks the worker for `Drained` once it has read every frame
+/// it has, and makes sure its reader thread is awake to read that (a helper that leaves kicks
+/// it again), then flushes once more. The worker's request word is stored and fenced before
+/// this flush looks for room, so a worker that ran out of frames just before is not missed:
+/// either it sees the word (and answers), or this flush sees the room it made and sends, which
+/// wakes it (procpool-worker's runtime docs, "Waiting for room").
+fn outbox_waits(worker: &mut WorkerEntry) {
+    worker.control.outbox_waits();
+    worker.attend.kick();
+    flush_while_room(worker);
 }
 
 /// Sends queued frames while the link has room.
-fn flush(worker: &mut WorkerEntry) {
+fn flush_while_room(worker: &mut WorkerEntry) {
     while let Some(next) = worker.outbox.front() {
         let sent = match next {
             Outgoing::Frame(frame) => worker.sender.try_send(frame),

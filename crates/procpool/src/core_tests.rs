@@ -912,6 +912,47 @@ fn a_worker_recycled_by_an_outcome_a_caller_read_is_replaced() {
     });
 }
 
+/// Frames that wait in a worker's outbox go out once the worker has read what it had, even
+/// when no outcome follows. While the only worker runs a gated call, shared objects are made
+/// until its socket is full and more than a hundred of them (and then a call) wait in its
+/// outbox. When the gate opens, the worker answers that call and then reads the objects, which
+/// produce no outcome: the flush after that answer sends only the few the worker has taken by
+/// then, and nothing else flushes. Before the fix only the release thread's 20 ms tick did;
+/// now the worker, asked through its mailbox, says `Drained` when it has read everything, and
+/// without that the queued call hangs.
+#[test]
+fn frames_waiting_in_an_outbox_go_out_when_the_worker_has_read_everything() {
+    const KEY: u64 = 50;
+    const WAITING: usize = 128;
+    let pool = Pool::builder()
+        .workers(1)
+        .build_with(Box::new(crate::thread_backend::MailboxThreadLauncher))
+        .expect("the thread worker starts");
+    let busy = pool.submit(gated, KEY);
+    wait_gate_started(KEY);
+    let mut objects = Vec::new();
+    for value in 0..100_000u64 {
+        if pool.outbox_len() >= WAITING {
+            break;
+        }
+        objects.push(pool.share_slice(&[value]).expect("share"));
+    }
+    assert!(
+        pool.outbox_len() >= WAITING,
+        "the worker's socket never filled ({} objects made)",
+        objects.len()
+    );
+    let queued = pool.submit(square, 3);
+    open_gate(KEY);
+    within_watchdog(move || {
+        assert_eq!(busy.result(), Ok(KEY));
+        assert_eq!(queued.result(), Ok(9));
+        assert_eq!(pool.outbox_len(), 0);
+        drop(pool);
+        drop(objects);
+    });
+}
+
 /// A pool of two thread workers controlled through their mailboxes (yields, reclaims).
 fn mailbox_pool(builder: crate::PoolBuilder) -> Pool {
     let pool = builder

@@ -314,6 +314,12 @@ impl Pool {
         self.shared.frame_buffer_capacity()
     }
 
+    /// Frames and objects waiting in the workers' outboxes (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.shared.outbox_len()
+    }
+
     /// Reader threads registered with the helpers (tests of the core).
     #[cfg(test)]
     pub(crate) fn attended_slots(&self) -> usize {
