@@ -187,6 +187,49 @@ fn missing_worker_program_fails_build() {
     assert_eq!(err.kind(), ErrorKind::Spawn, "{err}");
 }
 
+/// `.program(name)` with a name without a `/` finds the worker program through the `PATH` the
+/// workers get (the builder's `env`), with either start method; a name found nowhere fails
+/// `build` with a spawn error naming it.
+#[test]
+fn a_worker_program_named_without_a_slash_is_found_through_path() {
+    let _watchdog = watchdog("a_worker_program_named_without_a_slash_is_found_through_path");
+    procpool_tests::keep_tasks();
+    let name = "procpool-path-test-worker";
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_test-worker"), dir.path().join(name)).unwrap();
+    for method in [
+        procpool::StartMethod::Spawn,
+        procpool::StartMethod::ForkServer,
+    ] {
+        let pool = Pool::builder()
+            .workers(1)
+            .start_method(method)
+            .program(name)
+            .env("PATH", dir.path())
+            .build()
+            .unwrap_or_else(|err| panic!("{method:?}: the worker is found through PATH: {err}"));
+        assert_eq!(pool.call(square, 7), Ok(49), "{method:?}");
+        pool.shutdown();
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let err = Pool::builder()
+        .workers(1)
+        .program(name)
+        .env("PATH", empty.path())
+        .build()
+        .expect_err("no directory of PATH has it");
+    assert_eq!(err.kind(), ErrorKind::Spawn, "{err}");
+    let message = format!("{err:#}");
+    let chain = std::iter::successors(std::error::Error::source(&err), |cause| cause.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(
+        message.contains(name) || chain.contains(name),
+        "the error names the program: {message}: {chain}"
+    );
+}
+
 #[test]
 fn worker_program_without_init_fails_build() {
     let _watchdog = watchdog("worker_program_without_init_fails_build");
@@ -251,6 +294,29 @@ fn worker_attached_through_listen_receives_work() {
     assert_gets_work(&pool, attached.0.id());
     // Shutdown stops the attached worker too; it exits cleanly.
     shutdown_and_expect_clean_exit(pool, attached);
+}
+
+/// Closing a pool whose `listen` is waiting for a peer wakes the acceptor at once: it waits for
+/// a peer up to an hour between looks at the pool's phase, so a close that had to wait for that
+/// look would miss the deadline. The socket file is gone afterwards.
+#[test]
+fn closing_a_listening_pool_wakes_its_acceptor_and_removes_the_socket() {
+    let _watchdog = watchdog("closing_a_listening_pool_wakes_its_acceptor_and_removes_the_socket");
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(1);
+    let socket = pool.listen(dir.path().join("pool.sock")).unwrap();
+    assert!(socket.exists());
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::spawn(move || {
+        pool.shutdown();
+        drop(pool);
+        let _ = closed_tx.send(());
+    });
+    closed_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("closing a listening pool ends without waiting for its acceptor's next look");
+    closer.join().unwrap();
+    assert!(!socket.exists(), "the socket file is removed on close");
 }
 
 #[test]

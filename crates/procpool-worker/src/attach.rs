@@ -6,6 +6,10 @@
 //! handshake (`protocol.rs`).
 //!
 //! Deadlines: [`Listener::accept_worker`] bounds the wait for a connection and the hand-over.
+//! Stopping: [`ListenerStop::stop`], from any thread, ends a wait in `accept_worker` (or
+//! [`Listener::pause`]) at once, and every later one, with [`AcceptError::Stopped`]: the
+//! listener polls its socket together with the reading end of a socket pair whose writing end
+//! the stop shuts down, so an owner closing down never waits for a timeout to pass.
 //! The handshake that follows is driven by the pool over the channel, so the pool enforces its
 //! deadline (a peer that does not answer `Setup` with `Hello`/`Ready` in time is dropped); this
 //! module cannot see it.
@@ -18,14 +22,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket, sockopt,
 };
 use procpool_ipc::{ChannelConfig, Endpoint};
-
-use crate::process::poll_readable;
 
 /// Binding the pool's listening socket failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,9 @@ pub enum AcceptError {
     /// No peer connected within the timeout.
     #[error("no worker attached within {0:?}")]
     TimedOut(Duration),
+    /// [`ListenerStop::stop`] was called (before or during the wait).
+    #[error("the listener was stopped")]
+    Stopped,
     /// The peer runs as another user.
     #[error("refused a peer (pid {pid}) running as uid {uid}")]
     ForeignUser {
@@ -104,6 +110,29 @@ pub struct Listener {
     path: PathBuf,
     /// Device and inode of the socket file this listener created.
     file_id: (u64, u64),
+    /// The reading end of the stop pair: it polls readable (end of file) once a
+    /// [`ListenerStop`] shut the other end down, and stays so. Nothing ever reads it.
+    stopped: UnixStream,
+    /// The writing end of the stop pair, shared with every [`ListenerStop`].
+    stop: Arc<UnixStream>,
+}
+
+/// Stops a [`Listener`] from another thread; see [`Listener::stopper`].
+#[derive(Debug, Clone)]
+pub struct ListenerStop {
+    /// The writing end of the listener's stop pair.
+    stop: Arc<UnixStream>,
+}
+
+impl ListenerStop {
+    /// Ends the listener's current and every later [`accept_worker`](Listener::accept_worker)
+    /// and [`pause`](Listener::pause) at once with [`AcceptError::Stopped`]. Idempotent; the
+    /// listener keeps its socket file until it is dropped.
+    pub fn stop(&self) {
+        // Shutting down the writing end makes the reading end poll readable (end of file) for
+        // good; a second call changes nothing. It fails only for a socket already shut down.
+        let _ = self.stop.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 impl Listener {
@@ -149,11 +178,14 @@ impl Listener {
         let socket = UnixListener::from(fd);
         let meta = std::fs::symlink_metadata(&path).map_err(io_err)?;
         let file_id = (meta.dev(), meta.ino());
+        let (stop, stopped) = UnixStream::pair().map_err(io_err)?;
         // Remove the file if anything below fails.
         let listener = Listener {
             socket,
             path: path.clone(),
             file_id,
+            stopped,
+            stop: Arc::new(stop),
         };
         if meta.permissions().mode() & 0o077 != 0 {
             // A kernel that ignored the fchmod: tighten it before anyone can have connected.
@@ -174,14 +206,62 @@ impl Listener {
         &self.path
     }
 
+    /// A handle that stops this listener's waits from another thread (see [`ListenerStop`]).
+    pub fn stopper(&self) -> ListenerStop {
+        ListenerStop {
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// Sleeps for `timeout`, or until the listener is stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError::Stopped`] once [`ListenerStop::stop`] was called; [`AcceptError::Io`] if
+    /// polling failed.
+    pub fn pause(&self, timeout: Duration) -> Result<(), AcceptError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.wait(None, left)? {
+                return Err(AcceptError::Stopped);
+            }
+            if left.is_zero() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Polls the stop pair, and `socket` if given, for up to `timeout` (EINTR is an early
+    /// return); whether the listener is stopped.
+    fn wait(&self, socket: Option<BorrowedFd<'_>>, timeout: Duration) -> Result<bool, AcceptError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        // Round up so a sub-millisecond remainder does not turn into a busy loop.
+        let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128);
+        let poll_timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let mut fds = [
+            PollFd::new(self.stopped.as_fd(), PollFlags::POLLIN),
+            PollFd::new(socket.unwrap_or(self.stopped.as_fd()), PollFlags::POLLIN),
+        ];
+        let n_fds = if socket.is_some() { 2 } else { 1 };
+        match poll(&mut fds[..n_fds], poll_timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(false),
+            Err(errno) => return Err(AcceptError::Io(errno.into())),
+        }
+        Ok(fds[0].revents().is_some_and(|revents| !revents.is_empty()))
+    }
+
     /// Waits up to `timeout` for a worker to connect, creates a channel with `config` for it, and
     /// hands the worker its end. Returns the parent's end and the peer's pid (`SO_PEERCRED`).
     ///
     /// The handshake over the returned channel is the caller's to drive, with its own deadline.
+    /// A [`ListenerStop::stop`] ends the wait at once (see [`AcceptError::Stopped`]).
     ///
     /// # Errors
     ///
-    /// See [`AcceptError`]; the listener stays usable after any of them.
+    /// See [`AcceptError`]; the listener stays usable after any of them (but a stopped one
+    /// only answers `Stopped`).
     pub fn accept_worker(
         &self,
         config: &ChannelConfig,
@@ -189,6 +269,10 @@ impl Listener {
     ) -> Result<(Endpoint, u32), AcceptError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
+            // Looked at first, so a stopped listener accepts nobody, even a peer that waits.
+            if self.wait(None, Duration::ZERO)? {
+                return Err(AcceptError::Stopped);
+            }
             match self.socket.accept() {
                 Ok((stream, _)) => break stream,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -196,11 +280,12 @@ impl Listener {
                 Err(err) => return Err(AcceptError::Io(err)),
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero()
-                || !poll_readable(self.socket.as_fd(), Some(left)).map_err(AcceptError::Io)?
-            {
+            if left.is_zero() {
                 return Err(AcceptError::TimedOut(timeout));
             }
+            // Level-triggered on both: a peer in the backlog or a stop is seen however late
+            // this thread gets here; the loop re-checks either way.
+            self.wait(Some(self.socket.as_fd()), left)?;
         };
         stream.set_nonblocking(false).map_err(AcceptError::Io)?;
         let left = deadline

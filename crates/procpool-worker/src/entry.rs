@@ -141,16 +141,11 @@ fn keep_freed_memory() {
 
 /// Ignores SIGINT in this process: the parent decides what Ctrl-C means for its workers.
 ///
-/// A spawned worker starts with SIGINT blocked (the spawner sets that mask across the exec, so
-/// a Ctrl-C before this point stays pending instead of killing it); once ignored, a pending
-/// SIGINT is discarded and the signal is unblocked again.
+/// A process our spawner started has it ignored already (set between clone and exec, so from
+/// its first instruction); this covers a process started some other way (`attach`).
 pub(crate) fn ignore_sigint() {
     // SAFETY: setting a disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let mut sigint = nix::sys::signal::SigSet::empty();
-    sigint.add(nix::sys::signal::Signal::SIGINT);
-    // Only this (the main, and so far only) thread's mask; threads started later inherit it.
-    let _ = sigint.thread_unblock();
 }
 
 /// `PR_SET_PDEATHSIG(SIGKILL)`: this process is killed when the thread that started it exits.

@@ -60,7 +60,7 @@ pub use crate::state::{WorkerInfo, current_worker, worker_state};
 pub use procpool_macros::task;
 
 // worker-process API.
-pub use crate::attach::{AcceptError, AttachError, BindError, Listener, attach};
+pub use crate::attach::{AcceptError, AttachError, BindError, Listener, ListenerStop, attach};
 pub use crate::entry::{
     WORKER_EXIT_BAD_ENV, WORKER_EXIT_CHANNEL_ERROR, WORKER_EXIT_INIT_FAILED, WORKER_EXIT_OK,
     WORKER_EXIT_PARENT_GONE, WORKER_EXIT_RUNTIME_ERROR, enter_worker_mode_if_requested,

@@ -95,6 +95,16 @@ pub enum SpawnError {
     /// The spawner thread could not be started or is gone.
     #[error("cannot start the procpool spawner thread: {0}")]
     SpawnerThread(#[source] io::Error),
+    /// The program is a bare name (no `/`) and no directory of the `PATH` the started process
+    /// would see (the command's own `PATH` if it sets one, else this process's) holds an
+    /// executable file of that name.
+    #[error("cannot find worker program {program:?} in PATH {path:?}")]
+    NotFound {
+        /// The name that was looked up.
+        program: PathBuf,
+        /// The `PATH` it was looked up in.
+        path: OsString,
+    },
     /// The worker program could not be started.
     #[error("cannot start worker program {program:?}: {source}")]
     Exec {
@@ -221,10 +231,6 @@ pub(crate) struct WorkerCommand {
     pub(crate) envs: Vec<(OsString, OsString)>,
     /// `RLIMIT_AS` for each worker (not for a fork server itself).
     pub(crate) memory_limit: Option<u64>,
-    /// The program calls `enter_worker_mode_if_requested` first thing in `main` (a
-    /// [`WorkerSpawner`]'s contract), which ignores SIGINT and then unblocks it: such a program
-    /// starts with SIGINT blocked as well as ignored (see `spawn_here`).
-    pub(crate) runs_entry: bool,
 }
 
 /// What a started process is told to be.
@@ -289,13 +295,14 @@ impl WorkerSpawner {
                 args: Vec::new(),
                 envs: Vec::new(),
                 memory_limit: None,
-                runs_entry: true,
             },
             fork_server: Mutex::new(None),
         }
     }
 
     /// Executes `program` instead of the current executable (e.g. the `procpool-worker` binary).
+    /// A name without a `/` is looked up in `PATH` as `std::process::Command` does (see
+    /// [`WorkerProcess::spawn`]).
     pub fn program(mut self, program: impl Into<PathBuf>) -> WorkerSpawner {
         self.command.program = Some(program.into());
         self
@@ -400,12 +407,17 @@ impl WorkerProcess {
     /// `PROCPOOL_WORKER_FDS=3,4` and `PROCPOOL_PARENT_PID`, stdin from `/dev/null`, this process's
     /// stdout and stderr, SIGINT ignored, SIGPIPE at its default, an empty signal mask, and
     /// `PR_SET_PDEATHSIG(SIGKILL)` (armed between clone and exec, so `program` may be any
-    /// program). `program` is executed as given: a name without a `/` is not looked up in
-    /// `PATH`.
+    /// program).
+    ///
+    /// A `program` without a `/` is looked up in `PATH` before the start, as
+    /// `std::process::Command` (`execvp`) does: in the `PATH` of `envs` if it sets one, else in
+    /// this process's (`/bin:/usr/bin` if neither has one), taking the first executable file
+    /// of that name; an empty entry means the current directory. `argv[0]` stays the name.
     ///
     /// # Errors
     ///
-    /// See [`SpawnError`]; on error no process is left behind.
+    /// [`SpawnError::NotFound`] if a bare name is found in no directory of `PATH`; otherwise
+    /// see [`SpawnError`]. On error no process is left behind.
     pub fn spawn<I, S>(
         program: &Path,
         args: I,
@@ -427,7 +439,6 @@ impl WorkerProcess {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             memory_limit: None,
-            runs_entry: false,
         };
         spawn_process(&command, handoff_fds(handoff), Role::Worker)
     }
@@ -657,9 +668,10 @@ pub(crate) fn spawn_process(
 /// 300 MiB parent). Between clone and exec the child arms `PR_SET_PDEATHSIG(SIGKILL)`, checks that
 /// its parent is still this process, places the fds (stdin from `/dev/null`, `fds` at
 /// [`FIRST_INHERITED_FD`] onwards), sets SIGINT to `SIG_IGN`, SIGPIPE and every caught signal to
-/// their defaults and the memory limit, so whatever `command` executes gets all of it, whether or
-/// not it ever reaches procpool's entry. A program that does (`runs_entry`) also starts with
-/// SIGINT blocked, which its `main` unblocks once it has ignored it again.
+/// their defaults, the memory limit and an empty signal mask, so whatever `command` executes gets
+/// all of it, whether or not it ever reaches procpool's entry (`vfork::ChildArgs` says why
+/// these dispositions and this mask). A program named without a `/` is looked up in `PATH`
+/// here, before the clone (`search_path`), since the child may not allocate.
 fn spawn_here(
     command: &WorkerCommand,
     fds: &[OwnedFd],
@@ -724,6 +736,16 @@ fn spawn_here(
     }
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
+    // Looked up in the environment the program gets, as `execvp` in a `Command` child does.
+    let path_var = env
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.as_os_str());
+    let resolved = search_path(&program, path_var)?;
+    let program_c = match &resolved {
+        Some(found) => c_string(found.as_os_str()).map_err(exec_error)?,
+        None => program_c,
+    };
 
     // Sources are first copied above the target range (close-on-exec, so no other child
     // inherits them), so placing one cannot overwrite another; the child's dup2 clears
@@ -753,8 +775,6 @@ fn spawn_here(
         fds: &high_raw[..fds.len()],
         first_target: FIRST_INHERITED_FD,
         parent_pid: parent_pid as libc::pid_t,
-        ignore_sigint: true,
-        exec_mask: vfork::exec_mask(command.runs_entry),
         memory_limit: memory_limit.map(|bytes| libc::rlimit {
             rlim_cur: bytes as libc::rlim_t,
             rlim_max: bytes as libc::rlim_t,
@@ -801,6 +821,48 @@ fn program_and_arg0(command: &WorkerCommand) -> (PathBuf, OsString) {
             (PathBuf::from("/proc/self/exe"), arg0)
         }
     }
+}
+
+/// `PATH` when the started process's environment has none: glibc's `execvp` default
+/// (`confstr(_CS_PATH)`).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// For a `program` without a `/`, the first executable file of that name in a directory of
+/// `path_var` (or [`DEFAULT_PATH`]), in order, as `execvp` searches: `Ok(None)` for a program
+/// that names a path (it is executed as given), and for the empty name (`execve` reports it).
+///
+/// "Executable" is what the parent can check before the clone: a file (symlinks followed) that
+/// `access(X_OK)` allows. `execvp` instead tries `execve` on each candidate and goes on after
+/// `EACCES`, which only differs for a file whose exec fails for another reason (then
+/// [`SpawnError::Exec`] carries that errno; `execvp` would try the next directory).
+///
+/// # Errors
+///
+/// [`SpawnError::NotFound`] when no directory has one.
+fn search_path(program: &Path, path_var: Option<&OsStr>) -> Result<Option<PathBuf>, SpawnError> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = program.as_os_str();
+    if name.is_empty() || name.as_bytes().contains(&b'/') {
+        return Ok(None);
+    }
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    for dir in path_var.as_bytes().split(|&byte| byte == b':') {
+        // An empty entry is the current directory, as for `execvp` and the shell.
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(name);
+        let is_file = std::fs::metadata(&candidate).is_ok_and(|meta| meta.is_file());
+        if is_file && nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Ok(Some(candidate));
+        }
+    }
+    Err(SpawnError::NotFound {
+        program: program.to_owned(),
+        path: path_var.to_owned(),
+    })
 }
 
 fn c_string(bytes: &OsStr) -> io::Result<std::ffi::CString> {

@@ -56,6 +56,8 @@
 //! - `Yielded`: the worker stopped this chunk on request; `first_index` is the first item it
 //!   did not start. Every item before it has been answered in earlier `Outcomes` frames.
 //! - `Pong`: answers `Ping`.
+//! - `Drained`: no body. The worker found no frame to read while the parent's outbox word
+//!   (mailbox word 9) was set: its ring and socket have room for whatever waits there.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -77,7 +79,7 @@ use crate::registry::{Task, TaskId};
 mod tests;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Length of the fixed header at the start of every frame.
 pub const HEADER_LEN: usize = 32;
@@ -537,6 +539,9 @@ pub enum FromWorker<'a> {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// The worker read every frame there was while the parent's outbox word was set (see
+    /// the runtime's "Waiting for room"): what waits in the parent's outbox fits now.
+    Drained,
 }
 
 /// A validated `Outcomes` frame: runs of outputs and failures (see [`OutcomeBatch::runs`]).
@@ -768,6 +773,7 @@ mod kind {
     pub(super) const OUTCOMES: u16 = 0x0104;
     pub(super) const YIELDED: u16 = 0x0105;
     pub(super) const PONG: u16 = 0x0106;
+    pub(super) const DRAINED: u16 = 0x0107;
 }
 
 /// The decoded fixed header.
@@ -1231,6 +1237,7 @@ pub fn parse_from_worker(frame: &[u8]) -> Result<FromWorker<'_>, ProtocolError> 
         kind::PONG => Ok(FromWorker::Pong {
             nonce: header.chunk_id,
         }),
+        kind::DRAINED => Ok(FromWorker::Drained),
         other => Err(ProtocolError::UnexpectedKind(other)),
     }
 }
@@ -1721,6 +1728,11 @@ pub(crate) fn encode_pong(nonce: u64, out: &mut AlignedVec) {
         },
         out,
     );
+}
+
+/// Encodes `Drained`.
+pub(crate) fn encode_drained(out: &mut AlignedVec) {
+    start_frame(&Header::control(kind::DRAINED), out);
 }
 
 /// Builds `Outcomes` frames run by run, reusing its buffers and serializer arena.

@@ -25,6 +25,20 @@
 //! | 6 | worker | the CPU it started its last chunk on, plus one (0: unknown) |
 //! | 7 | parent | the CPU of the parent thread that last spun for this worker's outcomes, plus one (0: none) |
 //! | 8 | both, by compare-and-swap | claim: `chunk_id + 1` of the last chunk the worker started, or [`protocol::CLAIM_RECLAIMED`] or-ed with `chunk_id + 1` of a queued chunk the parent took back before the worker started it; the worker skips such a chunk without a word about it ([`protocol::reclaim`], [`protocol::claim`]) |
+//! | 9 | parent sets, worker clears | outbox: 1 while frames wait in the parent's outbox for room in this worker's ring or socket; a worker that finds its inbox empty with the word set swaps it to 0 and sends `Drained`, so the parent flushes then (see "Waiting for room" below) |
+//!
+//! # Waiting for room
+//!
+//! The parent never blocks sending to a worker: a frame without room waits in its outbox,
+//! flushed after the worker's next outcome. Frames that produce no outcome (shared objects,
+//! `Release`, a chunk taken back) free room that no outcome announces, and the room a chunk's
+//! frame takes is freed after its last outcome was sent. So the parent also sets word 9 when
+//! its outbox is not empty, and the worker answers with `Drained` once it has read every frame
+//! there is: then its ring and socket are empty, and the parent's flush sends at least the
+//! next waiting frame. No wake-up is lost: the parent stores the word, fences (SeqCst) and
+//! flushes again; the worker's wait publishes the ring's head behind a SeqCst fence before it
+//! loads the word (`Inbox::recv_until`). Either the worker sees the word, or the parent's flush
+//! sees the head that made room, sends, and so wakes the worker.
 //!
 //! The completion ring is shared memory, so after a worker dies the parent can still drain every
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
@@ -149,6 +163,9 @@ pub(crate) mod word {
     pub(crate) const WAITER_CPU: usize = 7;
     /// Claim word: the last chunk started, or a chunk the parent took back (`protocol::claim`).
     pub(crate) const CLAIM: usize = 8;
+    /// Frames wait in the parent's outbox (1), set by the parent; the worker swaps it to 0 and
+    /// sends `Drained` when it finds its inbox empty (module docs, "Waiting for room").
+    pub(crate) const OUTBOX: usize = 9;
 }
 
 /// The CPU this thread runs on, plus one (0 if unknown): `sched_getcpu`, a read of the rseq
@@ -266,6 +283,14 @@ impl<'a> MailboxWords<'a> {
         }
     }
 
+    /// Replaces word `i` with `value` and returns what it held (AcqRel).
+    fn swap(self, i: usize, value: u64) -> u64 {
+        match self {
+            MailboxWords::Shared(mailbox) => mailbox.swap(i, value),
+            MailboxWords::Local(mailbox) => mailbox.swap(i, value),
+        }
+    }
+
     /// Replaces word `i` if it holds `current`.
     fn compare_exchange(self, i: usize, current: u64, new: u64) -> bool {
         match self {
@@ -284,9 +309,22 @@ pub(crate) trait Inbox {
     /// Blocks for the next frame.
     fn recv(&mut self) -> Result<Self::Frame<'_>, WorkerError>;
 
-    /// Blocks for the next frame at most `idle`; `None` when none came.
-    fn recv_within(&mut self, idle: Duration) -> Result<Option<Self::Frame<'_>>, WorkerError> {
-        let _ = idle;
+    /// Blocks for the next frame until `deadline` (`None`: none), or until `stop` returns true;
+    /// `None` when the deadline passed or `stop` ended the wait. `stop` is called before the
+    /// wait blocks and again before every park, each time after everything this side released
+    /// was made visible to the sender behind a SeqCst fence (the ring's head: see
+    /// `procpool_ipc::Receiver::recv_until`), which the parent's outbox protocol relies on
+    /// (module docs, "Waiting for room").
+    fn recv_until(
+        &mut self,
+        deadline: Option<Instant>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Self::Frame<'_>>, WorkerError> {
+        // Stand-ins without rings: look once, then block without a deadline.
+        let _ = deadline;
+        if stop() {
+            return Ok(None);
+        }
         self.recv().map(Some)
     }
 
@@ -540,16 +578,22 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
     // Stored by the parent before it sent `Setup`, which this worker has received.
     encoder.set_max_item(usize::try_from(mailbox.load(word::MAX_OUTPUT)).unwrap_or(usize::MAX));
     loop {
-        let mut frame = if outbox.holds_buffers() {
-            match inbox.recv_within(BUFFER_IDLE)? {
-                Some(frame) => frame,
-                None => {
+        // With large-frame buffers held, give them back after BUFFER_IDLE without frames.
+        let idle_until = outbox.holds_buffers().then(|| Instant::now() + BUFFER_IDLE);
+        let outbox_waits = || mailbox.load(word::OUTBOX) != 0;
+        let mut frame = match inbox.recv_until(idle_until, &outbox_waits)? {
+            Some(frame) => frame,
+            None => {
+                // Every frame is read and released: tell a parent whose outbox waits for
+                // room (module docs, "Waiting for room").
+                if mailbox.swap(word::OUTBOX, 0) != 0 {
+                    protocol::encode_drained(&mut control);
+                    outbox.send(&control)?;
+                } else if idle_until.is_some_and(|until| Instant::now() >= until) {
                     outbox.release_buffers();
-                    continue;
                 }
+                continue;
             }
-        } else {
-            inbox.recv()?
         };
         match protocol::parse_to_worker(&frame)? {
             ToWorker::Shared { id, tag, .. } => {

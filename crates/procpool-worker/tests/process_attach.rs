@@ -93,6 +93,40 @@ fn accept_times_out_without_a_peer() {
     assert!(matches!(err, AcceptError::TimedOut(_)), "{err:?}");
 }
 
+/// A stop from another thread ends an accept that would otherwise wait an hour, and every
+/// later accept and pause; the socket file stays until the listener is dropped.
+#[test]
+fn a_stopped_listener_ends_its_waiting_accept_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stopped.sock");
+    let listener = std::sync::Arc::new(Listener::bind(&path).expect("bind"));
+    let stop = listener.stopper();
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let waiting = std::sync::Arc::clone(&listener);
+    let acceptor = std::thread::spawn(move || {
+        let res = waiting.accept_worker(&ChannelConfig::default(), Duration::from_secs(3600));
+        let _ = result_tx.send(res.map(|(_, pid)| pid));
+    });
+    // Whether the acceptor is already polling or not yet: the stop is level-triggered.
+    stop.stop();
+    let res = result_rx
+        .recv_timeout(WATCHDOG)
+        .expect("the stop ends the accept's wait");
+    assert!(matches!(res, Err(AcceptError::Stopped)), "{res:?}");
+    acceptor.join().expect("the acceptor thread");
+    stop.stop();
+    let again = listener.accept_worker(&ChannelConfig::default(), Duration::from_secs(3600));
+    assert!(matches!(again, Err(AcceptError::Stopped)), "{again:?}");
+    let paused = listener.pause(Duration::from_secs(3600));
+    assert!(matches!(paused, Err(AcceptError::Stopped)), "{paused:?}");
+    assert!(path.exists(), "a stopped listener keeps its socket file");
+    drop(listener);
+    assert!(
+        !path.exists(),
+        "dropping the listener removes the socket file"
+    );
+}
+
 #[test]
 fn bind_replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");

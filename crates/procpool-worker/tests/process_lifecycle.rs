@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use procpool_ipc::{ChannelConfig, Endpoint, Handoff};
-use procpool_worker::{StartMethod, WorkerExit, WorkerProcess, WorkerSpawner};
+use procpool_worker::{SpawnError, StartMethod, WorkerExit, WorkerProcess, WorkerSpawner};
 
 /// A fresh channel's hand-over (the parent's end is dropped: these programs never use it).
 fn handoff() -> Handoff {
@@ -287,18 +287,77 @@ fn a_started_program_gets_the_signal_mask_and_dispositions_it_is_promised() {
     any_program.kill(libc::SIGKILL).expect("kill");
     wait(&mut any_program);
 
-    // A WorkerSpawner's program runs the entry, which unblocks SIGINT once it has ignored it.
+    // A WorkerSpawner's program gets the same: SIGINT ignored from its first instruction, and
+    // nothing blocked (a program that never reaches the entry would otherwise keep a block).
     let spawner = WorkerSpawner::new(StartMethod::Spawn)
         .program("/bin/sleep")
         .arg("60");
-    let mut entry_program = spawner.spawn(handoff()).expect("spawn");
-    let pid = entry_program.pid();
-    assert_eq!(signal_set(pid, "SigBlk"), sigint, "only SIGINT is blocked");
+    let mut spawner_program = spawner.spawn(handoff()).expect("spawn");
+    let pid = spawner_program.pid();
+    assert_eq!(signal_set(pid, "SigBlk"), 0, "no signal is blocked");
     assert_eq!(
-        signal_set(pid, "SigIgn") & sigint,
+        signal_set(pid, "SigIgn") & (sigint | sigpipe),
         sigint,
-        "SIGINT is ignored"
+        "SIGINT is ignored, SIGPIPE is not"
     );
-    entry_program.kill(libc::SIGKILL).expect("kill");
-    wait(&mut entry_program);
+    spawner_program.kill(libc::SIGKILL).expect("kill");
+    wait(&mut spawner_program);
+}
+
+/// A program named without a `/` is looked up in the `PATH` the started process gets (set here
+/// through the spawn's `envs` and the spawner's `env`, never in this test process's environment),
+/// as `std::process::Command` does: a directory without it and a same-named file that is not
+/// executable are passed over, and `argv[0]` stays the name. A name found in no directory is
+/// `SpawnError::NotFound` naming it and the `PATH`.
+#[test]
+fn a_program_name_without_a_slash_is_looked_up_in_the_path_the_program_gets() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = "procpool-path-test-shell";
+    let found = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink("/bin/sh", found.path().join(name)).expect("symlink");
+    let not_executable = tempfile::tempdir().expect("tempdir");
+    let shadow = not_executable.path().join(name);
+    std::fs::write(&shadow, "#!/bin/sh\nexit 3\n").expect("write");
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let path = format!(
+        "{}:{}:{}",
+        empty.path().display(),
+        not_executable.path().display(),
+        found.path().display()
+    );
+    let report = found.path().join("argv0");
+    let script = format!("printf %s \"$0\" > '{}'", report.display());
+    let mut worker = WorkerProcess::spawn(
+        Path::new(name),
+        ["-c", &script],
+        handoff(),
+        &[(OsStr::new("PATH"), OsStr::new(&path))],
+    )
+    .expect("the name is found through the PATH given to the program");
+    assert_eq!(wait(&mut worker), WorkerExit::Code(0));
+    assert_eq!(std::fs::read_to_string(&report).expect("report"), name);
+
+    let spawner = WorkerSpawner::new(StartMethod::Spawn)
+        .program(name)
+        .arg("-c")
+        .arg("exit 7")
+        .env("PATH", &path);
+    let mut worker = spawner.spawn(handoff()).expect("a spawner finds it too");
+    assert_eq!(wait(&mut worker), WorkerExit::Code(7));
+
+    let empty_path = empty.path().as_os_str();
+    let res = WorkerProcess::spawn(
+        Path::new(name),
+        [] as [&str; 0],
+        handoff(),
+        &[(OsStr::new("PATH"), empty_path)],
+    );
+    match res {
+        Err(SpawnError::NotFound { program, path }) => {
+            assert_eq!(program, Path::new(name));
+            assert_eq!(path, empty_path);
+        }
+        other => panic!("expected SpawnError::NotFound, got {other:?}"),
+    }
 }

@@ -26,7 +26,7 @@
 //! thread *and* of the caller (two ~50 µs wake-ups of halted cores here), so spinning for up
 //! to that long cannot be slower, and bounding it keeps a long task from burning a core.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -49,6 +49,11 @@ pub(crate) struct Helping {
     /// Every worker slot's cell (a shared snapshot, rebuilt when a slot comes or goes, so a
     /// helper takes it without allocating).
     cells: Mutex<Arc<Vec<Arc<Attend>>>>,
+    /// How many times `cells` was rebuilt; written under its mutex. A helper compares it with
+    /// the generation of its snapshot when a look found nothing, and takes a new snapshot if
+    /// it moved: a reader registered after the helper started steps aside for it like the
+    /// others, so the helper must read that ring too (`Shared::help`).
+    generation: AtomicU64,
     /// The last helper found a worker on its own CPU or needed to yield: the next one checks
     /// for co-location at once (a hint; Relaxed).
     co_located: AtomicBool,
@@ -91,7 +96,23 @@ impl Helping {
 
     /// A snapshot of the cells.
     pub(crate) fn cells(&self) -> Arc<Vec<Arc<Attend>>> {
-        Arc::clone(&lock(&self.cells))
+        self.snapshot().1
+    }
+
+    /// A snapshot of the cells with its generation (see [`generation`](Self::generation)).
+    pub(crate) fn snapshot(&self) -> (u64, Arc<Vec<Arc<Attend>>>) {
+        let cells = lock(&self.cells);
+        // Relaxed: read under the mutex that every write holds.
+        (self.generation.load(Ordering::Relaxed), Arc::clone(&cells))
+    }
+
+    /// The generation of the cells now: it differs from a snapshot's once a slot came or went
+    /// after it was taken.
+    pub(crate) fn generation(&self) -> u64 {
+        // Relaxed: a stale value only postpones the new snapshot to a later look (at worst to
+        // the end of the help window, after which the leaving helper kicks the readers of
+        // chunk holders); the snapshot itself is then taken under the mutex.
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add(&self, cell: &Arc<Attend>) {
@@ -99,6 +120,8 @@ impl Helping {
         let mut next = Vec::clone(&cells);
         next.push(Arc::clone(cell));
         *cells = Arc::new(next);
+        // Relaxed: under the mutex (see `generation`).
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, cell: &Arc<Attend>) {
@@ -108,6 +131,8 @@ impl Helping {
             .cloned()
             .collect();
         *cells = Arc::new(next);
+        // Relaxed: under the mutex (see `generation`).
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Kicks every reader (shutdown, terminate).

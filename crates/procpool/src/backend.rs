@@ -359,7 +359,7 @@ struct MailboxControl<S> {
     /// Words shared with the worker runtime: 0 = running chunk + 1, 1 = offset of the running
     /// item, 2 = yield request (chunk + 1), 3 = liveness ping, 4 = its answer, 5 = output size
     /// limit, 6 = the worker's CPU + 1, 7 = a waiting parent thread's CPU + 1, 8 = claim (the
-    /// last chunk started, or one taken back).
+    /// last chunk started, or one taken back), 9 = frames wait in the outbox.
     mailbox: Mailbox,
     signals: S,
     /// The last value stored to word 7, so an unchanged one is not even loaded (the worker
@@ -439,6 +439,10 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
         }
     }
 
+    fn outbox_waits(&self) {
+        outbox_waits_through(&self.mailbox);
+    }
+
     fn close(&self) {
         self.signals.closing();
         self.closer.close();
@@ -513,6 +517,18 @@ const MAILBOX_WORKER_CPU: usize = 6;
 const MAILBOX_WAITER_CPU: usize = 7;
 /// Mailbox word 8: the claim word (`protocol::reclaim`, `protocol::claim`).
 const MAILBOX_CLAIM: usize = 8;
+/// Mailbox word 9: 1 while frames wait in the parent's outbox (set by the parent, swapped to 0
+/// by the worker when it answers with `Drained`).
+const MAILBOX_OUTBOX: usize = 9;
+
+/// Sets the outbox word of `mailbox` (see [`WorkerControl::outbox_waits`]).
+pub(crate) fn outbox_waits_through(mailbox: &Mailbox) {
+    mailbox.store(MAILBOX_OUTBOX, 1);
+    // SeqCst fence: the Dekker pair with the worker's wait, which publishes its ring's head
+    // behind a SeqCst fence and then loads this word; the caller's flush after this reads the
+    // head (procpool-worker's runtime docs, "Waiting for room").
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
 
 /// Sends the next liveness ping through a worker's mailbox and returns its number.
 fn ping_through(mailbox: &Mailbox) -> u64 {

@@ -8,8 +8,10 @@
 //! consumer pulling input, a reader thread reporting outcomes) dispatches under that lock:
 //! it asks the scheduler for assignments, encodes each chunk as one frame and sends it.
 //! Sends never block: a full link leaves the frame in the worker's outbox, flushed after
-//! that worker's next outcome frame (a full link means the worker has work, so that frame
-//! will come).
+//! that worker's next outcome frame, or when the worker, told through its mailbox that frames
+//! wait (`WorkerControl::outbox_waits`), has read every frame it had and says so (`Drained`):
+//! frames that produce no outcome (shared objects, `Release`, a chunk taken back) free room
+//! that no outcome announces.
 //!
 //! Each worker has one reader thread, which blocks in the link's `recv`. For an outcome
 //! frame it updates the core under the lock, then decodes and delivers the outcomes with
@@ -82,10 +84,12 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(5);
 const LIVENESS_MAX_TICK: Duration = Duration::from_millis(250);
 /// Handshakes with attaching workers that may run at once; more peers wait in the backlog.
 const MAX_PENDING_ATTACHES: usize = 16;
+/// How long the accept loop waits for a peer before it looks at the pool's phase again. Only a
+/// re-check: `close` stops the listener (`ListenerStop`), which ends the wait at once, so this
+/// can be long (a test relies on it: a close that did not wake the acceptor would hang).
+const ACCEPT_RECHECK: Duration = Duration::from_secs(3600);
 /// The default of `PoolBuilder::liveness_timeout`.
 pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the release thread retries outboxes (see `release_loop`).
-const OBJECT_FLUSH_TICK: Duration = Duration::from_millis(20);
 /// How often a reader thread offers its link's large-frame memory back (the pads of the
 /// parent's sender, the receiver's copy buffer): what was not used since the previous offer
 /// is released, so it goes one to two of these after the link's last large frame (a worker
@@ -129,8 +133,9 @@ pub(crate) struct TestHooks {
     /// Replaces `attend::DORMANT_SLICE` (how often a dormant reader looks at its ring).
     pub(crate) dormant_slice: Option<Duration>,
     /// Called with the site's name right before a thread blocks at that site: on `changed`
-    /// under the core lock ("watchdog idle", "replacement pause"), or a reader thread, declared
-    /// dormant, on its slot's condvar ("reader dormant").
+    /// under the core lock ("watchdog idle", "replacement pause"), a reader thread, declared
+    /// dormant, on its slot's condvar ("reader dormant"), or a caller that took the helper's
+    /// seat and its snapshot of the slots, before it reads the rings ("helping").
     pub(crate) blocking: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
 }
 
@@ -208,8 +213,9 @@ struct Core {
     watchdog: Option<JoinHandle<()>>,
     /// `shutdown` was asked for on a reader thread: close once no job is left.
     close_when_drained: bool,
-    /// Threads accepting attaching workers (`Pool::listen`).
-    acceptors: Vec<JoinHandle<()>>,
+    /// Threads accepting attaching workers (`Pool::listen`), each with the handle that stops
+    /// its listener's wait (`close` uses it, so an acceptor ends at once).
+    acceptors: Vec<(JoinHandle<()>, procpool_worker::ListenerStop)>,
     /// Attaching workers refused (failed handshake, foreign user, …), and the last reason.
     attach_refusals: u64,
     last_attach_refusal: Option<String>,
@@ -1033,6 +1039,14 @@ impl Shared {
                 Ok(())
             }
             FromWorker::Pong { .. } => Ok(()),
+            FromWorker::Drained => {
+                // It read everything it was sent: what waits now fits (`outbox_waits`).
+                let mut core = self.lock();
+                if let Some(worker) = core.workers.get_mut(&id) {
+                    flush(worker);
+                }
+                Ok(())
+            }
             FromWorker::Hello(_) | FromWorker::Ready | FromWorker::InitFailed(_) => {
                 Err("a handshake message after the handshake".to_owned())
             }
@@ -1920,6 +1934,10 @@ impl Shared {
         let readers = std::mem::take(&mut core.readers);
         let watchdog = core.watchdog.take();
         let acceptors = std::mem::take(&mut core.acceptors);
+        // After `Closed`: a stopped acceptor wakes, finds the phase and ends.
+        for (_, stop) in &acceptors {
+            stop.stop();
+        }
         self.changed.notify_all();
         drop(core);
         if ON_READER.with(|flag| flag.get()) {
@@ -1942,7 +1960,7 @@ impl Shared {
                 worker.control.kill();
             }
         }
-        for acceptor in acceptors {
+        for (acceptor, _) in acceptors {
             let _ = acceptor.join();
         }
         // Workers attached while the acceptors were stopping.
@@ -2093,6 +2111,7 @@ impl Shared {
             )
         })?;
         let bound = listener.path().to_path_buf();
+        let stop = listener.stopper();
         let shared = Arc::clone(self);
         let mut core = self.lock();
         if core.phase == Phase::Closed {
@@ -2104,7 +2123,7 @@ impl Shared {
             .map_err(|err| {
                 Error::with_source(ErrorKind::Io, "cannot start the listening thread", err)
             })?;
-        core.acceptors.push(thread);
+        core.acceptors.push((thread, stop));
         Ok(bound)
     }
 
@@ -2122,10 +2141,12 @@ impl Shared {
                 break;
             }
             if pending.len() >= MAX_PENDING_ATTACHES {
-                std::thread::sleep(Duration::from_millis(10));
+                // Polls for a handshake thread to finish (only under a flood of attaching
+                // peers); `close` still ends the pause at once (`Stopped`).
+                let _ = listener.pause(Duration::from_millis(10));
                 continue;
             }
-            match listener.accept_worker(&channel, Duration::from_millis(50)) {
+            match listener.accept_worker(&channel, ACCEPT_RECHECK) {
                 Ok((endpoint, pid)) => {
                     let link = crate::backend::attached_link(endpoint, pid);
                     let control = Arc::clone(&link.control);
@@ -2143,13 +2164,16 @@ impl Shared {
                         }
                     }
                 }
-                Err(procpool_worker::AcceptError::TimedOut(_)) => {}
+                Err(
+                    procpool_worker::AcceptError::TimedOut(_)
+                    | procpool_worker::AcceptError::Stopped,
+                ) => {}
                 Err(err @ procpool_worker::AcceptError::ForeignUser { pid, .. }) => {
                     self.note_refusal(pid, &err.to_string());
                 }
                 Err(err) => {
                     tracing::warn!("accepting a worker failed: {err}");
-                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = listener.pause(Duration::from_millis(50));
                 }
             }
         }
@@ -2249,18 +2273,18 @@ impl Shared {
         }
     }
 
-    /// Retries what waits in every outbox.
-    fn flush_outboxes(&self) {
-        let mut core = self.lock();
-        for worker in core.workers.values_mut() {
-            flush(worker);
-        }
-    }
-
     /// How many dormant readers a `submit` left asleep (tests).
     #[cfg(test)]
     pub(crate) fn owed_readers(&self) -> usize {
         self.lock().owed.len()
+    }
+
+    /// How many frames and objects wait in the outboxes of all workers (tests).
+    #[cfg(test)]
+    pub(crate) fn outbox_len(&self) -> usize {
+        (self.lock().workers.values())
+            .map(|worker| worker.outbox.len())
+            .sum()
     }
 
     /// How many reader threads have registered their slot for helpers (tests).
@@ -2405,17 +2429,12 @@ fn check_liveness(
 /// The release thread: forwards the ids of dropped shared objects to the pool. It holds the
 /// pool weakly and ends when the pool and every object are gone.
 ///
-/// It also flushes outboxes now and then: an object can wait in an outbox when the worker's
-/// socket is full of earlier objects, and an idle worker sends no outcome to trigger a flush.
+/// An object (or its `Release`) that finds no room in a worker's socket or ring waits in that
+/// worker's outbox like any frame, until the worker says it read everything (`Drained`).
 fn release_loop(pool: &Weak<Shared>, released: &std::sync::mpsc::Receiver<u64>) {
-    loop {
-        let next = released.recv_timeout(OBJECT_FLUSH_TICK);
+    while let Ok(id) = released.recv() {
         let Some(pool) = pool.upgrade() else { return };
-        match next {
-            Ok(id) => pool.release_object(id),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => pool.flush_outboxes(),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        }
+        pool.release_object(id);
     }
 }
 
@@ -2435,12 +2454,20 @@ impl Helper for Shared {
             // Another thread helps; it reads this task's outcome too, or kicks its reader.
             return;
         }
-        let cells = self.helping.cells();
+        let (mut generation, first_cells) = self.helping.snapshot();
         if !nested {
-            // Reader threads parked on their rings let go of the receivers.
-            for cell in cells.iter() {
+            // Reader threads parked on their rings let go of the receivers. A reader
+            // registered after the snapshot needs no interrupt: it registered after `enter`
+            // (the cells mutex orders the two), so its stop check, SeqCst, sees the seat taken
+            // before it parks, and it steps aside.
+            for cell in first_cells.iter() {
                 cell.interrupt();
             }
+        }
+        // The slots this helper reads: renewed when one came or went (see `Helping::generation`).
+        let mut cells = Arc::clone(&first_cells);
+        if !nested {
+            self.about_to_block("helping");
         }
         let was_reader = ON_READER.with(|flag| flag.replace(true));
         HELPING.with(|flag| flag.set(true));
@@ -2467,7 +2494,8 @@ impl Helper for Shared {
                 return false;
             };
             let mut here = false;
-            for cell in cells.iter() {
+            // The first snapshot's workers: enough for a hint about where they run.
+            for cell in first_cells.iter() {
                 here |= cell
                     .with_control(|control| {
                         if !nested {
@@ -2487,6 +2515,10 @@ impl Helper for Shared {
                 progressed |= self.help_once(cell, &mut buf);
             }
             if progressed {
+                continue;
+            }
+            if self.helping.generation() != generation {
+                (generation, cells) = self.helping.snapshot();
                 continue;
             }
             idle_spins = idle_spins.wrapping_add(1);
@@ -2526,8 +2558,11 @@ impl Helper for Shared {
             self.owes.store(false, Ordering::Relaxed);
             let holding = (core.chunks.values()).filter_map(|info| core.workers.get(&info.worker));
             let stopping = core.workers.values().filter(|worker| worker.stopping);
+            // Their `Drained` must be read (`outbox_waits`).
+            let outbox_waits = (core.workers.values()).filter(|worker| !worker.outbox.is_empty());
             holding
                 .chain(stopping)
+                .chain(outbox_waits)
                 .map(|worker| Arc::clone(&worker.attend))
                 .collect()
         };
@@ -2634,6 +2669,7 @@ fn send(worker: &mut WorkerEntry, frame: &AlignedVec) {
     let mut copy = AlignedVec::with_capacity(frame.len());
     copy.extend_from_slice(frame);
     worker.outbox.push_back(Outgoing::Frame(copy));
+    outbox_waits(worker);
 }
 
 /// Hands a shared object to a worker now, or queues it behind what is still waiting.
@@ -2649,10 +2685,32 @@ fn send_object(worker: &mut WorkerEntry, object: &Arc<SharedObject>) {
     worker
         .outbox
         .push_back(Outgoing::Object(Arc::clone(object)));
+    outbox_waits(worker);
+}
+
+/// Sends queued frames while the link has room; if some must still wait, tells the worker
+/// (`outbox_waits`).
+fn flush(worker: &mut WorkerEntry) {
+    flush_while_room(worker);
+    if !worker.outbox.is_empty() {
+        outbox_waits(worker);
+    }
+}
+
+/// Frames wait in `worker`'s outbox: asks the worker for `Drained` once it has read every frame
+/// it has, and makes sure its reader thread is awake to read that (a helper that leaves kicks
+/// it again), then flushes once more. The worker's request word is stored and fenced before
+/// this flush looks for room, so a worker that ran out of frames just before is not missed:
+/// either it sees the word (and answers), or this flush sees the room it made and sends, which
+/// wakes it (procpool-worker's runtime docs, "Waiting for room").
+fn outbox_waits(worker: &mut WorkerEntry) {
+    worker.control.outbox_waits();
+    worker.attend.kick();
+    flush_while_room(worker);
 }
 
 /// Sends queued frames while the link has room.
-fn flush(worker: &mut WorkerEntry) {
+fn flush_while_room(worker: &mut WorkerEntry) {
     while let Some(next) = worker.outbox.front() {
         let sent = match next {
             Outgoing::Frame(frame) => worker.sender.try_send(frame),

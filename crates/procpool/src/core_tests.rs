@@ -742,6 +742,61 @@ impl crate::link::Launcher for FirstOnly {
     }
 }
 
+/// Thread workers; every start after the first waits until the gate `.0` opens.
+struct LaterStartsGated(u64, AtomicUsize);
+
+impl crate::link::Launcher for LaterStartsGated {
+    fn launch(&self) -> Result<crate::link::Link, crate::Error> {
+        if self.1.fetch_add(1, Ordering::Relaxed) > 0 {
+            pass_gate(self.0);
+        }
+        crate::link::Launcher::launch(&ThreadLauncher)
+    }
+
+    fn describe(&self) -> String {
+        "thread workers, later starts gated".into()
+    }
+}
+
+/// A caller that is helping when a new worker's reader thread registers its slot reads that
+/// worker's ring too. The new reader finds the helper's seat taken and steps aside (dormant),
+/// like every reader; a helper that kept the slots of its start left the new worker's outcome
+/// unread for its whole window (100 µs; ten minutes here, as is the dormant reader's slice),
+/// and the call it waits for ran on that worker. Now the helper takes a new snapshot when the
+/// slots' generation moved. The second worker is held at its start until the helper reports
+/// that it took the seat and its snapshot, and the call is queued (not prefetched behind the
+/// first worker's gated call, whose cost is unknown), so it goes to the second worker.
+#[test]
+fn a_helping_caller_reads_the_ring_of_a_worker_that_arrived_after_it_started() {
+    const BUSY: u64 = 40;
+    const LATER_START: u64 = 41;
+    let (mut hooks, helping) = report_blocking_at("helping");
+    hooks.help_window = Some(Duration::from_secs(600));
+    hooks.dormant_slice = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(2)
+        .build_with_hooks(
+            Box::new(LaterStartsGated(LATER_START, AtomicUsize::new(0))),
+            hooks,
+        )
+        .expect("the first worker starts");
+    wait_gate_started(LATER_START);
+    let busy = pool.submit(gated, BUSY);
+    wait_gate_started(BUSY);
+    let queued = pool.submit(square, 3);
+    let waiter = std::thread::spawn(move || queued.result());
+    helping
+        .recv_timeout(WATCHDOG)
+        .expect("the waiting caller helps");
+    open_gate(LATER_START);
+    within_watchdog(move || {
+        assert_eq!(waiter.join().expect("waiter"), Ok(9));
+        open_gate(BUSY);
+        assert_eq!(busy.result(), Ok(BUSY));
+        drop(pool);
+    });
+}
+
 /// `terminate` does not wait for a reader thread sitting out its pause between two failed
 /// worker starts: it wakes it. The only worker is lost and its replacement cannot start; the
 /// pause and the grace are widened to ten minutes and `terminate` called once the reader
@@ -854,6 +909,47 @@ fn a_worker_recycled_by_an_outcome_a_caller_read_is_replaced() {
         }
         let outcomes: Vec<_> = pool.map(square, 0..3u64).collect();
         assert_eq!(outcomes, [Ok(0), Ok(1), Ok(4)]);
+    });
+}
+
+/// Frames that wait in a worker's outbox go out once the worker has read what it had, even
+/// when no outcome follows. While the only worker runs a gated call, shared objects are made
+/// until its socket is full and more than a hundred of them (and then a call) wait in its
+/// outbox. When the gate opens, the worker answers that call and then reads the objects, which
+/// produce no outcome: the flush after that answer sends only the few the worker has taken by
+/// then, and nothing else flushes. Before the fix only the release thread's 20 ms tick did;
+/// now the worker, asked through its mailbox, says `Drained` when it has read everything, and
+/// without that the queued call hangs.
+#[test]
+fn frames_waiting_in_an_outbox_go_out_when_the_worker_has_read_everything() {
+    const KEY: u64 = 50;
+    const WAITING: usize = 128;
+    let pool = Pool::builder()
+        .workers(1)
+        .build_with(Box::new(crate::thread_backend::MailboxThreadLauncher))
+        .expect("the thread worker starts");
+    let busy = pool.submit(gated, KEY);
+    wait_gate_started(KEY);
+    let mut objects = Vec::new();
+    for value in 0..100_000u64 {
+        if pool.outbox_len() >= WAITING {
+            break;
+        }
+        objects.push(pool.share_slice(&[value]).expect("share"));
+    }
+    assert!(
+        pool.outbox_len() >= WAITING,
+        "the worker's socket never filled ({} objects made)",
+        objects.len()
+    );
+    let queued = pool.submit(square, 3);
+    open_gate(KEY);
+    within_watchdog(move || {
+        assert_eq!(busy.result(), Ok(KEY));
+        assert_eq!(queued.result(), Ok(9));
+        assert_eq!(pool.outbox_len(), 0);
+        drop(pool);
+        drop(objects);
     });
 }
 

@@ -7,7 +7,8 @@
 //!
 //! - [`FrameSender`]: owned by the pool core, used under its lock; never blocks
 //!   (`try_send` gives back "full", and the core keeps the frame in an outbox it flushes after
-//!   the worker's next outcome).
+//!   the worker's next outcome, or when the worker, asked through
+//!   [`WorkerControl::outbox_waits`], says it has read everything: `Drained`).
 //! - [`FrameReceiver`]: read by that worker's reader thread, or by a caller waiting for a
 //!   result (`attend.rs`); blocks until a frame arrives or the link is gone (peer died,
 //!   closed, corrupt), or polls. Ending is how the core learns of a death.
@@ -192,6 +193,13 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// Tells the worker which CPU a parent thread spinning for its outcomes runs on (mailbox
     /// word 7): a worker on that same CPU yields it as soon as its outcomes are published.
     fn set_waiter_cpu(&self, cpu: usize);
+
+    /// Frames wait in this link's outbox for room: asks the worker to send `Drained` once it
+    /// has read every frame it was sent (mailbox word 9), and fences (SeqCst) before the
+    /// caller flushes again, so that either the worker sees the request or that flush sees the
+    /// room the worker made (procpool-worker's runtime docs, "Waiting for room"). A backend
+    /// without a mailbox has its own way to flush, or none is needed.
+    fn outbox_waits(&self) {}
 
     /// Closes the link from this side: the reader's `recv` fails with `Disconnected`.
     fn close(&self);

@@ -314,6 +314,12 @@ impl Pool {
         self.shared.frame_buffer_capacity()
     }
 
+    /// Frames and objects waiting in the workers' outboxes (tests of the core).
+    #[cfg(test)]
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.shared.outbox_len()
+    }
+
     /// Reader threads registered with the helpers (tests of the core).
     #[cfg(test)]
     pub(crate) fn attended_slots(&self) -> usize {
@@ -366,7 +372,9 @@ impl PoolBuilder {
 
     /// The worker program (default: this program). It must call `procpool::init()` first
     /// in `main` and have every task of this program: the same tasks, or more (a superset); the
-    /// handshake refuses a program that lacks any, naming what it lacks.
+    /// handshake refuses a program that lacks any, naming what it lacks. A name without a `/`
+    /// is looked up in `PATH` as `std::process::Command` does (the `PATH` set with
+    /// [`env`](Self::env), else this process's).
     pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
         self.program = Some(path.into());
         self

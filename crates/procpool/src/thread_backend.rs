@@ -95,7 +95,11 @@ fn launch_thread(mailbox: bool) -> Result<Link, Error> {
         let control: Arc<dyn WorkerControl> = if mailbox {
             crate::backend::thread_control(pid, closer, words)
         } else {
-            Arc::new(ThreadControl { pid, closer })
+            Arc::new(ThreadControl {
+                pid,
+                closer,
+                mailbox: words,
+            })
         };
         Ok(Link {
             sender: Box::new(IpcSender::new(sender)),
@@ -109,6 +113,9 @@ fn launch_thread(mailbox: bool) -> Result<Link, Error> {
 struct ThreadControl {
     pid: u32,
     closer: Closer,
+    /// The channel's mailbox, used only for the outbox word (the worker thread runs the real
+    /// runtime, which answers it).
+    mailbox: procpool_ipc::Mailbox,
 }
 
 impl WorkerControl for ThreadControl {
@@ -146,6 +153,10 @@ impl WorkerControl for ThreadControl {
     }
 
     fn set_waiter_cpu(&self, _cpu: usize) {}
+
+    fn outbox_waits(&self) {
+        crate::backend::outbox_waits_through(&self.mailbox);
+    }
 
     fn close(&self) {
         self.closer.close();

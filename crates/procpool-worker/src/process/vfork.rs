@@ -66,7 +66,8 @@ const EXIT_EXEC_FAILED: c_int = 127;
 /// Everything the child needs, prepared before the clone: plain values, and pointers into C
 /// strings owned by the caller of [`spawn`] that live until `spawn` returns.
 pub(super) struct ChildArgs<'a> {
-    /// The program, executed as given (no `PATH` search).
+    /// The program's path: executed as given (a bare name was looked up in `PATH` by the
+    /// parent before the clone, `process::search_path`; the child could not allocate for it).
     pub(super) program: &'a CStr,
     /// `argv`, terminated by a null pointer.
     pub(super) argv: &'a [*const c_char],
@@ -81,11 +82,6 @@ pub(super) struct ChildArgs<'a> {
     pub(super) first_target: RawFd,
     /// This process's pid, for the child's race check after arming the parent-death signal.
     pub(super) parent_pid: libc::pid_t,
-    /// Set SIGINT to `SIG_IGN` (it stays ignored in the executed program).
-    pub(super) ignore_sigint: bool,
-    /// The signal mask the program starts with, as the kernel's signal set (bit `n - 1` for
-    /// signal `n`); see [`exec_mask`].
-    pub(super) exec_mask: u64,
     /// `RLIMIT_AS` (soft and hard) for the child, if any.
     pub(super) memory_limit: Option<libc::rlimit>,
 }
@@ -262,7 +258,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             .unwrap_or(libc::EINVAL)
     };
 
-    reset_signal_handlers(args.ignore_sigint);
+    reset_signal_handlers();
     // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number changes only this process.
     let armed = unsafe {
         libc::prctl(
@@ -299,8 +295,9 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         }
     }
     // Every signal with a handler is at its default by now (but glibc's two, see the module
-    // docs), so whatever gets unblocked runs no code of the parent's.
-    set_signal_mask(&args.exec_mask, None);
+    // docs), so whatever gets unblocked runs no code of the parent's. The program starts with
+    // nothing blocked (see `EXEC_MASK`).
+    set_signal_mask(&EXEC_MASK, None);
     // Release: pairs with the Acquire loads in `spawn`. If the exec succeeds this is the
     // report; the parent is woken by the exec, after this store.
     shared
@@ -320,9 +317,16 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 }
 
 /// Sets every signal that has a handler (and SIGPIPE, which Rust programs ignore) back to its
-/// default, and SIGINT to `SIG_IGN` if asked; ignored signals stay ignored across the exec, as
-/// with `fork`. Runs in the child with every signal blocked.
-fn reset_signal_handlers(ignore_sigint: bool) {
+/// default, and SIGINT to `SIG_IGN`; other ignored signals stay ignored across the exec, as with
+/// `fork` and `std::process::Command`. Runs in the child with every signal blocked.
+///
+/// SIGINT is ignored on purpose (ARCHITECTURE, procpool-worker's invariant; GUARANTEES 4): a
+/// Ctrl-C goes to the whole process group, and the parent decides what it means for its
+/// workers. `SIG_IGN` survives the exec, so the program is covered from its first instruction,
+/// whether or not it reaches procpool's entry (which ignores it once more).
+/// SIGPIPE goes back to its default as `Command` does: the Rust runtime ignores it in the
+/// parent, and a program that writes to a closed pipe expects to die of it, not to see `EPIPE`.
+fn reset_signal_handlers() {
     // 1..=64: every signal number on Linux; glibc refuses its two internal ones (EINVAL).
     for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
@@ -334,7 +338,7 @@ fn reset_signal_handlers(ignore_sigint: bool) {
         if unsafe { libc::sigaction(signal, ptr::null(), &mut old) } < 0 {
             continue;
         }
-        let disposition = if signal == libc::SIGINT && ignore_sigint {
+        let disposition = if signal == libc::SIGINT {
             libc::SIG_IGN
         } else if signal == libc::SIGPIPE
             || (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN)
@@ -483,11 +487,15 @@ fn set_signal_mask(mask: &u64, old: Option<&mut u64>) -> libc::c_long {
     }
 }
 
-/// The signal mask for the executed program: empty, plus SIGINT if `block_sigint`.
-pub(super) fn exec_mask(block_sigint: bool) -> u64 {
-    if block_sigint {
-        1 << (libc::SIGINT - 1)
-    } else {
-        0
-    }
-}
+/// The signal mask the program starts with: empty, as `std::process::Command` gives (it resets
+/// the mask between fork and exec, and sets an empty one for `posix_spawn`).
+///
+/// Not the parent's: the spawner thread's mask is whatever the thread that first started a
+/// process had (a program that blocks SIGTERM in its threads to read it from a signalfd is
+/// common), and a worker with SIGTERM blocked would outwait every `terminate` grace. Nor SIGINT
+/// blocked: that was needed while workers started through `posix_spawn`, which cannot ignore a
+/// signal, so SIGINT stayed blocked across the exec until the worker's `main` ignored it;
+/// now the child ignores it before the exec, and a block would only linger in a program that
+/// never reaches procpool's entry (and in everything it starts), hiding SIGINT from a handler
+/// it installs.
+const EXEC_MASK: u64 = 0;

@@ -309,6 +309,8 @@ fn control_frames_roundtrip() {
     ));
     encode_ready(&mut frame);
     assert!(matches!(parse_from_worker(&frame), Ok(FromWorker::Ready)));
+    encode_drained(&mut frame);
+    assert!(matches!(parse_from_worker(&frame), Ok(FromWorker::Drained)));
     encode_yielded(4, 12, &mut frame);
     assert!(matches!(
         parse_from_worker(&frame),

@@ -14,12 +14,15 @@ impl Inbox for procpool_ipc::Receiver {
         })
     }
 
-    fn recv_within(
+    fn recv_until(
         &mut self,
-        idle: std::time::Duration,
+        deadline: Option<std::time::Instant>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<Self::Frame<'_>>, WorkerError> {
-        match procpool_ipc::Receiver::recv_timeout(self, idle) {
-            Ok(frame) => Ok(Some(frame)),
+        // The ring's wait publishes head (Release store, then a SeqCst fence) before it first
+        // calls `stop`, as `Inbox::recv_until` promises.
+        match procpool_ipc::Receiver::recv_until(self, deadline, stop) {
+            Ok(frame) => Ok(frame),
             Err(procpool_ipc::RecvError::Timeout) => Ok(None),
             Err(procpool_ipc::RecvError::Disconnected) => Err(WorkerError::Disconnected),
             Err(other) => Err(WorkerError::Transport(Box::new(other))),
@@ -107,6 +110,12 @@ impl LocalMailbox {
     pub(crate) fn store(&self, i: usize, value: u64) {
         // Release pairs with the Acquire in `load`.
         self.words[i].store(value, Ordering::Release);
+    }
+
+    /// Replaces word `i` and returns what it held.
+    pub(crate) fn swap(&self, i: usize, value: u64) -> u64 {
+        // AcqRel, as the shared mailbox's swap.
+        self.words[i].swap(value, Ordering::AcqRel)
     }
 
     /// Replaces word `i` if it holds `current`.
