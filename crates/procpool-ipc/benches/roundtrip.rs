@@ -27,7 +27,7 @@ mod peer;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -86,6 +86,21 @@ fn ipc(c: &mut Criterion, name: &str, role: &str, spin: Duration) {
     drop(sender);
 }
 
+/// One round trip of the raw futex pair: the next counter value on `ping`, woken, then
+/// waiting until the peer echoes it on `pong` (the peer's side: `peer::futex_echo`).
+fn futex_trip(ping: &AtomicU32, pong: &AtomicU32, counter: &mut u32) {
+    *counter = counter.wrapping_add(1).max(1) % (u32::MAX - 1);
+    ping.store(*counter, Ordering::Release);
+    peer::futex_wake(ping);
+    loop {
+        let value = pong.load(Ordering::Acquire);
+        if value == *counter {
+            break;
+        }
+        peer::futex_wait(pong, value);
+    }
+}
+
 fn roundtrip(c: &mut Criterion) {
     ipc(
         c,
@@ -116,16 +131,7 @@ fn roundtrip(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    counter = counter.wrapping_add(1).max(1) % (u32::MAX - 1);
-                    ping.store(counter, Ordering::Release);
-                    peer::futex_wake(ping);
-                    loop {
-                        let value = pong.load(Ordering::Acquire);
-                        if value == counter {
-                            break;
-                        }
-                        peer::futex_wait(pong, value);
-                    }
+                    futex_trip(ping, pong, &mut counter);
                 }
                 start.elapsed()
             })
@@ -210,18 +216,6 @@ fn idle_trips(n: usize) {
     let _futex_peer = peer::spawn("futex", vec![fd]);
     let (ping, pong) = (page.word(0), page.word(32));
     let mut counter = 0u32;
-    let mut futex_trip = || {
-        counter = counter.wrapping_add(1).max(1) % (u32::MAX - 1);
-        ping.store(counter, Ordering::Release);
-        peer::futex_wake(ping);
-        loop {
-            let value = pong.load(Ordering::Acquire);
-            if value == counter {
-                break;
-            }
-            peer::futex_wait(pong, value);
-        }
-    };
     let channel = |role: &str, spin: Duration| {
         let (endpoint, handoff) =
             Endpoint::create(&ChannelConfig::new().spin(spin)).expect("create");
@@ -250,7 +244,7 @@ fn idle_trips(n: usize) {
             }
             let start = Instant::now();
             match kind {
-                0 => futex_trip(),
+                0 => futex_trip(ping, pong, &mut counter),
                 1 => echo(&mut default_tx, &mut default_rx),
                 _ => echo(&mut parked_tx, &mut parked_rx),
             }
