@@ -52,44 +52,38 @@ fn pool() -> Pool {
         .expect("the test pool starts")
 }
 
-/// Allocations per run of `f`, over `runs` runs after as many to warm up.
-fn allocations_per_run(runs: u64, mut f: impl FnMut(u64)) -> f64 {
-    for i in 0..runs {
-        f(i);
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for i in 0..runs {
-        f(i);
-    }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / runs as f64
-}
-
-#[test]
-fn a_lone_call_allocates_only_its_task_slot() {
+/// Asserts that a run of `f` on a warm pool allocates once (its task slot) on average, over
+/// 2,000 runs after as many to warm up; `what` names the run in the message.
+fn assert_one_allocation_per_run(what: &str, mut f: impl FnMut(&Pool, u64)) {
     let _alone = ALONE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let pool = pool();
-    let per_call = allocations_per_run(2_000, |i| {
+    let runs = 2_000;
+    for i in 0..runs {
+        f(&pool, i);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..runs {
+        f(&pool, i);
+    }
+    let per_run = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / runs as f64;
+    assert!(per_run < 1.25, "{per_run:.2} allocations per {what}");
+}
+
+/// One allocation: the slot the handle and the outcome share. The frame is written in place,
+/// the arguments straight from the call window, the value decoded without a `Vec`, and the
+/// co-location checks look at the workers without collecting them.
+#[test]
+fn a_lone_call_allocates_only_its_task_slot() {
+    assert_one_allocation_per_run("call", |pool, i| {
         assert_eq!(pool.call(builtin::add_one, i), Ok(i + 1));
     });
-    // One: the slot the handle and the outcome share. The frame is written in place, the
-    // arguments straight from the call window, the value decoded without a `Vec`, and the
-    // co-location checks look at the workers without collecting them.
-    assert!(per_call < 1.25, "{per_call:.2} allocations per call");
 }
 
 #[test]
 fn a_waited_submit_allocates_only_its_task_slot() {
-    let _alone = ALONE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pool = pool();
-    let per_task = allocations_per_run(2_000, |i| {
+    assert_one_allocation_per_run("submit and result", |pool, i| {
         assert_eq!(pool.submit(builtin::add_one, i).result(), Ok(i + 1));
     });
-    assert!(
-        per_task < 1.25,
-        "{per_task:.2} allocations per submit and result"
-    );
 }
