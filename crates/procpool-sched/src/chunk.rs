@@ -24,8 +24,8 @@ use std::time::Duration;
 ///     n_workers: NonZeroUsize::new(4).unwrap(),
 ///     unknown_dispatches: 0,
 /// });
-/// // 800 µs target / 60 ns per item.
-/// assert_eq!(size.get(), 13_333);
+/// // 1,600 µs target / 60 ns per item.
+/// assert_eq!(size.get(), 26_666);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChunkPolicy {
@@ -58,9 +58,12 @@ pub struct AdaptiveConfig {
     /// and the map's consumer woken for it, take their CPU time from a worker. Measured on a
     /// 2-vCPU VM: ~9 µs of parent CPU per chunk, and the workers preempted about twice as
     /// often with 300 µs chunks as with 800 µs ones (`docs/bench/map-data-path.md`,
-    /// session 5). 800 µs keeps a chunk under a worker's 1 ms outcome flush (one frame per
-    /// chunk) and under `prefetch_horizon` (a second chunk is still queued where chunks cannot
-    /// be reclaimed).
+    /// session 5), and 26–35% less often again with 1,600 µs ones (session 6, with the
+    /// worker's outcome flush at 2 ms). 1,600 µs keeps a chunk under a worker's 2 ms outcome
+    /// flush (one frame per chunk). It is above `prefetch_horizon`: where chunks cannot be
+    /// reclaimed, a worker's second chunk is sent once less than that is left of its first
+    /// (reported progress), which in the simulation does as well as a longer horizon
+    /// (`docs/bench/scheduler-simulation.md`, session 6).
     pub target_chunk: Duration,
     /// The shortest chunk the guided tail shrinks to: below this the per-chunk overhead would
     /// dominate. Values above `target_chunk` act as `target_chunk`.
@@ -89,7 +92,7 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         AdaptiveConfig {
-            target_chunk: Duration::from_micros(800),
+            target_chunk: Duration::from_micros(1600),
             min_chunk: Duration::from_micros(20),
             guided_factor: NonZeroU32::new(2).unwrap(),
             dispatch_cost: Duration::from_micros(2),

@@ -9,7 +9,7 @@
 //! a flush, the end of the chunk) and then serialized as ONE archive into a reused outcome buffer,
 //! so the parent validates and decodes a whole run at once; a failure is serialized at once.
 //! Outcomes are flushed to the completion ring at the end of the chunk, and earlier when
-//! the pending batch is old (about 1 ms, checked with an adaptive stride so fast items do not
+//! the pending batch is old (about 2 ms, checked with an adaptive stride so fast items do not
 //! pay for a clock read each) or large, so results of long chunks stream back.
 //!
 //! # Mailbox words and what a parent knows after a crash
@@ -44,7 +44,7 @@
 //! frame the worker sent. For the chunk named by word 0 it then knows, exactly:
 //! items before the first one without a received outcome finished and were reported;
 //! items from there up to word 1 (exclusive) finished but their outcomes were still batched in
-//! the worker (at most one flush window: about 1 ms of work, about 8192 items or 256 KiB);
+//! the worker (at most one flush window: about 2 ms of work, about 8192 items or 256 KiB);
 //! the item at word 1 was running; items after it never started.
 //! With `RunOptions::flush_interval` zero every outcome is sent before the next item starts,
 //! and a death loses at most the running item.
@@ -95,7 +95,9 @@ pub(crate) use transport::LocalMailbox;
 #[non_exhaustive]
 pub struct RunOptions {
     /// Flush pending outcomes of a running chunk once the oldest is about this old
-    /// (default 1 ms). Zero sends every outcome before the next item starts.
+    /// (default 2 ms, just above the pool's adaptive chunk target of 1.6 ms, so a chunk of
+    /// short items usually comes back as one frame). Zero sends every outcome before the next
+    /// item starts.
     pub flush_interval: Duration,
     /// Flush pending outcomes of a running chunk once they take this many bytes.
     pub flush_bytes: usize,
@@ -115,7 +117,7 @@ const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(200);
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            flush_interval: Duration::from_millis(1),
+            flush_interval: Duration::from_millis(2),
             flush_bytes: 256 * 1024,
             idle_spin: DEFAULT_IDLE_SPIN,
         }

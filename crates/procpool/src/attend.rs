@@ -25,6 +25,13 @@
 //! The helper window is [`HELP_WINDOW`]: parking instead costs the wake-up of the reader
 //! thread *and* of the caller (two ~50 µs wake-ups of halted cores here), so spinning for up
 //! to that long cannot be slower, and bounding it keeps a long task from burning a core.
+//!
+//! A map's consumer does not help: it parks on its map's state and the reader threads read.
+//! Helping there, keeping the seat between waits with a reader taking it from a consumer
+//! that stays away, was tried in session 6 and not kept: ~1% of the workers' time saved on a
+//! quiet machine, not visible in `map_1us`'s ratio to rayon, and more preemptions of the
+//! workers under load, when the one thread that attends every ring is off the CPU
+//! (`docs/bench/map-data-path.md`, "Session 6").
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};

@@ -421,7 +421,7 @@ impl PoolBuilder {
 
     /// Sends map items (and queued submits) in chunks of exactly `items` (fewer only when
     /// fewer are waiting), like `chunksize` in Python, instead of the default adaptive sizing
-    /// that aims for chunks of about 800 µs of work from measured item costs.
+    /// that aims for chunks of about 1.6 ms of work from measured item costs.
     ///
     /// # Panics
     ///

@@ -74,14 +74,15 @@ fn adaptive_hits_the_target_duration() {
     check(
         "adaptive",
         "cost=50ns left=1000000 len=1000000 workers=2",
-        16_000,
+        32_000,
     );
-    check("adaptive", "cost=60ns left=1000000 workers=4", 13_333);
-    check("adaptive", "cost=1us left=1000000", 800);
-    check("adaptive", "cost=299us left=1000000", 2);
+    check("adaptive", "cost=60ns left=1000000 workers=4", 26_666);
+    check("adaptive", "cost=1us left=1000000", 1_600);
+    check("adaptive", "cost=599us left=1000000", 2);
     check("adaptive", "cost=801us left=1000000", 1);
+    check("adaptive", "cost=1601us left=1000000", 1);
     check("adaptive", "cost=40ms left=64 len=64", 1);
-    check("adaptive", "cost=0ns left=100000000 workers=1", 800_000);
+    check("adaptive", "cost=0ns left=100000000 workers=1", 1_600_000);
 }
 
 #[test]
@@ -96,9 +97,9 @@ fn adaptive_shrinks_toward_the_end() {
 
 #[test]
 fn adaptive_lengthens_chunks_when_the_parent_is_the_bottleneck() {
-    // 64 workers * 2 µs per send: target at least 512 µs (the default 800 µs is more), tail
-    // at least 128 µs; 256 workers: target at least 2,048 µs.
-    check("adaptive", "cost=50ns left=100000000 workers=64", 16_000);
+    // 64 workers * 2 µs per send: target at least 512 µs (the default 1,600 µs is more),
+    // tail at least 128 µs; 256 workers: target at least 2,048 µs.
+    check("adaptive", "cost=50ns left=100000000 workers=64", 32_000);
     check("adaptive", "cost=50ns left=100000000 workers=256", 40_960);
     check(
         "adaptive",
@@ -106,7 +107,7 @@ fn adaptive_lengthens_chunks_when_the_parent_is_the_bottleneck() {
         7_813,
     );
     check("adaptive", "cost=50ns left=100000 workers=64", 2_560);
-    check("adaptive", "cost=1us left=1000000 workers=16", 800);
+    check("adaptive", "cost=1us left=1000000 workers=16", 1_600);
     check("adaptive", "cost=1us left=1000 workers=16", 32);
 }
 

@@ -325,7 +325,8 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
         "5 ms in flight: no prefetch"
     );
 
-    // Cheap items: 800 µs chunks, double buffered.
+    // Cheap items: 1,600 µs chunks, double buffered once less than the 1 ms prefetch
+    // horizon is left of the first.
     let job = sched.submit(TaskKey(4), InputLen::Known(1_000_000));
     sched.add_items(job, 1_000_000).unwrap();
     let w1 = sched.add_worker();
@@ -334,9 +335,13 @@ fn adaptive_learns_the_cost_and_stops_prefetching_long_items() {
         .on_items_done(w1, probe.chunk, 1, Duration::from_nanos(100))
         .unwrap();
     let first = sched.next_chunk(w1).unwrap().unwrap();
+    assert_eq!((first.span.items.end - first.span.items.start), 16_000);
+    assert_eq!(sched.next_chunk(w1).unwrap(), None, "1.6 ms in flight");
+    sched
+        .on_items_done(w1, first.chunk, 8_000, Duration::from_micros(800))
+        .unwrap();
     let second = sched.next_chunk(w1).unwrap().unwrap();
-    assert_eq!((first.span.items.end - first.span.items.start), 8_000);
-    assert_eq!((second.span.items.end - second.span.items.start), 8_000);
+    assert_eq!((second.span.items.end - second.span.items.start), 16_000);
 }
 
 #[test]
