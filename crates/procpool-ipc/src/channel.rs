@@ -1222,6 +1222,13 @@ impl fmt::Debug for Receiver {
 }
 
 impl Receiver {
+    /// The link's socket, for a thread that waits for the peer's end without reading: it
+    /// polls `POLLHUP` (and `POLLRDHUP`) once the peer's process is gone or dropped its
+    /// endpoint. Only poll it: the frames' fds that arrive on it are this receiver's to take.
+    pub fn hangup_fd(&self) -> BorrowedFd<'_> {
+        self.link.socket.as_fd()
+    }
+
     /// Blocks (spin, then park) until a frame arrives.
     ///
     /// # Errors
@@ -1251,12 +1258,33 @@ impl Receiver {
     /// As for `recv`; peer death is checked at most every 50 ms.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_>>, RecvError> {
+        self.try_recv_inner(true)
+    }
+
+    /// [`try_recv`](Self::try_recv) without the check for the peer's death: no `poll` of
+    /// the socket, only the ring (its closed flag included). For a thread that looks often
+    /// while another one watches the peer (through [`hangup_fd`](Self::hangup_fd), or its
+    /// own `recv`).
+    ///
+    /// # Errors
+    ///
+    /// As for `try_recv`, except that a dead peer is not reported unless it closed the ring.
+    #[inline]
+    pub fn try_recv_unprobed(&mut self) -> Result<Option<Frame<'_>>, RecvError> {
+        self.try_recv_inner(false)
+    }
+
+    #[inline]
+    fn try_recv_inner(&mut self, probe: bool) -> Result<Option<Frame<'_>>, RecvError> {
         if let Some((item, end)) = self.peek()? {
             return self.make_frame(item, end).map(Some);
         }
         self.consumer.publish_head();
         if self.consumer.is_closed() {
             return self.drained_or(RecvError::Disconnected).map(Some);
+        }
+        if !probe {
+            return Ok(None);
         }
         let now = Instant::now();
         if self

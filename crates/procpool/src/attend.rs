@@ -15,12 +15,21 @@
 //!   a mutex, so whoever holds the lock is the one reader of that ring, and frames are
 //!   settled in order. A reader thread reads only while no helper is active, and checks that
 //!   *after* taking the lock.
-//! - *Dormant* reader threads sleep on a condvar (not on the ring) until *kicked*. The rule
-//!   that keeps every outcome attended: whenever a worker holds a chunk, either a helper is
-//!   active or that worker's reader is kicked. Dispatch kicks when no helper is active (except
-//!   for `Pool::call`, which helps next); a helper that leaves kicks the readers of workers that
-//!   still hold chunks. A dormant reader also looks at its ring every [`DORMANT_SLICE`], which
-//!   is how an idle worker's death is still seen when no thread reads its ring.
+//! - *Dormant* reader threads sleep off the ring until *kicked*. The rule that keeps every
+//!   outcome attended: whenever a worker holds a chunk, either a helper is active or that
+//!   worker's reader is kicked. Dispatch kicks when no helper is active (except for
+//!   `Pool::call`, which helps next); a helper that leaves kicks the readers of workers that
+//!   still hold chunks. A reader a helper displaced stays dormant while its worker holds
+//!   nothing, even once the helper left: back on the ring it would only be interrupted by the
+//!   next helper, which a lone call after an idle time would wait for.
+//! - A dormant reader sleeps on its [`Bell`] when the link has a hang-up fd: an eventfd that
+//!   kicks write, polled with the link's socket, which hangs up when the worker's process is
+//!   gone. So an idle worker's death is seen at once and an idle pool's readers need no timer:
+//!   one whose worker holds nothing wakes only for a kick, the hang-up, or its link's next
+//!   buffer offer (`BUFFER_IDLE`). Without a bell, and while its worker holds a chunk nobody
+//!   waits for yet (the owed kick's rescue), it looks at its ring every [`DORMANT_SLICE`].
+//! - Helpers look at the rings without the link's liveness check (a `poll` of its socket):
+//!   the reader threads watch that, until a bell heard the hang-up ([`Attend::hung_up`]).
 //!
 //! The helper window is [`HELP_WINDOW`]: parking instead costs the wake-up of the reader
 //! thread *and* of the caller (two ~50 µs wake-ups of halted cores here), so spinning for up
@@ -33,9 +42,14 @@
 //! workers under load, when the one thread that attends every ring is off the CPU
 //! (`docs/bench/map-data-path.md`, "Session 6").
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use procpool_sched::WorkerId;
 
@@ -177,6 +191,33 @@ pub(crate) struct Attend {
     control: Mutex<Option<Arc<dyn WorkerControl>>>,
     sleep: Mutex<Sleep>,
     wake: Condvar,
+    /// The dormant reader's doorbell, for links with a hang-up fd (`FrameReceiver::hangup_fd`).
+    bell: Mutex<Option<Arc<Bell>>>,
+    /// The bell heard the worker's end of the link close (set by the reader, cleared when the
+    /// next worker is installed). From then on the reader sleeps without the bell (which would
+    /// only ring again at once) and helpers look at this ring with the liveness check.
+    hung_up: AtomicBool,
+}
+
+/// What a dormant reader sleeps on when its link can say that the worker is gone: an eventfd
+/// that every kick writes, polled together with the link's hang-up fd. So it needs no timer
+/// to notice an idle worker's death, and a kick still wakes it at once. (Without a bell it
+/// waits on `wake` for a slice at a time.)
+#[derive(Debug)]
+struct Bell {
+    kicks: EventFd,
+    hangup: OwnedFd,
+}
+
+/// How a dormant reader's [`Attend::sleep`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// Kicked: read again (no longer dormant).
+    Kicked,
+    /// The slice passed: look at the ring once.
+    Slice,
+    /// The worker's end of the link is gone: read the ring until the link reports its end.
+    HungUp,
 }
 
 #[derive(Debug, Default)]
@@ -208,6 +249,17 @@ impl Attend {
     ) {
         *lock(&self.interrupt) = Some(receiver.interrupter());
         *lock(&self.control) = Some(control);
+        // Relaxed: read by this slot's threads after they took the receiver installed below.
+        self.hung_up.store(false, Ordering::Relaxed);
+        // Without the fds (none to spare, a backend without one), the reader keeps its timed
+        // looks; nothing else depends on the bell.
+        *lock(&self.bell) = receiver.hangup_fd().and_then(|fd| {
+            let hangup = fd.try_clone_to_owned().ok()?;
+            let kicks =
+                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                    .ok()?;
+            Some(Arc::new(Bell { kicks, hangup }))
+        });
         *lock(&self.rx) = Some(Rx {
             id,
             receiver,
@@ -226,6 +278,7 @@ impl Attend {
     pub(crate) fn uninstall(&self) -> Option<Rx> {
         *lock(&self.interrupt) = None;
         *lock(&self.control) = None;
+        *lock(&self.bell) = None;
         lock(&self.rx).take()
     }
 
@@ -263,7 +316,26 @@ impl Attend {
             sleep.kicked = true;
             drop(sleep);
             self.wake.notify_one();
+            // After `kicked` is set: a reader that polls the bell looked at `kicked` before it
+            // polled, so it either saw the kick or finds the eventfd readable. A full counter
+            // (EAGAIN) is readable too.
+            if let Some(bell) = lock(&self.bell).as_ref() {
+                let _ = bell.kicks.write(1);
+            }
         }
+    }
+
+    /// Whether this slot's dormant reader sleeps on a bell (no timer needed to see the
+    /// worker's end).
+    pub(crate) fn has_bell(&self) -> bool {
+        !self.hung_up() && lock(&self.bell).is_some()
+    }
+
+    /// Whether the bell heard the worker's end of the link close: a helper then looks at the
+    /// ring with the link's liveness check, which reports the end once the ring is drained.
+    pub(crate) fn hung_up(&self) -> bool {
+        // Relaxed: a hint; the link's own check is what decides.
+        self.hung_up.load(Ordering::Relaxed)
     }
 
     /// Declares the reader dormant: from now on kicks are recorded. The reader then re-checks
@@ -279,19 +351,72 @@ impl Attend {
         sleep.kicked = false;
     }
 
-    /// Sleeps until kicked (`true`, and no longer dormant) or `slice` passes (`false`).
-    pub(crate) fn sleep(&self, slice: Duration) -> bool {
-        let sleep = lock(&self.sleep);
-        let (mut sleep, _) = self
-            .wake
-            .wait_timeout_while(sleep, slice, |sleep| !sleep.kicked)
-            .unwrap_or_else(PoisonError::into_inner);
-        if sleep.kicked {
-            sleep.kicked = false;
-            sleep.dormant = false;
-            true
-        } else {
-            false
+    /// Sleeps until kicked (no longer dormant then), `slice` passes, or (with a bell) the
+    /// worker's end of the link is gone.
+    pub(crate) fn sleep(&self, slice: Duration) -> Woke {
+        let bell = lock(&self.bell).clone().filter(|_| !self.hung_up());
+        let Some(bell) = bell else {
+            let sleep = lock(&self.sleep);
+            let (mut sleep, _) = self
+                .wake
+                .wait_timeout_while(sleep, slice, |sleep| !sleep.kicked)
+                .unwrap_or_else(PoisonError::into_inner);
+            return if sleep.kicked {
+                sleep.kicked = false;
+                sleep.dormant = false;
+                Woke::Kicked
+            } else {
+                Woke::Slice
+            };
+        };
+        let deadline = Instant::now().checked_add(slice);
+        loop {
+            {
+                let mut sleep = lock(&self.sleep);
+                if sleep.kicked {
+                    sleep.kicked = false;
+                    sleep.dormant = false;
+                    return Woke::Kicked;
+                }
+            }
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Woke::Slice;
+            }
+            // Rounded up to whole milliseconds, so it never spins on a zero timeout.
+            let timeout = left.map_or(PollTimeout::NONE, |left| {
+                PollTimeout::try_from(left + Duration::from_micros(999)).unwrap_or(PollTimeout::MAX)
+            });
+            let mut fds = [
+                PollFd::new(bell.kicks.as_fd(), PollFlags::POLLIN),
+                // POLLHUP needs no asking: a socket pair end reports it once the peer's end
+                // is closed (the worker's process died or dropped its endpoint).
+                PollFd::new(bell.hangup.as_fd(), PollFlags::empty()),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(Errno::EINTR) => {}
+                Ok(_) => {
+                    let gone = PollFlags::POLLHUP | PollFlags::POLLERR;
+                    if fds[1]
+                        .revents()
+                        .is_some_and(|revents| revents.intersects(gone))
+                    {
+                        // Relaxed: a hint for helpers, which find the end themselves then.
+                        self.hung_up.store(true, Ordering::Relaxed);
+                        return Woke::HungUp;
+                    }
+                    if fds[0]
+                        .revents()
+                        .is_some_and(|revents| revents.contains(PollFlags::POLLIN))
+                    {
+                        // The count is consumed; `kicked` (looked at next) says whether it was
+                        // this sleep's kick or an earlier one's leftover.
+                        let _ = bell.kicks.read();
+                    }
+                }
+                // Not expected with two valid fds; look at the ring as after a slice.
+                Err(_) => return Woke::Slice,
+            }
         }
     }
 }

@@ -283,6 +283,24 @@ fn deliver(
     }
 }
 
+/// The outcome of a non-blocking receive, delivered (`Ok(true)`), none ready (`Ok(false)`), or
+/// the link's end.
+fn take(
+    got: Result<Option<procpool_ipc::Frame<'_>>, RecvError>,
+    scratch: &mut CopyBuffer,
+    copied: &mut bool,
+    on_frame: &mut dyn FnMut(&[u8]),
+) -> Result<bool, LinkError> {
+    match got {
+        Ok(Some(frame)) => {
+            *copied |= deliver(frame, scratch, on_frame);
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(err) => Err(recv_error(err)),
+    }
+}
+
 impl FrameReceiver for IpcReceiver {
     fn recv(
         &mut self,
@@ -303,14 +321,26 @@ impl FrameReceiver for IpcReceiver {
     }
 
     fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
-        match self.receiver.try_recv() {
-            Ok(Some(frame)) => {
-                self.copied_since_check |= deliver(frame, &mut self.scratch, on_frame);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(err) => Err(recv_error(err)),
-        }
+        let got = self.receiver.try_recv();
+        take(
+            got,
+            &mut self.scratch,
+            &mut self.copied_since_check,
+            on_frame,
+        )
+    }
+
+    fn try_recv_helping(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
+        // No `poll` of the socket: after an idle time the first look at each ring would
+        // otherwise make one (the probe is due every 50 ms), in the lone call's own path.
+        // The reader thread watches the worker's end (its bell, or its ring wait's probe).
+        let got = self.receiver.try_recv_unprobed();
+        take(
+            got,
+            &mut self.scratch,
+            &mut self.copied_since_check,
+            on_frame,
+        )
     }
 
     fn recv_until(
@@ -332,6 +362,10 @@ impl FrameReceiver for IpcReceiver {
     fn interrupter(&self) -> Box<dyn Fn() + Send + Sync> {
         let interrupter = self.receiver.interrupter();
         Box::new(move || interrupter.interrupt())
+    }
+
+    fn hangup_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.receiver.hangup_fd())
     }
 
     fn release_idle_buffers(&mut self) {

@@ -62,7 +62,7 @@ use procpool_worker::protocol::FrameBuf;
 use procpool_worker::protocol::{self, FromWorker, InitializerCall, Setup};
 use procpool_worker::{AlignedVec, SharedObject, Task};
 
-use crate::attend::{Attend, DORMANT_SLICE, Ended, HELP_WINDOW, Helping};
+use crate::attend::{Attend, DORMANT_SLICE, Ended, HELP_WINDOW, Helping, Woke};
 use crate::error::{Error, ErrorKind, TaskError, WorkerExit};
 use crate::handle::{Helper, TaskHandle, task_pair_with};
 use crate::job::{Completion, Job, MapJob, SubmitStream, TaskOptions};
@@ -736,23 +736,47 @@ impl Shared {
                 if !declared {
                     attend.declare_dormant();
                     declared = true;
-                    // A helper that left before the declaration did not kick: read.
-                    if !self.helping.active() {
+                    // A helper that left before the declaration did not kick this reader:
+                    // read if it would have been kicked (`Helper::help`'s leave). Otherwise
+                    // stay dormant, as a reader that declared in time does: back on its ring
+                    // it would only be interrupted by the next helper, and a lone call after
+                    // an idle time would wait for it to step aside first.
+                    if !self.helping.active() && (attend.has_ended() || self.reader_wanted(id)) {
                         attend.wake_up();
                         dormant = false;
                         declared = false;
                     }
                 }
+                // With a bell, a reader whose worker holds nothing sleeps until a kick, the
+                // worker's end, or the link's next buffer offer: no timer that could fire with
+                // a caller's own (a lone call after 100 ms idle found it woken beside itself
+                // by two 50 ms slices armed when the previous call ended). A worker holding a
+                // chunk nobody waits for yet (`owed`) keeps the slice as its rescue.
+                let dormant_slice = if dormant && attend.has_bell() && !self.holds_chunk(id) {
+                    (buffers_offered + BUFFER_IDLE)
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1))
+                } else {
+                    DORMANT_SLICE
+                };
                 #[cfg(test)]
-                let dormant_slice = self.config.hooks.dormant_slice.unwrap_or(DORMANT_SLICE);
-                #[cfg(not(test))]
-                let dormant_slice = DORMANT_SLICE;
+                let dormant_slice = self.config.hooks.dormant_slice.unwrap_or(dormant_slice);
                 if dormant {
                     self.about_to_block("reader dormant");
-                }
-                if dormant && attend.sleep(dormant_slice) {
-                    dormant = false;
-                    declared = false;
+                    match attend.sleep(dormant_slice) {
+                        Woke::Kicked => {
+                            dormant = false;
+                            declared = false;
+                        }
+                        Woke::Slice => {}
+                        Woke::HungUp => {
+                            // Read until the link reports its end (the ring's own probe);
+                            // the bell would only ring again at once.
+                            attend.wake_up();
+                            dormant = false;
+                            declared = false;
+                        }
+                    }
                 }
             }
             let Some(mut guard) = attend.try_rx() else {
@@ -816,10 +840,19 @@ impl Shared {
                 })
             } else {
                 // Back by the next offer of the link's buffers at the latest; nothing read
-                // then is not a reason to go dormant, only an active helper is.
+                // then is not a reason to go dormant. A helper is: one active now, or one
+                // that made the wait end early (it stopped the wait, then left before this
+                // thread ran, as when caller and worker share a core) while the worker holds
+                // nothing. Back on the ring, this reader would only be interrupted by the
+                // next helper, and a lone call after an idle time would wait for it to step
+                // aside first; dormant, a dispatch kicks it if nobody helps.
+                let offer = buffers_offered + BUFFER_IDLE;
                 rx.receiver
-                    .recv_until(Some(buffers_offered + BUFFER_IDLE), &stop, &mut on_frame)
-                    .map(|got| dormant = !got && stop())
+                    .recv_until(Some(offer), &stop, &mut on_frame)
+                    .map(|got| {
+                        dormant =
+                            !got && (stop() || (Instant::now() < offer && !self.holds_chunk(id)));
+                    })
             };
             if copied {
                 let mut held = Some(guard);
@@ -840,6 +873,25 @@ impl Shared {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// Whether worker `id`'s reader thread must read rather than stay dormant when no helper
+    /// is active, besides a link a helper saw end (`Attend::has_ended`): what else a leaving
+    /// helper kicks it for (`Helper::help`): the worker holds a chunk, is stopping, or frames
+    /// wait in its outbox. Anything else sent to a dormant reader's ring comes with a kick
+    /// (dispatch, `owed`) or waits for its next look.
+    fn reader_wanted(&self, id: WorkerId) -> bool {
+        let core = self.lock();
+        holds_chunk(&core, id)
+            || core
+                .workers
+                .get(&id)
+                .is_some_and(|worker| worker.stopping || !worker.outbox.is_empty())
+    }
+
+    /// Whether worker `id` holds a chunk.
+    fn holds_chunk(&self, id: WorkerId) -> bool {
+        holds_chunk(&self.lock(), id)
     }
 
     /// A reader thread's offer of large-frame memory (`BUFFER_IDLE`): the core gives back its
@@ -889,14 +941,22 @@ impl Shared {
         }
         let id = rx.id;
         let mut in_place = None;
-        let res = rx.receiver.try_recv(&mut |frame| {
+        let mut on_frame = |frame: &[u8]| {
             if frame.len() <= HELP_COPY_LIMIT {
                 buf.clear();
                 buf.extend_from_slice(frame);
             } else {
                 in_place = Some(self.on_frame(id, frame, &mut || {}));
             }
-        });
+        };
+        // The worker's liveness is its reader's to watch, unless its bell heard the link close
+        // (then the reader waits for a kick while helpers are active, and this look finds the
+        // end).
+        let res = if attend.hung_up() {
+            rx.receiver.try_recv(&mut on_frame)
+        } else {
+            rx.receiver.try_recv_helping(&mut on_frame)
+        };
         let settled = match res {
             Ok(false) => return false,
             Ok(true) => match in_place {
@@ -2573,6 +2633,11 @@ impl Helper for Shared {
             cell.kick();
         }
     }
+}
+
+/// Whether worker `id` holds a chunk.
+fn holds_chunk(core: &Core, id: WorkerId) -> bool {
+    core.chunks.values().any(|info| info.worker == id)
 }
 
 /// Whether a chunk of a job with a timeout is in flight (the watchdog's fine tick).

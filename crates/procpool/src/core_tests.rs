@@ -1078,3 +1078,31 @@ fn no_chunk_queues_behind_a_worker_with_a_pending_reclaim_mark() {
     });
     assert_eq!(held.result(), Ok(HELD));
 }
+
+/// A dormant reader sleeps on its bell, which hears the link's socket hang up: the end of an
+/// idle worker is seen at once, with no timer to run out (ten minutes here). Before the bell,
+/// a dormant reader noticed an idle worker's end only at its next timed look.
+#[test]
+fn an_idle_workers_end_wakes_its_dormant_reader() {
+    let (mut hooks, dormant) = report_blocking_at("reader dormant");
+    hooks.dormant_slice = Some(Duration::from_secs(600));
+    let pool = Pool::builder()
+        .workers(1)
+        .build_with_hooks(Box::new(ThreadLauncher), hooks)
+        .expect("the worker starts");
+    // Helped: the reader steps aside and stays dormant (its worker holds nothing).
+    assert_eq!(pool.call(square, 4), Ok(16));
+    dormant
+        .recv_timeout(WATCHDOG)
+        .expect("the reader goes dormant");
+    let pid = pool.stats().workers[0].pid;
+    crate::thread_backend::kill(pid);
+    within_watchdog(move || {
+        while pool.stats().deaths == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.call(square, 5), Ok(25), "the replacement serves");
+        assert_ne!(pool.stats().workers[0].pid, pid);
+        drop(pool);
+    });
+}

@@ -129,6 +129,13 @@ pub(crate) trait FrameReceiver: Send {
     /// Also notices a peer that is gone (within the backend's liveness slice).
     fn try_recv(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError>;
 
+    /// `try_recv` for a helper, which looks at every ring many times a second: the backend
+    /// need not check the worker's liveness here (the slot's reader thread watches it). The
+    /// default is `try_recv`.
+    fn try_recv_helping(&mut self, on_frame: &mut dyn FnMut(&[u8])) -> Result<bool, LinkError> {
+        self.try_recv(on_frame)
+    }
+
     /// Like `recv(None, ..)`, but returns `Ok(false)` as soon as `stop` is true (checked while
     /// spinning and before parking) or `deadline` passes; the thread that makes `stop` true
     /// then calls the [`interrupter`](FrameReceiver::interrupter), so a parked receive looks
@@ -142,6 +149,13 @@ pub(crate) trait FrameReceiver: Send {
 
     /// Wakes a `recv_until` parked on this link, from any thread.
     fn interrupter(&self) -> Box<dyn Fn() + Send + Sync>;
+
+    /// An fd that polls `POLLHUP` once the worker's end of the link is gone (a dup is kept by
+    /// the slot's dormant reader: `attend.rs`), if the backend has one; `None` (the default)
+    /// leaves the dormant reader on its timed looks.
+    fn hangup_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 
     /// Gives back the memory the receiver keeps for large frames (the shared-memory backend's
     /// copy buffer) if it took in no large frame since the previous call; called like
