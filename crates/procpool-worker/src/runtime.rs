@@ -23,7 +23,7 @@
 //! | 4 | worker | liveness answer: the last ping seen, copied back by the worker's heartbeat thread |
 //! | 5 | parent | the largest encoded output of one item the worker may send (0: no limit), stored before `Setup` is sent; a larger output is replaced by a `TooLarge` failure |
 //! | 6 | worker | the CPU it started its last chunk on, plus one (0: unknown) |
-//! | 7 | parent | the CPU of the parent thread that last spun for this worker's outcomes, plus one (0: none) |
+//! | 7 | parent | the CPU of the parent thread that spins for this worker's outcomes now, plus one (0: none; cleared when it stops): a worker on that CPU yields it after publishing, and steps off it when the two keep sharing it (`Neighbour`) |
 //! | 8 | both, by compare-and-swap | claim: `chunk_id + 1` of the last chunk the worker started, or [`protocol::CLAIM_RECLAIMED`] or-ed with `chunk_id + 1` of a queued chunk the parent took back before the worker started it; the worker skips such a chunk without a word about it ([`protocol::reclaim`], [`protocol::claim`]) |
 //! | 9 | parent sets, worker clears | outbox: 1 while frames wait in the parent's outbox for room in this worker's ring or socket; a worker that finds its inbox empty with the word set swaps it to 0 and sends `Drained`, so the parent flushes then (see "Waiting for room" below) |
 //!
@@ -160,8 +160,8 @@ pub(crate) mod word {
     pub(crate) const MAX_OUTPUT: usize = 5;
     /// The CPU this worker started its last chunk on, plus one (0: unknown).
     pub(crate) const WORKER_CPU: usize = 6;
-    /// The CPU of the parent thread that last spun for this worker's outcomes, plus one (0:
-    /// none), stored by the parent.
+    /// The CPU of the parent thread that spins for this worker's outcomes now, plus one (0:
+    /// none), stored by the parent and cleared when that thread stops.
     pub(crate) const WAITER_CPU: usize = 7;
     /// Claim word: the last chunk started, or a chunk the parent took back (`protocol::claim`).
     pub(crate) const CLAIM: usize = 8;
@@ -174,6 +174,83 @@ pub(crate) mod word {
 /// area or the vDSO, a few ns.
 fn cpu_word() -> u64 {
     nix::sched::sched_getcpu().map_or(0, |cpu| cpu as u64 + 1)
+}
+
+/// Steps a worker off the CPU of the parent thread that spins for its outcomes when the two
+/// keep sharing it.
+///
+/// A caller that waits by spinning and the worker it waits for take turns on one core when
+/// the kernel put them there: every round trip is then two context switches (~5.7 µs here,
+/// against ~1.7 µs across two vCPUs; docs/bench/startup-and-latency.md). The kernel does not
+/// separate them: both run all the time, so both look cache-hot to the load balancer, and a
+/// full benchmark run on a quiet machine found 73% of its warm trips so placed. After
+/// `patience` chunks in a row on the waiter's CPU the worker moves itself off it
+/// ([`step_off`]), keeping its affinity; if that does not last (the other CPUs are busy and
+/// the kernel brings it back), the patience doubles, up to [`Neighbour::MAX_PATIENCE`], and
+/// it halves again after as many chunks apart.
+#[derive(Debug)]
+struct Neighbour {
+    together: u32,
+    apart: u32,
+    patience: u32,
+}
+
+impl Neighbour {
+    /// Chunks in a row on the waiter's CPU before the first step off.
+    const FIRST_PATIENCE: u32 = 16;
+    /// The most chunks in a row it waits once stepping off kept failing.
+    const MAX_PATIENCE: u32 = 4096;
+
+    fn new() -> Self {
+        Neighbour {
+            together: 0,
+            apart: 0,
+            patience: Self::FIRST_PATIENCE,
+        }
+    }
+
+    /// After a chunk that started on `cpu` while the parent's waiting thread last spun on
+    /// `waiter` (both mailbox words: the CPU plus one, 0 unknown): whether to step off now.
+    fn after_chunk(&mut self, cpu: u64, waiter: u64) -> bool {
+        if cpu == 0 || cpu != waiter {
+            self.together = 0;
+            self.apart += 1;
+            if self.apart >= self.patience {
+                self.apart = 0;
+                self.patience = (self.patience / 2).max(Self::FIRST_PATIENCE);
+            }
+            return false;
+        }
+        self.apart = 0;
+        self.together += 1;
+        if self.together < self.patience {
+            return false;
+        }
+        self.together = 0;
+        self.patience = (self.patience * 2).min(Self::MAX_PATIENCE);
+        true
+    }
+}
+
+/// Moves the calling thread off CPU `cpu`: its affinity without `cpu` (the kernel migrates
+/// a thread before `sched_setaffinity` returns), then its affinity as it was, so the kernel
+/// may place it anywhere it was allowed to again later. Returns the CPU it landed on, or
+/// `None` if it could not move (no other CPU allowed, or the calls failed).
+fn step_off(cpu: usize) -> Option<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
+    use nix::unistd::Pid;
+    let this_thread = Pid::from_raw(0);
+    let allowed = sched_getaffinity(this_thread).ok()?;
+    let mut elsewhere = allowed;
+    elsewhere.unset(cpu).ok()?;
+    if !(0..CpuSet::count()).any(|other| elsewhere.is_set(other).unwrap_or(false)) {
+        return None;
+    }
+    sched_setaffinity(this_thread, &elsewhere).ok()?;
+    let landed = sched_getcpu().ok();
+    // Best effort: a failure leaves the thread off one CPU, which is still a valid placement.
+    let _ = sched_setaffinity(this_thread, &allowed);
+    landed
 }
 
 /// The heartbeat thread of one worker (see the module docs); stops and is joined on drop.
@@ -579,6 +656,7 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
     let mut encoder = OutcomeEncoder::new(AlignedVec::new(), arena.acquire());
     // Stored by the parent before it sent `Setup`, which this worker has received.
     encoder.set_max_item(usize::try_from(mailbox.load(word::MAX_OUTPUT)).unwrap_or(usize::MAX));
+    let mut neighbour = Neighbour::new();
     loop {
         // With large-frame buffers held, give them back after BUFFER_IDLE without frames.
         let idle_until = outbox.holds_buffers().then(|| Instant::now() + BUFFER_IDLE);
@@ -647,10 +725,14 @@ pub(crate) fn run_loop<I: Inbox, O: Outbox>(
                     return Err(error);
                 }
                 // The outcomes are published. A parent thread spinning for them on this very
-                // CPU (a loaded machine put both on one core, and nothing moves a spinning
-                // thread) gets the core now, instead of after this thread's spin for the
-                // next chunk (~4 µs of pure spinning before the ring wait first yields).
-                if cpu != 0 && mailbox.load(word::WAITER_CPU) == cpu {
+                // CPU (the kernel put both on one core, and nothing moves a spinning thread)
+                // gets the core now, instead of after this thread's spin for the next chunk
+                // (~4 µs of pure spinning before the ring wait first yields); if that keeps
+                // happening, this worker moves to another CPU (`Neighbour`).
+                let waiter = mailbox.load(word::WAITER_CPU);
+                if neighbour.after_chunk(cpu, waiter) {
+                    let _ = step_off(usize::try_from(cpu - 1).unwrap_or(usize::MAX));
+                } else if cpu != 0 && waiter == cpu {
                     std::thread::yield_now();
                 }
             }

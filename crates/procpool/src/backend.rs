@@ -473,6 +473,17 @@ impl<S: Signals> WorkerControl for MailboxControl<S> {
         }
     }
 
+    fn clear_waiter_cpu(&self) {
+        // Relaxed: as in `set_waiter_cpu`.
+        if self
+            .waiter_cpu
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+            != 0
+        {
+            self.mailbox.store(MAILBOX_WAITER_CPU, 0);
+        }
+    }
+
     fn outbox_waits(&self) {
         outbox_waits_through(&self.mailbox);
     }

@@ -2549,10 +2549,12 @@ impl Helper for Shared {
         // on every look; tell the workers where this thread spins, so one on the same CPU
         // yields right after publishing (see the `procpool_worker` runtime).
         // Each check visits the slots' controls in place (a lock each, no allocation).
+        let told_cpu = std::cell::Cell::new(false);
         let look_cpu = || {
             let Ok(cpu) = nix::sched::sched_getcpu() else {
                 return false;
             };
+            told_cpu.set(!nested);
             let mut here = false;
             // The first snapshot's workers: enough for a hint about where they run.
             for cell in first_cells.iter() {
@@ -2600,6 +2602,12 @@ impl Helper for Shared {
         }
         self.helping
             .set_co_located_hint(co_located || idle_spins >= HELP_PURE_SPINS);
+        if told_cpu.get() {
+            // This thread no longer spins for them (`WorkerControl::clear_waiter_cpu`).
+            for cell in first_cells.iter() {
+                cell.with_control(|control| control.clear_waiter_cpu());
+            }
+        }
         HELP_BUF.with(|cell| cell.set(buf));
         HELPING.with(|flag| flag.set(nested));
         ON_READER.with(|flag| flag.set(was_reader));

@@ -208,6 +208,11 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// word 7): a worker on that same CPU yields it as soon as its outcomes are published.
     fn set_waiter_cpu(&self, cpu: usize);
 
+    /// Takes back [`set_waiter_cpu`](WorkerControl::set_waiter_cpu) when that thread stops
+    /// spinning: the worker yields to, and steps off the CPU of, only a thread that spins for
+    /// it now.
+    fn clear_waiter_cpu(&self) {}
+
     /// Frames wait in this link's outbox for room: asks the worker to send `Drained` once it
     /// has read every frame it was sent (mailbox word 9), and fences (SeqCst) before the
     /// caller flushes again, so that either the worker sees the request or that flush sees the

@@ -759,3 +759,65 @@ fn a_heartbeat_stopped_just_before_it_blocks_still_ends() {
     );
     dropper.join().expect("dropper thread");
 }
+
+#[test]
+fn a_worker_steps_off_after_its_patience_and_waits_longer_each_time_it_must() {
+    let mut neighbour = Neighbour::new();
+    let on_waiters_cpu = |neighbour: &mut Neighbour, chunks: u32| {
+        (0..chunks).filter(|_| neighbour.after_chunk(3, 3)).count()
+    };
+    // Sixteen chunks in a row on the waiter's CPU: one step off, on the sixteenth.
+    assert_eq!(on_waiters_cpu(&mut neighbour, 15), 0);
+    assert!(neighbour.after_chunk(3, 3));
+    // Brought back at once: now it waits 32, then 64 chunks.
+    assert_eq!(on_waiters_cpu(&mut neighbour, 31), 0);
+    assert!(neighbour.after_chunk(3, 3));
+    assert_eq!(on_waiters_cpu(&mut neighbour, 64), 1);
+    // A chunk elsewhere (or with an unknown CPU) breaks the run; as many chunks apart as the
+    // patience halve it again.
+    assert!(!neighbour.after_chunk(2, 3));
+    assert!(!neighbour.after_chunk(0, 0));
+    assert_eq!(neighbour.patience, 128);
+    for _ in 0..126 {
+        assert!(!neighbour.after_chunk(2, 3));
+    }
+    assert_eq!(neighbour.patience, 64);
+    // The patience never grows past its cap.
+    let chunks = Neighbour::MAX_PATIENCE * 4;
+    let steps = on_waiters_cpu(&mut neighbour, chunks) as u32;
+    assert!(
+        steps <= chunks / Neighbour::MAX_PATIENCE + 6,
+        "{steps} steps"
+    );
+    assert_eq!(neighbour.patience, Neighbour::MAX_PATIENCE);
+}
+
+#[test]
+fn stepping_off_a_cpu_moves_the_thread_and_keeps_its_affinity() {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu};
+    use nix::unistd::Pid;
+    // A thread of its own: the test harness's threads keep their masks either way.
+    thread::spawn(|| {
+        let allowed = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+        let cpus = (0..CpuSet::count())
+            .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+            .count();
+        let here = sched_getcpu().expect("sched_getcpu");
+        let landed = step_off(here);
+        if cpus < 2 {
+            assert_eq!(landed, None, "nowhere else to go");
+            return;
+        }
+        let landed = landed.expect("another CPU is allowed");
+        assert_ne!(landed, here);
+        assert!(allowed.is_set(landed).unwrap(), "it stays inside its mask");
+        let after = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+        assert!(
+            (0..CpuSet::count())
+                .all(|cpu| after.is_set(cpu).unwrap() == allowed.is_set(cpu).unwrap()),
+            "the mask is given back as it was"
+        );
+    })
+    .join()
+    .expect("the probe thread");
+}
