@@ -271,8 +271,9 @@ pub fn markdown(outcome: &Outcome, machine: &MachineInfo, charts: &[(String, Str
             "After every {} warm trips (after every idle one) one more, untimed trip asks the \
              task for its CPU (`sched_getcpu`), and the trips before it are filed under the \
              answer. On the caller's CPU the two take turns on one core, so a trip is two \
-             context switches; that happens when another runnable thread holds the other vCPU. \
-             Medians over the rounds (a side without trips in a round does not count there).\n",
+             context switches; the kernel leaves two threads that take turns so placed (both look \
+             cache-hot to its load balancer), which a procpool worker counters by stepping off \
+             the waiter's CPU. Medians over the rounds (a side without trips in a round does not count there).\n",
             crate::systems::PLACEMENT_EVERY
         );
         let _ = writeln!(md, "| {} |", PLACEMENT_HEADER.join(" | "));
