@@ -202,6 +202,40 @@ impl Placement {
     }
 }
 
+/// The latency rows: `trips` timed round trips after 50 untimed ones, each after `idle` of
+/// sleep if given; the median in µs, with where the trips ran (a placement probe after every
+/// `PLACEMENT_EVERY` warm trips, after every idle one: where the wake-up put the task).
+fn round_trips(
+    system: &mut dyn Backend,
+    workload: Workload,
+    trips: usize,
+    idle: Option<Duration>,
+) -> Result<Sample, BenchError> {
+    for i in 0..50 {
+        system.round_trip(i)?;
+    }
+    let probe_every = if idle.is_some() { 1 } else { PLACEMENT_EVERY };
+    let mut times = Vec::with_capacity(trips);
+    let mut placement = Placement::default();
+    for i in 0..trips as u64 {
+        if let Some(idle) = idle {
+            std::thread::sleep(idle);
+        }
+        let start = Instant::now();
+        let got = system.round_trip(black_box(i))?;
+        let micros = start.elapsed().as_nanos() as f64 / 1e3;
+        times.push(micros);
+        placement.trip(micros);
+        if got != i + 1 {
+            return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
+        }
+        if (i as usize + 1).is_multiple_of(probe_every) {
+            placement.probe(system)?;
+        }
+    }
+    Ok(placement.annotate(Sample::new(median(&times), "us")))
+}
+
 fn wrong(system: &dyn Backend, workload: Workload, detail: String) -> BenchError {
     BenchError::WrongResult {
         system: system.name().to_owned(),
@@ -235,49 +269,10 @@ pub fn measure(
             }
             Ok(Sample::new(median(&times), "ms"))
         }
-        Workload::Latency => {
-            for i in 0..50 {
-                system.round_trip(i)?;
-            }
-            let mut trips = Vec::with_capacity(p.latency_trips);
-            let mut placement = Placement::default();
-            for i in 0..p.latency_trips as u64 {
-                let start = Instant::now();
-                let got = system.round_trip(black_box(i))?;
-                let micros = start.elapsed().as_nanos() as f64 / 1e3;
-                trips.push(micros);
-                placement.trip(micros);
-                if got != i + 1 {
-                    return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
-                }
-                if (i as usize + 1).is_multiple_of(PLACEMENT_EVERY) {
-                    placement.probe(system)?;
-                }
-            }
-            Ok(placement.annotate(Sample::new(median(&trips), "us")))
-        }
+        Workload::Latency => round_trips(system, workload, p.latency_trips, None),
         Workload::LatencyIdle => {
-            for i in 0..50 {
-                system.round_trip(i)?;
-            }
-            let mut trips = Vec::with_capacity(p.idle_trips);
-            let mut placement = Placement::default();
-            for i in 0..p.idle_trips as u64 {
-                std::thread::sleep(p.idle_for);
-                let start = Instant::now();
-                let got = system.round_trip(black_box(i))?;
-                let micros = start.elapsed().as_nanos() as f64 / 1e3;
-                trips.push(micros);
-                placement.trip(micros);
-                if got != i + 1 {
-                    return Err(wrong(system, workload, format!("add_one({i}) = {got}")));
-                }
-                // Right after the trip, before the next sleep: where the wake-up put the task.
-                placement.probe(system)?;
-            }
-            let sample =
-                Sample::new(median(&trips), "us").with("idle_ms", p.idle_for.as_millis() as f64);
-            Ok(placement.annotate(sample))
+            let sample = round_trips(system, workload, p.idle_trips, Some(p.idle_for))?;
+            Ok(sample.with("idle_ms", p.idle_for.as_millis() as f64))
         }
         Workload::Submit => {
             let n = p.submit_n as u64;
