@@ -95,7 +95,8 @@ pub(crate) const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 /// is released, so it goes one to two of these after the link's last large frame (a worker
 /// gives its own pads back after one second without frames, `procpool_worker`'s
 /// `runtime::BUFFER_IDLE`). The reader looks at least this often even when nothing arrives:
-/// a dormant one every `DORMANT_SLICE`, one parked on the ring at this deadline.
+/// a dormant one on its bell until this deadline when its worker holds nothing (else every
+/// `DORMANT_SLICE`), one parked on the ring at this deadline.
 pub(crate) const BUFFER_IDLE: Duration = Duration::from_secs(1);
 /// The largest frame buffer the core keeps once no frame needed more for a `BUFFER_IDLE`
 /// (`Core::frame`).
